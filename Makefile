@@ -1,0 +1,52 @@
+# The README's commands. Everything runs from the project virtualenv in .venv, built from
+# requirements.lock (exact versions) so a fresh machine gets the tree the tests ran on.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export AWS_REQUEST_CHECKSUM_CALCULATION := when_required
+export AWS_RESPONSE_CHECKSUM_VALIDATION := when_required
+
+.PHONY: demo test lint bench serve ui clean system
+
+# OpenCV's wheel needs libGL and glib; everything else comes from PyPI.
+system:
+	@if ! ldconfig -p | grep -q libGL.so.1 || ! ldconfig -p | grep -q libgthread-2.0; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libglib2.0-0 git; fi
+
+$(BIN)/svd: pyproject.toml requirements.lock | system
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/svd
+
+demo: $(BIN)/svd
+	$(BIN)/python -m flows pipeline
+	$(BIN)/dvc push -q
+	$(BIN)/svd report
+
+test: $(BIN)/svd
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(BIN)/svd
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(BIN)/svd
+	$(BIN)/python bench/run.py
+
+# Local stack: Prefect server + worker, MLflow server, S3 endpoint, all on 127.0.0.1.
+serve: $(BIN)/svd
+	$(BIN)/python -m infra.stack up
+
+ui: $(BIN)/svd
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf data models reports mlflow.db mlartifacts .dvc/cache

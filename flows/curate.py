@@ -1,0 +1,42 @@
+"""Curation: synthetic corpus (optional) -> annotate every source video -> filter into subsets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+
+from flows.common import link_mlflow, run_tags
+from svd import params, stages
+
+Step = Literal["synth", "annotate", "filter"]
+
+
+@task
+def synth(params_path: str) -> str:
+    return str(stages.synth(params.load(params_path)))
+
+
+@task
+def annotate(params_path: str) -> dict[str, int]:
+    return stages.annotate(params.load(params_path), run_tags())
+
+
+@task
+def filter_clips(params_path: str) -> dict[str, int]:
+    return stages.filter_clips(params.load(params_path), run_tags())
+
+
+@flow(name="curate", log_prints=True)
+def curate(params_path: str = "params.yaml", steps: list[Step] = ["synth", "annotate", "filter"]) -> dict:  # noqa: B006
+    out: dict = {}
+    if "synth" in steps:
+        out["corpus"] = synth(params_path)
+    if "annotate" in steps:
+        out["clips"] = annotate(params_path)
+    if "filter" in steps:
+        out["subsets"] = filter_clips(params_path)
+        create_table_artifact([{"subset": k, "clips": v} for k, v in out["subsets"].items()], key="subsets")
+    link_mlflow("curate")
+    return out

@@ -1,0 +1,40 @@
+"""The whole loop: curation -> Stage I -> Stage II -> Stage III -> evaluation -> registry.
+
+Each step is the same flow `dvc repro` runs for that stage; after each one the pipeline records the
+stage's outputs in dvc.lock, so either door leaves `dvc status` clean.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import dvc_commit
+from flows.curate import curate
+from flows.evaluate import evaluate
+from flows.register import register
+from flows.train import train
+from svd.params import STAGES
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(params_path: str = "params.yaml", synthetic: bool = True) -> dict:
+    summary: dict = {}
+    steps = ["synth", "annotate", "filter"] if synthetic else ["annotate", "filter"]
+    summary["curate"] = curate(params_path, steps)
+    dvc_commit(*(["synth"] if synthetic else []), "curate", "filter")
+    for stage in STAGES:
+        summary[stage] = train(stage, params_path)
+        dvc_commit(f"train_{stage}")
+    summary["evaluate"] = evaluate(params_path)
+    dvc_commit("evaluate")
+    summary["register"] = register(params_path)
+    dvc_commit("register")
+    reg = summary["register"]
+    create_markdown_artifact(
+        f"Registered **{reg['name']}** v{reg['version']} ({', '.join(reg['aliases'])}); "
+        f"val loss {summary['evaluate']['val_loss']:.4f}",
+        key="pipeline-summary",
+    )
+    return summary
+

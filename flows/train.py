@@ -1,0 +1,28 @@
+"""One training flow for the three stages: the stage is a parameter, its config lives in params.yaml."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import link_mlflow, run_tags
+from svd import params, stages
+from svd.params import StageName
+
+
+@task
+def train_stage(params_path: str, stage: StageName) -> dict:
+    r = stages.train(params.load(params_path), stage, run_tags())
+    return {k: v for k, v in vars(r).items() if k != "losses"}
+
+
+@flow(name="train", log_prints=True)
+def train(stage: StageName = "image", params_path: str = "params.yaml") -> dict:
+    result = train_stage(params_path, stage)
+    create_markdown_artifact(
+        f"### Stage {stage}\n\n| | |\n|---|---|\n"
+        + "".join(f"| {k} | {v} |\n" for k, v in result.items()),
+        key=f"train-{stage}",
+    )
+    link_mlflow(f"train-{stage}")
+    return result

@@ -1,0 +1,117 @@
+"""`svd ...`: the library without an orchestrator. The Prefect flows (python -m flows ...) call the
+same functions in svd.stages; these commands are for a shell, a notebook or a debugger."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from pathlib import Path
+
+from svd import params
+
+
+def cmd_stage(args: argparse.Namespace) -> None:
+    from svd import stages
+
+    p = params.load(args.params)
+    match args.command:
+        case "synth":
+            print(stages.synth(p))
+        case "curate":
+            print(stages.annotate(p))
+        case "filter":
+            print(stages.filter_clips(p))
+        case "train":
+            r = stages.train(p, args.stage)
+            print(f"stage {r.stage}: final loss {r.final_loss:.4f}, val loss {r.val_loss_before:.4f} -> "
+                  f"{r.val_loss_after:.4f}, saved to {r.out}")
+        case "evaluate":
+            print(json.dumps(stages.evaluate(p), indent=2))
+        case "register":
+            print(json.dumps(stages.register(p), indent=2))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Load a registered model (models:/NAME@alias) and write one image-to-video sample."""
+    import mlflow
+    import pandas as pd
+
+    from svd import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    model = mlflow.pyfunc.load_model(args.model)
+    row = {
+        "image": base64.b64encode(Path(args.image).read_bytes()).decode(),
+        "frames": args.frames, "fps": args.fps, "motion_bucket": args.motion_bucket,
+        "steps": args.steps, "seed": args.seed,
+    }
+    video = model.predict(pd.DataFrame([row]))["video"][0]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(base64.b64decode(video))
+    print(f"wrote {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """What the last pipeline run produced, read from the stage outputs on disk."""
+    from svd import tracking
+
+    p = params.load(args.params)
+
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    subsets = read(p.filter.out / "summary.json")
+    print("Clips per subset:")
+    for name, count in subsets.get("counts", subsets).items():
+        print(f"  {name:10s} {count}")
+    print("Training (final loss = mean of the last tenth of the steps):")
+    for stage in params.STAGES:
+        r = read(p.stage(stage).out / "training.json").get("result")
+        if r:
+            print(f"  {stage:9s} final loss {r['final_loss']:.4f}   val loss {r['val_loss_before']:.4f} -> "
+                  f"{r['val_loss_after']:.4f}   {r['steps']} steps, {r['seconds']:.0f} s")
+    metrics = read(p.evaluate.out / "metrics.json")
+    print("Evaluation:")
+    for k, v in metrics.items():
+        print(f"  {k:24s} {v:.4f}" if isinstance(v, float) else f"  {k:24s} {v}")
+    reg = read(p.registry.out)
+    if reg:
+        gates = "passed" if not reg["gate_failures"] else "; ".join(reg["gate_failures"])
+        print(f"Registered: {reg['name']} version {reg['version']}, aliases {', '.join(reg['aliases'])} "
+              f"(gates: {gates})")
+    uri = tracking.tracking_uri()
+    ui = (f".venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+          if uri.startswith("sqlite") else uri)
+    print(f"MLflow UI: {ui}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="svd", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in ("synth", "curate", "filter", "evaluate", "register"):
+        sub.add_parser(name).set_defaults(func=cmd_stage)
+    t = sub.add_parser("train")
+    t.add_argument("--stage", choices=params.STAGES, required=True)
+    t.set_defaults(func=cmd_stage)
+    g = sub.add_parser("generate", help="image -> video with a registered model")
+    g.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/3, runs:/...")
+    g.add_argument("--image", required=True)
+    g.add_argument("--out", required=True)
+    g.add_argument("--frames", type=int, default=8)
+    g.add_argument("--fps", type=int, default=6)
+    g.add_argument("--motion-bucket", type=int, default=127)
+    g.add_argument("--steps", type=int, default=25)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+    sub.add_parser("report").set_defaults(func=cmd_report)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Image-to-video inference with our EDM Euler sampler: the code path evaluation, the registered
+MLflow model and `svd generate` share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from svd.diffusion.sampler import euler_sample
+from svd.model.components import Components
+from svd.model.conditioning import decode, video_condition
+from svd.model.denoiser import EVAL_COND_AUG, denoiser
+
+
+@torch.no_grad()
+def image_to_video(
+    c: Components,
+    image: np.ndarray,  # (H, W, 3) uint8 RGB
+    frames: int,
+    fps: int,
+    motion_bucket: int,
+    steps: int = 25,
+    guidance: tuple[float, float] = (1.0, 2.5),
+    seed: int = 0,
+    cond_aug: float = EVAL_COND_AUG,
+) -> np.ndarray:
+    """Returns (F, H, W, 3) uint8 at the UNet's native resolution."""
+    if not c.is_video:
+        raise ValueError("image_to_video needs a video UNet (a Stage II or III model), got a 2D UNet")
+    # 1. Conditioning frame at the model's resolution, in [-1, 1]
+    scale = 2 ** (len(c.vae.config.block_out_channels) - 1)
+    size = c.unet.config.sample_size * scale
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1  # (H, W, 3) -> (1, 3, H, W)
+    x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    # 2. Conditional and zeroed (unconditional) conditioning
+    g = torch.Generator().manual_seed(seed)
+    one = torch.ones(1)
+    cond = video_condition(c, x, frames, one * fps, one * motion_bucket, one * cond_aug, generator=g)
+    uncond = dict(cond, concat=torch.zeros_like(cond["concat"]),
+                  encoder_hidden_states=torch.zeros_like(cond["encoder_hidden_states"]))
+    d = denoiser(c).eval()
+
+    def denoise(xt: torch.Tensor, sigma: torch.Tensor, conditional: bool) -> torch.Tensor:
+        return d(xt, sigma, **(cond if conditional else uncond))
+
+    # 3. Sample latents, then decode all frames at once (the temporal decoder sees the clip)
+    shape = (1, frames, c.unet.config.out_channels, size // scale, size // scale)
+    latents = euler_sample(denoise, shape, steps, guidance, generator=g)
+    video = decode(c.vae, latents)[0]  # (F, 3, H, W)
+    return ((video + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

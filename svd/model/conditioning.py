@@ -1,0 +1,89 @@
+"""What the denoiser is conditioned on, built the way SVD's image-to-video model expects it.
+
+- cross-attention: the CLIP image embedding of the clean conditioning frame, (B, 1, D);
+- concat: the conditioning frame plus noise of level cond_aug, encoded to the latent mean (unscaled,
+  as diffusers' pipeline does), repeated over frames and concatenated channel-wise;
+- micro-conditioning `added_time_ids` = [fps - 1, motion bucket, cond_aug]. The `fps - 1` is a
+  quirk of the released SVD checkpoints that diffusers reproduces; we keep it so our checkpoints
+  and diffusers' pipeline agree.
+A dropped sample has both the embedding and the concat latent zeroed: that is the unconditional
+branch classifier-free guidance uses at sampling time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder
+from torch import Tensor
+
+from svd.model.components import VAE, Components
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def motion_bucket(score: Tensor, score_max: float) -> Tensor:
+    """Motion score -> bucket id in 0..255, linear up to `score_max` (the paper's mapping is not public)."""
+    return (score / score_max * 255).round().clamp(0, 255)
+
+
+def added_time_ids(fps: Tensor, bucket: Tensor, cond_aug: Tensor) -> Tensor:
+    return torch.stack([fps - 1, bucket, cond_aug], dim=1).float()  # (B, 3)
+
+
+def clip_embed(c: Components, image: Tensor) -> Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 1, D) projected CLIP image embedding."""
+    size = c.image_encoder.config.image_size
+    x = F.interpolate(image, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    x = ((x + 1) / 2 - mean) / std
+    return c.image_encoder(pixel_values=x).image_embeds[:, None]
+
+
+def encode(vae: VAE, pixels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(N, 3, H, W) -> scaled latents (N, C, h, w), sampled from the posterior."""
+    return vae.encode(pixels).latent_dist.sample(generator) * vae.config.scaling_factor
+
+
+def decode(vae: VAE, latents: Tensor) -> Tensor:
+    """(B, F, C, h, w) scaled latents -> (B, F, 3, H, W) pixels in [-1, 1]."""
+    b, f = latents.shape[:2]
+    z = latents.flatten(0, 1) / vae.config.scaling_factor  # (B, F, C, h, w) -> (B*F, C, h, w)
+    kwargs = {"num_frames": f} if isinstance(vae, AutoencoderKLTemporalDecoder) else {}
+    x = vae.decode(z, **kwargs).sample
+    return x.unflatten(0, (b, f)).clamp(-1, 1)
+
+
+def video_condition(
+    c: Components,
+    first: Tensor,  # (B, 3, H, W) conditioning frame in [-1, 1]
+    frames: int,
+    fps: Tensor,  # (B,)
+    bucket: Tensor,  # (B,)
+    cond_aug: Tensor,  # (B,)
+    keep: Tensor | None = None,  # (B,) bool; False zeroes the conditioning of that sample
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    noise = torch.randn(first.shape, generator=generator, dtype=first.dtype)
+    noisy = first + cond_aug.view(-1, 1, 1, 1) * noise
+    latent = c.vae.encode(noisy).latent_dist.mode()  # unscaled, as in diffusers' SVD pipeline
+    embeds = clip_embed(c, first)
+    if keep is not None:
+        latent = latent * keep.view(-1, 1, 1, 1)
+        embeds = embeds * keep.view(-1, 1, 1)
+    return dict(
+        concat=latent[:, None].expand(-1, frames, -1, -1, -1),  # (B, C, h, w) -> (B, F, C, h, w)
+        encoder_hidden_states=embeds,
+        added_time_ids=added_time_ids(fps, bucket, cond_aug),
+    )
+
+
+def image_condition(c: Components, image: Tensor, keep: Tensor | None = None) -> dict[str, Tensor]:
+    """Stage I is an image-variation model: it is conditioned on the CLIP embedding of its target,
+    the same embedding the video model later gets from its first frame."""
+    embeds = clip_embed(c, image)
+    if keep is not None:
+        embeds = embeds * keep.view(-1, 1, 1)
+    return dict(encoder_hidden_states=embeds)

@@ -1,0 +1,68 @@
+"""Turn a Components bundle and a batch of clips into what the EDM loss and sampler consume:
+clean latents x0, the conditioning kwargs, and the preconditioned denoiser D(x, sigma, **cond)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from svd.data.clips import Batch
+from svd.diffusion.edm import EDMPrecond, edm_loss, sample_sigmas
+from svd.model.components import Components
+from svd.model.conditioning import encode, image_condition, motion_bucket, video_condition
+from svd.params import ConditioningParams
+
+EVAL_COND_AUG = 0.02  # the public sampler's default noise on the conditioning frame
+
+
+class UNetBackbone(nn.Module):
+    """F(x_in, c_noise, **cond): both diffusers UNets take (sample, timestep, encoder_hidden_states, ...)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: Tensor, c_noise: Tensor, **cond: Tensor) -> Tensor:
+        return self.unet(x, c_noise, return_dict=False, **cond)[0]
+
+
+def denoiser(c: Components) -> EDMPrecond:
+    return EDMPrecond(UNetBackbone(c.unet))
+
+
+@torch.no_grad()
+def prepare(
+    c: Components,
+    batch: Batch,
+    cp: ConditioningParams,
+    drop: float,
+    generator: torch.Generator,
+    cond_aug: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Encode the clip and build its conditioning; `drop` zeroes the conditioning of that share of samples."""
+    b, f = batch.frames.shape[:2]
+    x0 = encode(c.vae, batch.frames.flatten(0, 1), generator).unflatten(0, (b, f))  # (B, F, C, h, w)
+    keep = torch.rand(b, generator=generator) >= drop if drop > 0 else None
+    first = batch.frames[:, 0]
+    if not c.is_video:
+        return x0[:, 0], image_condition(c, first, keep)  # (B, 1, C, h, w) -> (B, C, h, w)
+    if cond_aug is None:
+        cond_aug = sample_sigmas(b, cp.cond_aug_p_mean, cp.cond_aug_p_std, generator)
+    bucket = motion_bucket(batch.motion, cp.motion_score_max)
+    return x0, video_condition(c, first, f, batch.fps, bucket, cond_aug, keep, generator)
+
+
+@torch.no_grad()
+def validation_loss(
+    c: Components, batch: Batch, cp: ConditioningParams, sigmas: tuple[float, ...], seed: int = 0
+) -> dict[float, float]:
+    """EDM loss at fixed sigmas with fixed noise: comparable across checkpoints of one stage."""
+    g = torch.Generator().manual_seed(seed)
+    b = batch.frames.shape[0]
+    x0, cond = prepare(c, batch, cp, 0.0, g, cond_aug=torch.full((b,), EVAL_COND_AUG))
+    d = denoiser(c).eval()
+    out = {}
+    for s in sigmas:
+        noise = torch.randn(x0.shape, generator=g)
+        out[s] = float(edm_loss(d, x0, torch.full((b,), s), noise, **cond).mean())
+    return out

@@ -1,0 +1,70 @@
+"""Image UNet -> video UNet (paper Sec. 4, VideoLDM-style inflation).
+
+diffusers' UNetSpatioTemporalConditionModel wraps every spatial ResBlock as `spatial_res_block`
+inside a SpatioTemporalResBlock and keeps the spatial transformer's names, so the spatial weights
+map one to one after dropping that infix. Temporal layers stay freshly initialised; their mixing
+factor alpha = sigmoid(0) = 0.5 on video, and 1 (temporal path bypassed) on image-only batches.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel, UNetSpatioTemporalConditionModel
+
+UP = {"UpBlock2D": "UpBlockSpatioTemporal", "CrossAttnUpBlock2D": "CrossAttnUpBlockSpatioTemporal"}
+DOWN = {"DownBlock2D": "DownBlockSpatioTemporal", "CrossAttnDownBlock2D": "CrossAttnDownBlockSpatioTemporal"}
+
+
+def video_unet_config(image: UNet2DConditionModel, addition_time_embed_dim: int, frames: int) -> dict:
+    c = image.config
+    heads = c.attention_head_dim  # diffusers' legacy name: for these blocks it is the head count
+    if c.num_attention_heads is not None:
+        heads = c.num_attention_heads
+    return dict(
+        sample_size=c.sample_size,
+        in_channels=2 * c.in_channels,  # noisy latent + concatenated conditioning-frame latent
+        out_channels=c.out_channels,
+        down_block_types=tuple(DOWN[t] for t in c.down_block_types),
+        up_block_types=tuple(UP[t] for t in c.up_block_types),
+        block_out_channels=tuple(c.block_out_channels),
+        layers_per_block=c.layers_per_block,
+        cross_attention_dim=c.cross_attention_dim,
+        num_attention_heads=heads,
+        addition_time_embed_dim=addition_time_embed_dim,
+        projection_class_embeddings_input_dim=3 * addition_time_embed_dim,  # fps, motion bucket, cond_aug
+        num_frames=frames,
+    )
+
+
+def spatial_key(video_key: str) -> str:
+    return video_key.replace(".spatial_res_block", "")
+
+
+@torch.no_grad()
+def inflate(
+    image: UNet2DConditionModel, addition_time_embed_dim: int, frames: int
+) -> UNetSpatioTemporalConditionModel:
+    """Build the video UNet and copy every spatial weight; raise if any image weight is left over."""
+    video = UNetSpatioTemporalConditionModel(**video_unet_config(image, addition_time_embed_dim, frames))
+    src = image.state_dict()
+    dst = video.state_dict()
+    used = set()
+    for key, value in dst.items():
+        k = spatial_key(key)
+        if k not in src:
+            continue  # temporal layers and the micro-conditioning embedding: new
+        if key == "conv_in.weight":  # (C_out, 2C, 3, 3): copy the latent half, zero the concat half
+            value.zero_()
+            value[:, : src[k].shape[1]] = src[k]
+        else:
+            if value.shape != src[k].shape:
+                raise ValueError(f"inflate: {key} has shape {tuple(value.shape)}, image has {tuple(src[k].shape)}")
+            value.copy_(src[k])
+        used.add(k)
+    if missing := sorted(set(src) - used):
+        raise ValueError(f"inflate: image weights with no place in the video UNet: {missing[:5]}")
+    # A zero last layer makes the new micro-conditioning start as a no-op on the timestep embedding.
+    video.add_embedding.linear_2.weight.zero_()
+    video.add_embedding.linear_2.bias.zero_()
+    video.load_state_dict(dst)
+    return video

@@ -1,0 +1,109 @@
+"""The Stage III model in the MLflow registry.
+
+`mlflow.diffusers` only handles LoRA adapters on a hub base model, so the full pipeline folder is
+logged as a pyfunc artifact, with this package as code so the model loads wherever its pip
+requirements are installed. Aliases, not the deprecated stages: every registered version gets
+`candidate`; `champion` moves to it only when every gate in params.yaml passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from PIL import Image
+
+import svd
+from svd.params import Gates
+
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("string", "image"),  # base64 PNG/JPEG of the conditioning frame
+            ColSpec("long", "frames", required=False),
+            ColSpec("long", "fps", required=False),
+            ColSpec("long", "motion_bucket", required=False),
+            ColSpec("long", "steps", required=False),
+            ColSpec("long", "seed", required=False),
+        ]
+    ),
+    outputs=Schema([ColSpec("string", "video")]),  # base64 mp4
+)
+REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "av", "pillow", "pydantic", "pyyaml")
+
+
+class SVDPipelineModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from svd.model import components
+
+        self.components = components.load(context.artifacts["pipeline"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from svd.generate import image_to_video
+        from svd.media.io import encode_video
+
+        videos = []
+        for row in model_input.to_dict("records"):
+            image = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["image"]))).convert("RGB"))
+            get = lambda k, default: default if pd.isna(row.get(k, np.nan)) else int(row[k])  # noqa: E731
+            fps = get("fps", 6)
+            video = image_to_video(
+                self.components, image, get("frames", 8), fps, get("motion_bucket", 127),
+                steps=get("steps", 25), seed=get("seed", 0),
+            )
+            videos.append(base64.b64encode(encode_video(video, fps)).decode())
+        return pd.DataFrame({"video": videos})
+
+
+def gate_failures(metrics: dict, gates: Gates) -> list[str]:
+    failures = []
+    if gates.max_val_loss is not None and not metrics["val_loss"] <= gates.max_val_loss:
+        failures.append(f"val_loss {metrics['val_loss']:.4f} > {gates.max_val_loss}")
+    if gates.min_motion_spearman is not None:
+        rho = metrics.get("motion_spearman")
+        if rho is None or rho < gates.min_motion_spearman:
+            failures.append(f"motion_spearman {rho} < {gates.min_motion_spearman}")
+    return failures
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    aliases: list[str]
+    gate_failures: list[str]
+    run_id: str
+    model_uri: str
+
+
+def register(model_dir: Path, name: str, metrics: dict, gates: Gates, run_id: str) -> Registration:
+    """Log the pipeline folder as a pyfunc inside the active run, register it and set aliases."""
+    requirements = [f"{r}=={metadata.version(r)}" for r in REQUIREMENTS]
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=SVDPipelineModel(),
+        artifacts={"pipeline": str(model_dir)},
+        code_paths=[str(Path(svd.__file__).parent)],
+        pip_requirements=requirements,
+        signature=SIGNATURE,
+        registered_model_name=name,
+    )
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    failures = gate_failures(metrics, gates)
+    aliases = ["candidate"] + ([] if failures else ["champion"])
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "gates", "passed" if not failures else "; ".join(failures))
+    for key, value in client.get_run(run_id).data.tags.items():
+        if key.startswith(("git.", "dvc.", "prefect.")):
+            client.set_model_version_tag(name, version, key, value)
+    return Registration(name, version, aliases, failures, run_id, f"models:/{name}/{version}")

@@ -1,0 +1,97 @@
+"""The pipeline's stages as plain functions: read params, compute, write the stage's DVC outputs,
+record an MLflow run with lineage. Prefect flows and DVC stages both end up here, and so can a
+notebook: nothing in this module knows about an orchestrator. `tags` carries the caller's ids
+(the Prefect flow-run id) into the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+
+from svd import registry, tracking
+from svd.curation.annotate import curate
+from svd.curation.checks import check_clips, check_subset
+from svd.curation.filter import make_subsets, write_subsets
+from svd.evaluate.run import evaluate as run_evaluation
+from svd.evaluate.run import finite
+from svd.media.synth import make_corpus
+from svd.params import Params, StageName
+from svd.train.loop import StageResult, train_stage
+
+log = logging.getLogger("svd")
+Tags = Mapping[str, str] | None
+
+
+def synth(p: Params) -> Path:
+    return make_corpus(p.synth, p.seed)
+
+
+def annotate(p: Params, tags: Tags = None) -> dict[str, int]:
+    """Cuts, clips and scores for every source video; the clip table is validated before it is written on."""
+    with tracking.run("curate", list(p.curate.sources), {"curate": p.curate.model_dump(mode="json")}, tags):
+        table = curate(p.curate, p.seed)
+        check_clips(table)
+        counts = {
+            "videos": int(table["video"].nunique()),
+            "clips": int((table["status"] == "ok").sum()),
+            "failed": int((table["status"] == "failed").sum()),
+        }
+        mlflow.log_metrics({f"curate.{k}": v for k, v in counts.items()})
+    return counts
+
+
+def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
+    """Percentile filters -> LVD, LVD-F, HQ; each subset passes its expectation suite or nothing is written."""
+    import pandas as pd
+
+    table_path = p.curate.out / "clips.parquet"
+    with tracking.run("filter", [p.curate.out], {"filter": p.filter.model_dump(mode="json")}, tags):
+        subsets = make_subsets(pd.read_parquet(table_path), p.filter)
+        for name, df in subsets.items():
+            check_subset(name, df, p.filter)
+        write_subsets(subsets, p.filter.out)
+        counts = {name: len(df) for name, df in subsets.items()}
+        mlflow.log_metrics({f"clips.{k}": v for k, v in counts.items()})
+    return counts
+
+
+def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
+    st = p.stage(stage)
+    inputs = [p.filter.out, p.curate.out] + ([st.init] if st.init else [])
+    params = {"train": {stage: st.model_dump(mode="json")}, "model": p.model.model_dump(mode="json"), "seed": p.seed}
+    with tracking.run(f"train-{stage}", inputs, params, tags):
+        result = train_stage(p, stage, p.filter.out, p.curate.out, logger=lambda m, s: mlflow.log_metrics(m, step=s))
+        summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and v is not None}
+        mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
+        mlflow.log_artifact(str(Path(st.out) / "training.json"))
+    return result
+
+
+def evaluate(p: Params, tags: Tags = None) -> dict:
+    model = p.train.finetune.out
+    inputs = [model, p.filter.out, p.curate.out]
+    with tracking.run("evaluate", inputs, {"evaluate": p.evaluate.model_dump(mode="json")}, tags):
+        metrics = run_evaluation(p, model, p.filter.out, p.curate.out)
+        mlflow.log_metrics(finite(metrics))
+        mlflow.log_artifacts(str(p.evaluate.out / "samples"), "samples")  # the generated videos
+        mlflow.log_artifact(str(p.evaluate.out / "metrics.json"))
+    return metrics
+
+
+def register(p: Params, tags: Tags = None) -> dict:
+    model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    params = {"registry": p.registry.model_dump(mode="json")}
+    with tracking.run("register", [model, metrics_path], params, tags) as run_id:
+        mlflow.log_metrics(finite(metrics))
+        reg = registry.register(model, p.registry.name, metrics, p.registry.gates, run_id)
+    out = asdict(reg) | {"tracking_uri": tracking.tracking_uri()}
+    p.registry.out.parent.mkdir(parents=True, exist_ok=True)
+    p.registry.out.write_text(json.dumps(out, indent=2))
+    log.info("registered %s version %s with aliases %s", reg.name, reg.version, reg.aliases)
+    return out

@@ -1,0 +1,192 @@
+"""One training loop for the three stages. A stage is data and config (params.train.<stage>):
+
+  image    : autoencoder (when not pretrained), then a 2D image denoiser on single frames
+  video    : the image UNet inflated with temporal layers, trained on LVD-F clips
+  finetune : the video model on the HQ subset at a higher resolution, with EMA weights saved
+
+The loop reads like nanoGPT's train.py: fetch a batch, forward, backward, step, log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from svd.data.clips import ClipSet, load_subset
+from svd.diffusion.edm import edm_loss, sample_sigmas
+from svd.model import components
+from svd.model.components import Components
+from svd.model.conditioning import encode
+from svd.model.denoiser import denoiser, prepare, validation_loss
+from svd.model.inflate import inflate
+from svd.params import Params, StageName, StageParams
+
+log = logging.getLogger("svd.train")
+
+Logger = Callable[[dict[str, float], int], None]
+KL_WEIGHT = 1e-6  # as the LDM autoencoders: a nearly deterministic latent, its scale fixed afterwards
+VAL_SEED = 1234
+
+
+@dataclass
+class StageResult:
+    stage: str
+    out: str
+    steps: int
+    train_clips: int
+    val_clips: int
+    parameters: int
+    val_loss_before: float
+    val_loss_after: float
+    final_loss: float  # mean training loss over the last tenth of the steps
+    autoencoder_loss: float | None
+    scaling_factor: float
+    seconds: float
+    losses: list[float] = field(repr=False)
+
+
+class EMA:
+    """Exponential moving average of the weights with edm-style warm-up, so short runs are not
+    dominated by the initial weights."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v, 1 - d)
+
+    def copy_to(self, module: nn.Module) -> None:
+        module.load_state_dict(self.shadow, strict=False)
+
+
+def initial_components(p: Params, st: StageParams, name: StageName) -> Components:
+    if st.init is not None:
+        return components.load(st.init)
+    if p.model.pretrained is not None:
+        return components.load(p.model.pretrained)
+    return components.build_tiny(p.model, st.resolution[0])
+
+
+def optimise(
+    module: nn.Module, loss_fn: Callable[[int], Tensor], steps: int, lr: float, logger: Logger, prefix: str,
+    ema: EMA | None = None,
+) -> list[float]:
+    params = [q for q in module.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    module.train()
+    losses = []
+    for step in range(steps):
+        loss = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if ema is not None:
+            ema.update(module, step)
+        losses.append(loss.item())
+        if step % 10 == 0 or step == steps - 1:
+            logger({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, step)
+        if step % max(steps // 5, 1) == 0:
+            log.info("%s step %d/%d loss %.4f", prefix, step, steps, losses[-1])
+    module.eval()
+    return losses
+
+
+def fit_autoencoder(c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger) -> float:
+    """Reconstruction + small KL, then set the latent scaling factor to 1/std as LDM did for SD."""
+
+    def loss_fn(step: int) -> Tensor:
+        x = data.batch(st.batch_size, g).frames[:, 0]  # (B, 1, 3, H, W) -> (B, 3, H, W)
+        posterior = c.vae.encode(x).latent_dist
+        recon = c.vae.decode(posterior.sample(g), num_frames=1).sample
+        return F.mse_loss(recon, x) + KL_WEIGHT * posterior.kl().mean()
+
+    losses = optimise(c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder")
+    with torch.no_grad():
+        c.vae.register_to_config(scaling_factor=1.0)
+        z = encode(c.vae, data.fixed(min(len(data), 64)).frames[:, 0], g)
+        c.vae.register_to_config(scaling_factor=float(1 / z.std()))
+    return sum(losses[-max(len(losses) // 10, 1) :]) / max(len(losses) // 10, 1)
+
+
+def train_stage(
+    p: Params, name: StageName, subsets_dir: Path, curated_dir: Path, logger: Logger = lambda m, s: None
+) -> StageResult:
+    st = p.stage(name)
+    t0 = time.time()
+    torch.manual_seed(p.seed)
+    g = torch.Generator().manual_seed(p.seed)
+
+    # 1. Data: the stage's subset at its fps and resolution; held-out clips for validation
+    def subset(split: str) -> ClipSet:
+        return load_subset(subsets_dir, curated_dir, st.subset, split, st.fps, st.frames, st.resolution)
+
+    train, val = subset("train"), subset("val")
+    log.info("stage %s: %d train / %d val samples from %s", name, len(train), len(val), st.subset)
+
+    # 2. Model: previous stage, pretrained weights or tiny; inflated when a 2D UNet meets video
+    c = initial_components(p, st, name)
+    if st.frames > 1 and not c.is_video:
+        c.unet = inflate(c.unet, p.model.unet.addition_time_embed_dim, st.frames)
+    latent_hw = st.resolution[0] // (2 ** (len(c.vae.config.block_out_channels) - 1))
+    c.unet.register_to_config(sample_size=latent_hw)
+
+    # 3. Autoencoder (Stage I from scratch only); frozen from here on, like the image encoder
+    ae_loss = fit_autoencoder(c, train, st, g, logger) if st.autoencoder_steps else None
+    for frozen in (c.vae, c.image_encoder):
+        frozen.requires_grad_(False).eval()
+
+    # 4. Denoiser
+    d = denoiser(c)
+    val_batch = val.fixed(max(st.batch_size, 4))
+    before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
+    ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
+
+    def loss_fn(step: int) -> Tensor:
+        batch = train.batch(st.batch_size, g)
+        x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g)
+        sigma = sample_sigmas(x0.shape[0], st.p_mean, st.p_std, g)
+        noise = torch.randn(x0.shape, generator=g)
+        return edm_loss(d, x0, sigma, noise, **cond).mean()
+
+    losses = optimise(c.unet, loss_fn, st.steps, st.lr, logger, f"train_{name}", ema)
+    if ema is not None:
+        ema.copy_to(c.unet)  # the EMA weights are the stage's output
+    after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
+
+    # 5. Save: a diffusers folder plus the resolved config, as edm's training_options.json
+    components.save(c, st.out)
+    tail = losses[-max(len(losses) // 10, 1) :]
+    result = StageResult(
+        stage=name,
+        out=str(st.out),
+        steps=st.steps,
+        train_clips=len(train),
+        val_clips=len(val),
+        parameters=components.count_parameters(c.unet),
+        val_loss_before=sum(before.values()) / len(before),
+        val_loss_after=sum(after.values()) / len(after),
+        final_loss=sum(tail) / len(tail),
+        autoencoder_loss=ae_loss,
+        scaling_factor=float(c.vae.config.scaling_factor),
+        seconds=time.time() - t0,
+        losses=losses,
+    )
+    summary = {k: v for k, v in asdict(result).items() if k != "losses"}
+    (Path(st.out) / "training.json").write_text(
+        json.dumps({"stage": st.model_dump(mode="json"), "result": summary}, indent=2)
+    )
+    return result
