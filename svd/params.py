@@ -19,15 +19,19 @@ class Section(BaseModel):
 
 class SynthParams(Section):
     out: Path = Path("data/raw")
-    videos: int = Field(8, ge=1)
-    fps: int = Field(12, ge=4)
+    videos: int = Field(default=8, ge=1)
+    fps: int = Field(default=12, ge=4)
     width: int = 128
     height: int = 96
     segments: tuple[int, int] = (3, 5)
     segment_seconds: tuple[float, float] = (2.5, 4.0)
-    fade_every: int = Field(3, ge=1)
-    fade_frames: int = Field(12, ge=2)
-    text_fraction: float = Field(0.3, ge=0, le=1)
+    fade_every: int = Field(default=3, ge=1)
+    fade_frames: int = Field(default=12, ge=2)
+    text_fraction: float = Field(default=0.3, ge=0, le=1)
+    text_areas: tuple[float, float] = (0.02, 0.16)  # (small, large) overlay box / frame area
+    slow_speed: float = Field(default=0.75, gt=0)  # px / frame
+    fast_speed: float = Field(default=3.0, gt=0)
+    gop: int = Field(default=6, ge=1)  # keyframe interval of the encoded videos
 
 
 class CutParams(Section):
@@ -36,6 +40,7 @@ class CutParams(Section):
     fade_threshold: float = 12.0
     min_scene_len: int = 15
     downscale_width: int = 128
+    fade_trim: float = Field(default=0.85, ge=0, le=1)  # scene-end frames darker than this x median are fade
 
 
 class MotionParams(Section):
@@ -45,6 +50,7 @@ class MotionParams(Section):
 
 class TextParams(Section):
     frames: tuple[Literal["first", "middle", "last"], ...] = ("first", "middle", "last")
+    side: int = Field(default=320, ge=32)  # long side of the frames the detector sees, px
 
 
 class CurateParams(Section):
@@ -57,17 +63,17 @@ class CurateParams(Section):
 
 
 class HQParams(Section):
-    motion_drop_fraction: float = Field(0.5, ge=0, lt=1)
-    max_text_area: float = Field(0.02, ge=0, le=1)
+    motion_drop_fraction: float = Field(default=0.5, ge=0, lt=1)
+    max_text_area: float = Field(default=0.02, ge=0, le=1)
     min_seconds: float = 2.0
 
 
 class FilterParams(Section):
     out: Path = Path("data/subsets")
-    motion_drop_fraction: float = Field(0.25, ge=0, lt=1)
-    max_text_area: float = Field(0.07, ge=0, le=1)
+    motion_drop_fraction: float = Field(default=0.25, ge=0, lt=1)
+    max_text_area: float = Field(default=0.07, ge=0, le=1)
     hq: HQParams = HQParams()
-    val_fraction: float = Field(0.2, ge=0, lt=1)
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
 
 
 class VAEParams(Section):

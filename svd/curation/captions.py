@@ -1,0 +1,48 @@
+"""Captions from a sidecar file, the only caption source that needs no model weights.
+
+A source video `x.mp4` may come with `x.json`: {"segments": [{"start_s", "end_s", "caption"}, ...]}
+(what svd.media.synth writes, and what a scraper with per-scene descriptions can write). A clip gets
+the caption of the segment that overlaps it most. The paper's captioners (CoCa on the middle frame,
+VideoBLIP on the clip, an LLM summary of both) need weights this project cannot download: without a
+sidecar the caption is "" and caption_source "none", never a made-up sentence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SidecarError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Captioned:
+    start_s: float
+    end_s: float
+    caption: str
+
+
+def read_sidecar(video: Path) -> list[Captioned] | None:
+    path = video.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return [
+            Captioned(float(s["start_s"]), float(s["end_s"]), str(s["caption"])) for s in data["segments"]
+        ]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SidecarError(f"{path}: not a caption sidecar: {type(e).__name__}: {e}") from None
+
+
+def caption_for(segments: list[Captioned] | None, start_s: float, end_s: float) -> tuple[str, str]:
+    """(caption, caption_source) for the clip [start_s, end_s)."""
+    if not segments:
+        return "", "none"
+    best = max(segments, key=lambda s: min(end_s, s.end_s) - max(start_s, s.start_s))
+    if min(end_s, best.end_s) - max(start_s, best.start_s) <= 0:
+        return "", "none"
+    return best.caption, "sidecar"

@@ -1,0 +1,109 @@
+"""curate() end to end: the synthetic corpus against its ground truth, and the shared real videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from svd.curation.checks import check_clips
+from svd.curation.filter import make_subsets
+from svd.media.io import probe, read_frames
+from svd.params import CurateParams, FilterParams
+
+
+def truth_segment(truth: dict, row: pd.Series) -> dict:
+    v = truth[Path(row.video).stem]
+    inside = [
+        s for s in v["segments"] if s["start_frame"] <= row.start_frame and row.end_frame <= s["end_frame"]
+    ]
+    assert len(inside) == 1, f"clip {row['clip']} [{row.start_frame}, {row.end_frame}) crosses a cut"
+    return inside[0]
+
+
+@pytest.fixture(scope="module")
+def truth(corpus: Path) -> dict:
+    return json.loads((corpus / "ground_truth.json").read_text())["videos"]
+
+
+def test_synthetic_clips_are_ok_and_within_one_scene(synth_table: pd.DataFrame, truth: dict) -> None:
+    assert (synth_table["status"] == "ok").all(), synth_table[synth_table["status"] != "ok"]["error"].tolist()
+    segments = [truth_segment(truth, r) for _, r in synth_table.iterrows()]
+    # nearly every scene yields a clip (each is >= 2 s, the minimum is 1 s)
+    assert len({(s["start_frame"], s["caption"]) for s in segments}) >= 0.9 * sum(
+        len(v["segments"]) for v in truth.values()
+    )
+    assert (synth_table["caption_source"] == "sidecar").all()
+    assert [s["caption"] for s in segments] == synth_table["caption"].tolist()
+
+
+def test_clips_are_exact_copies_of_their_frames(
+    synth_table: pd.DataFrame, curate_params: CurateParams
+) -> None:
+    for _, r in synth_table.head(6).iterrows():
+        clip = read_frames(curate_params.out / r.path)
+        source = read_frames(r.video, start=r.start_s, end=r.end_s)
+        assert len(clip) == r.frames and np.array_equal(clip, source)
+    stream_copied = synth_table[~synth_table["reencoded"]]
+    assert len(stream_copied) >= 0.8 * len(synth_table)
+    assert (stream_copied["start_frame"] % 6 == 0).all()  # snapped onto the corpus's keyframes
+
+
+def test_every_still_clip_scores_below_every_moving_clip(synth_table: pd.DataFrame, truth: dict) -> None:
+    kind = [truth_segment(truth, r)["motion"] for _, r in synth_table.iterrows()]
+    score = synth_table["motion_score"].to_numpy()
+    still = score[[k == "static" for k in kind]]
+    moving = score[[k != "static" for k in kind]]
+    assert len(still) and len(moving)
+    assert still.max() < moving.min(), (still.max(), moving.min())
+    fast = score[[k == "fast" for k in kind]]
+    assert np.median(fast) > np.median(moving[np.isin(moving, fast, invert=True)])
+
+
+def test_large_text_never_reaches_lvd_f(synth_table: pd.DataFrame, truth: dict) -> None:
+    lvd_f = make_subsets(synth_table, FilterParams())["lvd_f"]
+    areas = {r["clip"]: truth_segment(truth, r)["text_area"] for _, r in synth_table.iterrows()}
+    large = {c for c, a in areas.items() if a > 0.07}
+    assert large, "the corpus has no large text overlay to filter"
+    assert not large & set(lvd_f["clip"])
+    detected = synth_table.set_index("clip")["text_area"]
+    assert all(detected[c] > 0.07 for c in large)  # dropped for their text, not by chance
+
+
+def test_clip_table_file_and_checks(synth_table: pd.DataFrame, curate_params: CurateParams) -> None:
+    on_disk = pd.read_parquet(curate_params.out / "clips.parquet")
+    pd.testing.assert_frame_equal(on_disk, synth_table, check_dtype=False)
+    assert sorted(p.name for p in (curate_params.out / "clips").iterdir()) == sorted(
+        Path(p).name for p in synth_table["path"]
+    )
+    check_clips(synth_table)
+
+
+def test_real_videos_give_clips_and_a_corrupt_one_a_failed_row(
+    real_table: pd.DataFrame, real_dir: Path
+) -> None:
+    failed = real_table[real_table["status"] == "failed"]
+    assert len(failed) == 1
+    assert failed["video"].iloc[0] == str(real_dir / "truncated.mp4")
+    assert "truncated.mp4" in failed["error"].iloc[0]
+    ok = real_table[real_table["status"] == "ok"]
+    assert {Path(v).name for v in ok["video"]} >= {"testvideo.mp4", "fades.mp4", "issue-134-rotate.mp4"}
+    assert (ok["caption"] == "").all() and (ok["caption_source"] == "none").all()  # no sidecar, no caption
+    assert (ok["seconds"] >= 1.0 - 1e-9).all()
+    check_clips(real_table)
+
+
+def test_rotated_source_gives_upright_clips(real_table: pd.DataFrame, real_dir: Path) -> None:
+    rows = real_table[
+        real_table["video"].str.endswith("issue-134-rotate.mp4") & (real_table["status"] == "ok")
+    ]
+    assert len(rows)
+    out = real_dir.parent / "curated"
+    for _, r in rows.iterrows():
+        assert (r.width, r.height) == (544, 1280)
+        assert (probe(out / r.path).width, probe(out / r.path).height) == (544, 1280)
+        first = read_frames(out / r.path, max_frames=1)[0]
+        assert np.array_equal(first, read_frames(r.video, start=r.start_s, max_frames=1)[0])

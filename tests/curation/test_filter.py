@@ -1,0 +1,94 @@
+"""Subsets and splits on hand-made tables, where the right answer follows from the definitions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from svd.curation.annotate import to_table
+from svd.curation.filter import make_subsets, split_hash, write_subsets
+from svd.params import FilterParams
+
+
+def table(n: int = 20, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "video": "v.mp4",
+            "clip": f"v-{i:04d}",
+            "status": "ok",
+            "motion_score": float(i),
+            "text_area": float(rng.choice([0.0, 0.01, 0.05, 0.2])),
+            "seconds": float(rng.uniform(1, 4)),
+        }
+        for i in range(n)
+    ]
+    rows += [{"video": "bad.mp4", "clip": "bad", "status": "failed", "error": "bad.mp4: cannot open"}]
+    return to_table(rows)
+
+
+def test_paper_filters() -> None:
+    t, p = table(), FilterParams()
+    s = make_subsets(t, p)
+    ok = t[t["status"] == "ok"]
+    assert set(s["lvd"]["clip"]) == set(ok["clip"])
+    # 25% of 20 clips is 5: the five least moving go, then everything with more than 7% text
+    least = set(ok.nsmallest(5, "motion_score")["clip"])
+    want = set(ok["clip"]) - least - set(ok[ok["text_area"] > 0.07]["clip"])
+    assert set(s["lvd_f"]["clip"]) == want
+    half = set(ok.nsmallest(10, "motion_score")["clip"])
+    hq = {c for c in want - half if ok.set_index("clip").loc[c, "text_area"] <= 0.02}
+    hq = {c for c in hq if ok.set_index("clip").loc[c, "seconds"] >= 2.0}
+    assert set(s["hq"]["clip"]) == hq
+    assert s["lvd_f"].attrs["min_motion_score"] == pytest.approx(np.quantile(ok["motion_score"], 0.25))
+
+
+def test_split_is_per_clip_and_the_same_in_every_subset() -> None:
+    s = make_subsets(table(200), FilterParams(val_fraction=0.2))
+    split = dict(zip(s["lvd"]["clip"], s["lvd"]["split"], strict=True))
+    for df in s.values():
+        assert set(df["split"]) == {"train", "val"}
+        assert all(split[c] == v for c, v in zip(df["clip"], df["split"], strict=True))
+    assert 0.12 < (s["lvd"]["split"] == "val").mean() < 0.28
+    assert (
+        make_subsets(table(200), FilterParams(val_fraction=0.2))["lvd"]["split"].tolist()
+        == s["lvd"]["split"].tolist()
+    )
+    assert all(
+        (split_hash(c) < 0.2) == (v == "val") for c, v in split.items() if c not in s["hq"]["clip"].values
+    )
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.999])
+def test_every_subset_of_two_or_more_gets_both_splits(fraction: float) -> None:
+    s = make_subsets(
+        table(12), FilterParams(val_fraction=fraction, motion_drop_fraction=0.0, max_text_area=1.0)
+    )
+    for name, df in s.items():
+        if len(df) >= 2:
+            assert set(df["split"]) == {"train", "val"}, name
+    assert (make_subsets(table(12), FilterParams(val_fraction=0.0))["lvd"]["split"] == "train").all()
+
+
+def test_write_subsets(tmp_path: Path) -> None:
+    s = make_subsets(table(), FilterParams())
+    write_subsets(s, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for name, df in s.items():
+        back = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert back["clip"].tolist() == df["clip"].tolist() and back.attrs == df.attrs
+        assert summary[name]["clips"] == len(df)
+        assert summary[name]["train"] + summary[name]["val"] == len(df)
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]
+
+
+def test_no_ok_clips_gives_empty_subsets(tmp_path: Path) -> None:
+    t = table()
+    s = make_subsets(t[t["status"] == "failed"], FilterParams())
+    assert all(df.empty for df in s.values())
+    write_subsets(s, tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["hq"]["clips"] == 0
