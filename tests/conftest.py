@@ -1,0 +1,124 @@
+"""Session-wide test environment and lazily started real servers (S3, MLflow, Prefect).
+
+The environment is set in `pytest_configure`, before any test module imports prefect: Prefect
+reads PREFECT_HOME once at import, so a fixture would come too late to keep ~/.prefect clean.
+Servers start only when a test asks for their fixture and stop at session end; the
+`pytest_sessionfinish` check then fails the run if any process they started is still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack import (
+    AWS_ENV,
+    MARKER,
+    QUIET_ENV,
+    S3Endpoint,
+    Service,
+    processes_with_env,
+    start_mlflow,
+    start_prefect,
+    start_s3,
+    start_worker,
+)
+
+SESSION_KEY = "SVD_TEST_SESSION"
+_session_tmp: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _session_tmp
+    _session_tmp = Path(tempfile.mkdtemp(prefix="svd-tests-"))
+    os.environ.update(
+        {
+            **QUIET_ENV,
+            # Dummy AWS credentials: no test can sign a request to real AWS by accident.
+            **AWS_ENV,
+            "PREFECT_HOME": str(_session_tmp / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Inherited by every subprocess a test starts: how the end check finds leftovers.
+            SESSION_KEY: uuid.uuid4().hex,
+        }
+    )
+    # A developer's shell may point at a live server; tests must never talk to it.
+    for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(key, None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Runs after session fixtures are torn down: a process of this session that carries the
+    stack marker is a server (or a flow run of its worker) that outlived its fixture. Kill it
+    and fail the run so the leak gets fixed."""
+    ours = set(processes_with_env(SESSION_KEY, os.environ[SESSION_KEY]))
+    for pid in sorted(ours & set(processes_with_env(MARKER))):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+        print(f"\nLEAKED stack process {pid} outlived its fixture (killed now): {cmd[:200]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if _session_tmp is not None:
+        shutil.rmtree(_session_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack_root() -> Path:
+    """State and logs of the session's servers (logs are named in any startup error)."""
+    assert _session_tmp is not None
+    root = _session_tmp / "stack"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def s3(stack_root: Path) -> Iterator[S3Endpoint]:
+    """A moto S3 endpoint over HTTP with bucket `svd`: `.url`, `.bucket`, `.env`, `.client()`."""
+    endpoint = start_s3(stack_root, bucket="svd")
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(stack_root: Path, s3: S3Endpoint) -> Iterator[Service]:
+    """MLflow tracking + registry on sqlite, artifacts proxied to s3://svd/mlflow.
+    `.url` is the tracking URI; clients need no S3 credentials."""
+    server = start_mlflow(stack_root, s3)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(stack_root: Path) -> Iterator[Service]:
+    """A Prefect server (no UI) with its own PREFECT_HOME; `.url` is the API URL, `.env`
+    holds PREFECT_API_URL and PREFECT_HOME for subprocesses."""
+    server = start_prefect(stack_root, ui=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_worker(prefect_server: Service, stack_root: Path) -> Iterator[Service]:
+    """A process worker polling pool `pytest-local` (`.url` is that pool's API URL), registered
+    with the server before it is yielded. Flow runs that need MLflow/S3 settings want their own:
+    `start_worker(prefect_server, pool, root, env={**s3.env, **mlflow_server.env})`."""
+    worker = start_worker(prefect_server, "pytest-local", stack_root, poll_seconds=1)
+    try:
+        yield worker
+    finally:
+        worker.stop()
