@@ -25,7 +25,9 @@ def link_mlflow(stage: str) -> None:
     """A link artifact from the flow run to the MLflow experiment, the other half of the lineage."""
     uri = tracking.tracking_uri()
     if uri.startswith("http"):
-        create_link_artifact(link=f"{uri}/#/experiments", link_text=f"MLflow runs of {stage}", key=f"mlflow-{stage}")
+        create_link_artifact(
+            link=f"{uri}/#/experiments", link_text=f"MLflow runs of {stage}", key=f"mlflow-{stage}"
+        )
 
 
 @task(retries=2, retry_delay_seconds=2)

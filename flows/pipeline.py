@@ -37,4 +37,3 @@ def pipeline(params_path: str = "params.yaml", synthetic: bool = True) -> dict:
         key="pipeline-summary",
     )
     return summary
-

@@ -20,8 +20,7 @@ def train_stage(params_path: str, stage: StageName) -> dict:
 def train(stage: StageName = "image", params_path: str = "params.yaml") -> dict:
     result = train_stage(params_path, stage)
     create_markdown_artifact(
-        f"### Stage {stage}\n\n| | |\n|---|---|\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in result.items()),
+        f"### Stage {stage}\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in result.items()),
         key=f"train-{stage}",
     )
     link_mlflow(f"train-{stage}")

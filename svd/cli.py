@@ -26,8 +26,10 @@ def cmd_stage(args: argparse.Namespace) -> None:
             print(stages.filter_clips(p))
         case "train":
             r = stages.train(p, args.stage)
-            print(f"stage {r.stage}: final loss {r.final_loss:.4f}, val loss {r.val_loss_before:.4f} -> "
-                  f"{r.val_loss_after:.4f}, saved to {r.out}")
+            print(
+                f"stage {r.stage}: final loss {r.final_loss:.4f}, val loss {r.val_loss_before:.4f} -> "
+                f"{r.val_loss_after:.4f}, saved to {r.out}"
+            )
         case "evaluate":
             print(json.dumps(stages.evaluate(p), indent=2))
         case "register":
@@ -45,8 +47,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
     model = mlflow.pyfunc.load_model(args.model)
     row = {
         "image": base64.b64encode(Path(args.image).read_bytes()).decode(),
-        "frames": args.frames, "fps": args.fps, "motion_bucket": args.motion_bucket,
-        "steps": args.steps, "seed": args.seed,
+        "frames": args.frames,
+        "fps": args.fps,
+        "motion_bucket": args.motion_bucket,
+        "steps": args.steps,
+        "seed": args.seed,
     }
     video = model.predict(pd.DataFrame([row]))["video"][0]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +76,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     for stage in params.STAGES:
         r = read(p.stage(stage).out / "training.json").get("result")
         if r:
-            print(f"  {stage:9s} final loss {r['final_loss']:.4f}   val loss {r['val_loss_before']:.4f} -> "
-                  f"{r['val_loss_after']:.4f}   {r['steps']} steps, {r['seconds']:.0f} s")
+            print(
+                f"  {stage:9s} final loss {r['final_loss']:.4f}   val loss {r['val_loss_before']:.4f} -> "
+                f"{r['val_loss_after']:.4f}   {r['steps']} steps, {r['seconds']:.0f} s"
+            )
     metrics = read(p.evaluate.out / "metrics.json")
     print("Evaluation:")
     for k, v in metrics.items():
@@ -80,11 +87,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     reg = read(p.registry.out)
     if reg:
         gates = "passed" if not reg["gate_failures"] else "; ".join(reg["gate_failures"])
-        print(f"Registered: {reg['name']} version {reg['version']}, aliases {', '.join(reg['aliases'])} "
-              f"(gates: {gates})")
+        print(
+            f"Registered: {reg['name']} version {reg['version']}, aliases {', '.join(reg['aliases'])} "
+            f"(gates: {gates})"
+        )
     uri = tracking.tracking_uri()
-    ui = (f".venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-          if uri.startswith("sqlite") else uri)
+    ui = (
+        f".venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        if uri.startswith("sqlite")
+        else uri
+    )
     print(f"MLflow UI: {ui}")
 
 

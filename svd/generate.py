@@ -37,8 +37,11 @@ def image_to_video(
     g = torch.Generator().manual_seed(seed)
     one = torch.ones(1)
     cond = video_condition(c, x, frames, one * fps, one * motion_bucket, one * cond_aug, generator=g)
-    uncond = dict(cond, concat=torch.zeros_like(cond["concat"]),
-                  encoder_hidden_states=torch.zeros_like(cond["encoder_hidden_states"]))
+    uncond = dict(
+        cond,
+        concat=torch.zeros_like(cond["concat"]),
+        encoder_hidden_states=torch.zeros_like(cond["encoder_hidden_states"]),
+    )
     d = denoiser(c).eval()
 
     def denoise(xt: torch.Tensor, sigma: torch.Tensor, conditional: bool) -> torch.Tensor:

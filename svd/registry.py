@@ -53,11 +53,16 @@ class SVDPipelineModel(mlflow.pyfunc.PythonModel):
         videos = []
         for row in model_input.to_dict("records"):
             image = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["image"]))).convert("RGB"))
-            get = lambda k, default: default if pd.isna(row.get(k, np.nan)) else int(row[k])  # noqa: E731
-            fps = get("fps", 6)
+            opt = {k: int(v) for k, v in row.items() if k != "image" and not pd.isna(v)}
+            fps = opt.get("fps", 6)
             video = image_to_video(
-                self.components, image, get("frames", 8), fps, get("motion_bucket", 127),
-                steps=get("steps", 25), seed=get("seed", 0),
+                self.components,
+                image,
+                frames=opt.get("frames", 8),
+                fps=fps,
+                motion_bucket=opt.get("motion_bucket", 127),
+                steps=opt.get("steps", 25),
+                seed=opt.get("seed", 0),
             )
             videos.append(base64.b64encode(encode_video(video, fps)).decode())
         return pd.DataFrame({"video": videos})

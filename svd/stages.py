@@ -46,7 +46,7 @@ def annotate(p: Params, tags: Tags = None) -> dict[str, int]:
 
 
 def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
-    """Percentile filters -> LVD, LVD-F, HQ; each subset passes its expectation suite or nothing is written."""
+    """Percentile filters -> LVD, LVD-F, HQ; every subset must pass its suite before any is written."""
     import pandas as pd
 
     table_path = p.curate.out / "clips.parquet"
@@ -63,9 +63,15 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
 def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
     st = p.stage(stage)
     inputs = [p.filter.out, p.curate.out] + ([st.init] if st.init else [])
-    params = {"train": {stage: st.model_dump(mode="json")}, "model": p.model.model_dump(mode="json"), "seed": p.seed}
+    params = {
+        "train": {stage: st.model_dump(mode="json")},
+        "model": p.model.model_dump(mode="json"),
+        "seed": p.seed,
+    }
     with tracking.run(f"train-{stage}", inputs, params, tags):
-        result = train_stage(p, stage, p.filter.out, p.curate.out, logger=lambda m, s: mlflow.log_metrics(m, step=s))
+        result = train_stage(
+            p, stage, p.filter.out, p.curate.out, logger=lambda m, s: mlflow.log_metrics(m, step=s)
+        )
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and v is not None}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))

@@ -32,11 +32,14 @@ def configure(experiment: str = EXPERIMENT) -> None:
 
 def git_commit(cwd: Path = Path()) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        )
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+    ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -68,7 +71,9 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 @contextmanager
-def run(name: str, inputs: list[Path], params: Mapping, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+def run(
+    name: str, inputs: list[Path], params: Mapping, tags: Mapping[str, str] | None = None
+) -> Iterator[str]:
     """An MLflow run carrying the lineage tags and the flattened params; yields the run id."""
     configure()
     with mlflow.start_run(run_name=name, tags=lineage(inputs, tags)) as active:

@@ -61,7 +61,13 @@ class ClipSet:
 
 
 def load_subset(
-    subsets_dir: Path, curated_dir: Path, subset: str, split: str, fps: float, frames: int, size: tuple[int, int]
+    subsets_dir: Path,
+    curated_dir: Path,
+    subset: str,
+    split: str,
+    fps: float,
+    frames: int,
+    size: tuple[int, int],
 ) -> ClipSet:
     table = pd.read_parquet(Path(subsets_dir) / f"{subset}.parquet")
     table = table[table["split"] == split]

@@ -7,6 +7,7 @@ scale of linspace(min, max, frames), the negative branch using zeroed conditioni
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -41,7 +42,7 @@ def euler_sample(
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     w = frame_guidance(shape[1], guidance).reshape(1, -1, 1, 1, 1)  # (1, F, 1, 1, 1)
     x = torch.randn(shape, generator=generator, dtype=torch.float64) * sigmas[0]
-    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+    for s, s_next in itertools.pairwise(sigmas):
         sigma = torch.full((shape[0],), float(s), dtype=dtype)
         d_cond = denoise(x.to(dtype), sigma, True).double()
         guided = d_cond

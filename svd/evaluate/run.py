@@ -57,7 +57,9 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: Path) -
             video = image_to_video(c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, seed=SEED + i)
             path = out / "samples" / f"{val.keys[i % len(val)]}_m{bucket:03d}.mp4"
             write_video(path, video, e.fps)
-            rows.append({"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, p.curate.motion)})
+            rows.append(
+                {"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, p.curate.motion)}
+            )
             log.info("sample %s: bucket %d -> motion %.3f", path.name, bucket, rows[-1]["motion"])
 
     # 3. Motion control

@@ -58,7 +58,9 @@ def inflate(
             value[:, : src[k].shape[1]] = src[k]
         else:
             if value.shape != src[k].shape:
-                raise ValueError(f"inflate: {key} has shape {tuple(value.shape)}, image has {tuple(src[k].shape)}")
+                raise ValueError(
+                    f"inflate: {key} has shape {tuple(value.shape)}, image has {tuple(src[k].shape)}"
+                )
             value.copy_(src[k])
         used.add(k)
     if missing := sorted(set(src) - used):

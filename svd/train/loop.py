@@ -81,7 +81,12 @@ def initial_components(p: Params, st: StageParams, name: StageName) -> Component
 
 
 def optimise(
-    module: nn.Module, loss_fn: Callable[[int], Tensor], steps: int, lr: float, logger: Logger, prefix: str,
+    module: nn.Module,
+    loss_fn: Callable[[int], Tensor],
+    steps: int,
+    lr: float,
+    logger: Logger,
+    prefix: str,
     ema: EMA | None = None,
 ) -> list[float]:
     params = [q for q in module.parameters() if q.requires_grad]
@@ -105,7 +110,9 @@ def optimise(
     return losses
 
 
-def fit_autoencoder(c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger) -> float:
+def fit_autoencoder(
+    c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger
+) -> float:
     """Reconstruction + small KL, then set the latent scaling factor to 1/std as LDM did for SD."""
 
     def loss_fn(step: int) -> Tensor:

@@ -1,0 +1,150 @@
+"""The whole loop on the smoke profile, through both doors: `dvc repro` and the Prefect pipeline flow.
+
+Each test builds a fresh project (a git + DVC repo holding this checkout's code and dvc.yaml, with
+params.yaml overridden by tests/e2e/smoke.yaml), runs the pipeline against a real Prefect server,
+and checks what a user checks afterwards: `dvc status` is clean, the registry has the model with
+its aliases, every MLflow run carries lineage tags, samples are logged as videos, and
+`svd generate` turns an image into a video with the champion model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from svd.params import merge
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SMOKE = yaml.safe_load((Path(__file__).parent / "smoke.yaml").read_text())
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, (
+        f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    )
+    return r.stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path, prefect_server) -> tuple[Path, dict]:
+    proj = tmp_path / "project"
+    proj.mkdir()
+    for name in ("svd", "flows", ".dvc", "dvc.yaml", ".dvcignore", "pyproject.toml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+        else:
+            shutil.copy(src, proj / name)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMOKE)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (proj / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
+    env = {
+        **os.environ,
+        **prefect_server.env,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "PYTHONPATH": str(proj),  # the copied code, not the checkout's, is what runs
+        "MLFLOW_TRACKING_URI": f"sqlite:///{proj / 'mlflow.db'}",
+    }
+    sh(["git", "init", "-q"], proj, env)
+    sh(["git", "add", "-A"], proj, env)
+    sh(
+        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "smoke project"],
+        proj,
+        env,
+    )
+    sh([str(BIN / "dvc"), "remote", "add", "-f", "-d", "localstore", str(tmp_path / "remote")], proj, env)
+    return proj, env
+
+
+def check_outcome(proj: Path, env: dict) -> None:
+    # 1. DVC agrees with what was produced, and the data versions reach the remote
+    status = sh([str(BIN / "dvc"), "status"], proj, env)
+    assert "up to date" in status, status
+    sh([str(BIN / "dvc"), "push", "-q"], proj, env)
+
+    # 2. Every stage learned: validation loss at fixed sigmas fell
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    for stage in ("image", "video", "finetune"):
+        r = json.loads((proj / params["train"][stage]["out"] / "training.json").read_text())["result"]
+        assert r["val_loss_after"] < r["val_loss_before"], (stage, r)
+
+    # 3. The registry holds the model under its aliases
+    reg = json.loads((proj / "reports" / "registration.json").read_text())
+    assert reg["aliases"] == ["candidate", "champion"], reg
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(reg["name"], "champion").version) == reg["version"]
+
+    # 4. Lineage: git commit, DVC input hashes and the Prefect flow run on every run
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
+    runs = mlflow.search_runs(experiment_names=["svd"], output_format="list")
+    names = sorted(r.info.run_name for r in runs)
+    assert names == sorted(
+        ["curate", "filter", "train-image", "train-video", "train-finetune", "evaluate", "register"]
+    ), names
+    for run in runs:
+        tags = run.data.tags
+        assert len(tags["git.commit"]) >= 40, tags
+        assert tags["prefect.flow_run_id"] not in ("", "none"), (run.info.run_name, tags)
+        assert any(k.startswith("dvc.md5.") for k in tags), (run.info.run_name, tags)
+    finetune = next(r for r in runs if r.info.run_name == "train-finetune")
+    assert finetune.data.tags["dvc.md5.models/video"] == next(
+        o["md5"] for o in lock["train_video"]["outs"] if o["path"] == "models/video"
+    )
+
+    # 5. Samples are logged as videos
+    evaluation = next(r for r in runs if r.info.run_name == "evaluate")
+    samples = client.list_artifacts(evaluation.info.run_id, "samples")
+    assert samples and all(a.path.endswith(".mp4") for a in samples)
+    assert "motion_spearman" in json.loads((proj / "reports" / "eval" / "metrics.json").read_text())
+
+    # 6. A user generates a video from an image with the champion
+    image = proj / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image)
+    out = proj / "out.mp4"
+    sh(
+        [
+            str(BIN / "svd"),
+            "generate",
+            "--model",
+            f"models:/{reg['name']}@champion",
+            "--image",
+            str(image),
+            "--out",
+            str(out),
+            "--frames",
+            "4",
+            "--steps",
+            "3",
+        ],
+        proj,
+        env,
+    )
+    with av.open(str(out)) as f:
+        assert sum(1 for _ in f.decode(video=0)) == 4
+
+
+def test_dvc_repro_runs_the_whole_loop(project):
+    proj, env = project
+    sh([str(BIN / "dvc"), "repro"], proj, env)
+    check_outcome(proj, env)
+
+
+def test_prefect_pipeline_runs_the_whole_loop(project):
+    proj, env = project
+    sh([sys.executable, "-m", "flows", "pipeline"], proj, env)
+    check_outcome(proj, env)
