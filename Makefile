@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export AWS_REQUEST_CHECKSUM_CALCULATION := when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION := when_required
 
-.PHONY: demo test lint bench serve ui clean system
+.PHONY: demo test lint bench serve ui clean system venv
 
 # OpenCV's wheel needs libGL and glib; everything else comes from PyPI.
 system:
@@ -31,7 +31,9 @@ demo: $(BIN)/svd
 
 test: $(BIN)/svd
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15
 
 lint: $(BIN)/svd
 	$(BIN)/ruff check .

@@ -10,19 +10,23 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import dvc_commit
-from flows.curate import curate
+from flows.curate import Step, curate
 from flows.evaluate import evaluate
 from flows.register import register
 from flows.train import train
 from svd.params import STAGES
 
+DVC_STAGE = {"synth": "synth", "annotate": "curate", "filter": "filter"}
+
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", synthetic: bool = True) -> dict:
     summary: dict = {}
-    steps = ["synth", "annotate", "filter"] if synthetic else ["annotate", "filter"]
-    summary["curate"] = curate(params_path, steps)
-    dvc_commit(*(["synth"] if synthetic else []), "curate", "filter")
+    steps: list[Step] = ["synth", "annotate", "filter"] if synthetic else ["annotate", "filter"]
+    summary["curate"] = {}
+    for step in steps:  # one at a time: each step's inputs must be in dvc.lock for its lineage tags
+        summary["curate"] |= curate(params_path, [step])
+        dvc_commit(DVC_STAGE[step])
     for stage in STAGES:
         summary[stage] = train(stage, params_path)
         dvc_commit(f"train_{stage}")

@@ -122,9 +122,9 @@ class StageParams(Section):
     lr: float = Field(gt=0)
     p_mean: float
     p_std: float = Field(gt=0)
-    cond_drop: float = Field(0.0, ge=0, le=1)
-    ema_decay: float | None = Field(None, gt=0, lt=1)
-    autoencoder_steps: int = Field(0, ge=0)
+    cond_drop: float = Field(default=0.0, ge=0, le=1)
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    autoencoder_steps: int = Field(default=0, ge=0)
     autoencoder_lr: float = 1e-3
 
 
@@ -141,7 +141,7 @@ STAGES: tuple[StageName, ...] = ("image", "video", "finetune")
 class ConditioningParams(Section):
     cond_aug_p_mean: float = -3.0
     cond_aug_p_std: float = 0.5
-    motion_score_max: float = Field(8.0, gt=0)
+    motion_score_max: float = Field(default=8.0, gt=0)
 
 
 class EvaluateParams(Section):
@@ -152,7 +152,7 @@ class EvaluateParams(Section):
     guidance: tuple[float, float] = (1.0, 2.5)
     motion_buckets: tuple[int, ...] = (0, 64, 128, 192, 255)
     fps: int = 6
-    samples: int = Field(2, ge=1)
+    samples: int = Field(default=2, ge=1)
 
 
 class Gates(Section):

@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
@@ -40,7 +41,7 @@ SIGNATURE = ModelSignature(
 REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "av", "pillow", "pydantic", "pyyaml")
 
 
-class SVDPipelineModel(mlflow.pyfunc.PythonModel):
+class SVDPipelineModel(PythonModel):
     def load_context(self, context) -> None:
         from svd.model import components
 

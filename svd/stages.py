@@ -1,7 +1,10 @@
 """The pipeline's stages as plain functions: read params, compute, write the stage's DVC outputs,
 record an MLflow run with lineage. Prefect flows and DVC stages both end up here, and so can a
 notebook: nothing in this module knows about an orchestrator. `tags` carries the caller's ids
-(the Prefect flow-run id) into the run."""
+(the Prefect flow-run id) into the run.
+
+Each DVC stage is a fresh process, so each function imports only what its stage needs: the
+curation stages never pay for torch and diffusers, nor training for OpenCV and OCR."""
 
 from __future__ import annotations
 
@@ -10,29 +13,31 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 
-from svd import registry, tracking
-from svd.curation.annotate import curate
-from svd.curation.checks import check_clips, check_subset
-from svd.curation.filter import make_subsets, write_subsets
-from svd.evaluate.run import evaluate as run_evaluation
-from svd.evaluate.run import finite
-from svd.media.synth import make_corpus
+from svd import tracking
 from svd.params import Params, StageName
-from svd.train.loop import StageResult, train_stage
+
+if TYPE_CHECKING:
+    from svd.train.loop import StageResult
 
 log = logging.getLogger("svd")
 Tags = Mapping[str, str] | None
 
 
 def synth(p: Params) -> Path:
+    from svd.media.synth import make_corpus
+
     return make_corpus(p.synth, p.seed)
 
 
 def annotate(p: Params, tags: Tags = None) -> dict[str, int]:
     """Cuts, clips and scores for every source video; the clip table is validated before it is written on."""
+    from svd.curation.annotate import curate
+    from svd.curation.checks import check_clips
+
     with tracking.run("curate", list(p.curate.sources), {"curate": p.curate.model_dump(mode="json")}, tags):
         table = curate(p.curate, p.seed)
         check_clips(table)
@@ -49,6 +54,9 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
     """Percentile filters -> LVD, LVD-F, HQ; every subset must pass its suite before any is written."""
     import pandas as pd
 
+    from svd.curation.checks import check_subset
+    from svd.curation.filter import make_subsets, write_subsets
+
     table_path = p.curate.out / "clips.parquet"
     with tracking.run("filter", [p.curate.out], {"filter": p.filter.model_dump(mode="json")}, tags):
         subsets = make_subsets(pd.read_parquet(table_path), p.filter)
@@ -60,7 +68,13 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
     return counts
 
 
+def _log_metrics(metrics: dict[str, float], step: int) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
 def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
+    from svd.train.loop import train_stage
+
     st = p.stage(stage)
     inputs = [p.filter.out, p.curate.out] + ([st.init] if st.init else [])
     params = {
@@ -69,9 +83,7 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
         "seed": p.seed,
     }
     with tracking.run(f"train-{stage}", inputs, params, tags):
-        result = train_stage(
-            p, stage, p.filter.out, p.curate.out, logger=lambda m, s: mlflow.log_metrics(m, step=s)
-        )
+        result = train_stage(p, stage, p.filter.out, p.curate.out, logger=_log_metrics)
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and v is not None}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))
@@ -79,6 +91,9 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
 
 
 def evaluate(p: Params, tags: Tags = None) -> dict:
+    from svd.evaluate.run import evaluate as run_evaluation
+    from svd.evaluate.run import finite
+
     model = p.train.finetune.out
     inputs = [model, p.filter.out, p.curate.out]
     with tracking.run("evaluate", inputs, {"evaluate": p.evaluate.model_dump(mode="json")}, tags):
@@ -90,6 +105,9 @@ def evaluate(p: Params, tags: Tags = None) -> dict:
 
 
 def register(p: Params, tags: Tags = None) -> dict:
+    from svd import registry
+    from svd.evaluate.run import finite
+
     model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     params = {"registry": p.registry.model_dump(mode="json")}

@@ -47,7 +47,7 @@ def dvc_hashes(inputs: list[Path], lock: Path = Path("dvc.lock")) -> dict[str, s
     """md5 that DVC recorded for each input, as an output of the stage that produced it."""
     if not lock.exists():
         return {}
-    recorded = {}
+    recorded: dict[str, str] = {}
     for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
         for entry in stage.get("outs", []) + stage.get("deps", []):
             recorded.setdefault(entry["path"].rstrip("/"), entry.get("md5", ""))
@@ -63,7 +63,7 @@ def lineage(inputs: list[Path], extra: Mapping[str, str] | None = None) -> dict[
 
 
 def flatten(d: Mapping, prefix: str = "") -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         out |= flatten(v, key + ".") if isinstance(v, Mapping) else {key: str(v)}

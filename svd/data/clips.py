@@ -71,7 +71,9 @@ def load_subset(
 ) -> ClipSet:
     table = pd.read_parquet(Path(subsets_dir) / f"{subset}.parquet")
     table = table[table["split"] == split]
-    clips, motion, keys = [], [], []
+    clips: list[np.ndarray] = []
+    motion: list[float] = []
+    keys: list[str] = []
     for row in table.itertuples():
         x = read_frames(Path(curated_dir) / row.path, fps=fps, size=size)
         if frames == 1:  # image stage: every frame is a sample

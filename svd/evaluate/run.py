@@ -50,7 +50,7 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: Path) -
     metrics |= {f"val_loss_sigma_{s:g}": v for s, v in losses.items()}
 
     # 2. Samples: each held-out first frame at every requested motion bucket
-    rows = []
+    rows: list[dict] = []
     for i in range(e.samples):
         clip = val.clips[i % len(val)]
         for bucket in e.motion_buckets:

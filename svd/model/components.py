@@ -13,6 +13,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import torch
 from diffusers import (
@@ -28,8 +29,8 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from svd.params import ModelParams
 
-UNet = UNet2DConditionModel | UNetSpatioTemporalConditionModel
-VAE = AutoencoderKLTemporalDecoder | AutoencoderKL
+UNet: TypeAlias = UNet2DConditionModel | UNetSpatioTemporalConditionModel
+VAE: TypeAlias = AutoencoderKLTemporalDecoder | AutoencoderKL
 
 
 @dataclass

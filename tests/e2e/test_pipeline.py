@@ -1,7 +1,8 @@
 """The whole loop on the smoke profile, through both doors: `dvc repro` and the Prefect pipeline flow.
 
 Each test builds a fresh project (a git + DVC repo holding this checkout's code and dvc.yaml, with
-params.yaml overridden by tests/e2e/smoke.yaml), runs the pipeline against a real Prefect server,
+params.yaml overridden by tests/e2e/smoke.yaml), runs the pipeline against a real Prefect server
+(the Prefect door through a deployment and a process worker),
 and checks what a user checks afterwards: `dvc status` is clean, the registry has the model with
 its aliases, every MLflow run carries lineage tags, samples are logged as videos, and
 `svd generate` turns an image into a video with the champion model.
@@ -23,6 +24,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from infra.stack import start_worker
 from svd.params import merge
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +45,7 @@ def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
 def project(tmp_path: Path, prefect_server) -> tuple[Path, dict]:
     proj = tmp_path / "project"
     proj.mkdir()
-    for name in ("svd", "flows", ".dvc", "dvc.yaml", ".dvcignore", "pyproject.toml"):
+    for name in ("svd", "flows", "infra", ".dvc", "dvc.yaml", ".dvcignore", "pyproject.toml"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
@@ -144,7 +146,23 @@ def test_dvc_repro_runs_the_whole_loop(project):
     check_outcome(proj, env)
 
 
-def test_prefect_pipeline_runs_the_whole_loop(project):
+def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_path):
+    """As a user does from the Prefect UI: deploy infra/prefect.yaml, a worker picks the run up."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     proj, env = project
-    sh([sys.executable, "-m", "flows", "pipeline"], proj, env)
+    run_env = {k: env[k] for k in ("PATH", "PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    worker = start_worker(prefect_server, "local", tmp_path, env=run_env, poll_seconds=1)
+    try:
+        deploy = ["--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--name", "pipeline"]
+        sh([sys.executable, "-m", "prefect", *deploy], proj, env)
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
+            run = run_deployment("pipeline/pipeline", timeout=900, poll_interval=5)
+        assert run.state is not None and run.state.is_completed(), (run.state, worker.log_tail())
+    finally:
+        worker.stop()
     check_outcome(proj, env)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    for r in mlflow.search_runs(experiment_names=["svd"], output_format="list"):
+        assert r.data.tags["prefect.root_flow_run_id"] == str(run.id), r.info.run_name
