@@ -68,10 +68,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     def read(path: Path) -> dict:
         return json.loads(path.read_text()) if path.exists() else {}
 
-    subsets = read(p.filter.out / "summary.json")
     print("Clips per subset:")
-    for name, count in subsets.get("counts", subsets).items():
-        print(f"  {name:10s} {count}")
+    for name, s in read(p.filter.out / "summary.json").items():
+        print(
+            f"  {name:8s} {s['clips']:4d} clips ({s['train']} train / {s['val']} held out), "
+            f"{s['hours'] * 60:.1f} min of video"
+        )
     print("Training (final loss = mean of the last tenth of the steps):")
     for stage in params.STAGES:
         r = read(p.stage(stage).out / "training.json").get("result")

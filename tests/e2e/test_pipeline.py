@@ -31,6 +31,15 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SMOKE = yaml.safe_load((Path(__file__).parent / "smoke.yaml").read_text())
+INPUTS = {  # what each MLflow run must carry a DVC hash of
+    "curate": {"data/raw"},
+    "filter": {"data/curated"},
+    "train-image": {"data/subsets", "data/curated"},
+    "train-video": {"data/subsets", "data/curated", "models/image"},
+    "train-finetune": {"data/subsets", "data/curated", "models/video"},
+    "evaluate": {"models/finetune", "data/subsets", "data/curated"},
+    "register": {"models/finetune", "reports/eval/metrics.json"},
+}
 
 
 def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
@@ -102,7 +111,8 @@ def check_outcome(proj: Path, env: dict) -> None:
         tags = run.data.tags
         assert len(tags["git.commit"]) >= 40, tags
         assert tags["prefect.flow_run_id"] not in ("", "none"), (run.info.run_name, tags)
-        assert any(k.startswith("dvc.md5.") for k in tags), (run.info.run_name, tags)
+        hashed = {k.removeprefix("dvc.md5.") for k in tags if k.startswith("dvc.md5.")}
+        assert hashed == INPUTS[run.info.run_name], (run.info.run_name, tags)
     finetune = next(r for r in runs if r.info.run_name == "train-finetune")
     assert finetune.data.tags["dvc.md5.models/video"] == next(
         o["md5"] for o in lock["train_video"]["outs"] if o["path"] == "models/video"
