@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", nargs="+", choices=["synth", "annotate", "filter"])
     args = ap.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "svd")  # library logs show in the Prefect UI
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # WARNING for libraries (httpx, ...)
+    logging.getLogger("svd").setLevel(logging.INFO)
 
     from flows import curate, evaluate, pipeline, register, train
 

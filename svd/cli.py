@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     g.set_defaults(func=cmd_generate)
     sub.add_parser("report").set_defaults(func=cmd_report)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("svd").setLevel(logging.INFO)
     args.func(args)
 
 

@@ -126,6 +126,8 @@ class StageParams(Section):
     ema_decay: float | None = Field(default=None, gt=0, lt=1)
     autoencoder_steps: int = Field(default=0, ge=0)
     autoencoder_lr: float = 1e-3
+    autoencoder_frames: int = Field(default=4, ge=1)  # consecutive frames: the decoder is temporal
+    autoencoder_batch_size: int = Field(default=4, ge=1)  # windows per step
 
 
 class TrainParams(Section):

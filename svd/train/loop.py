@@ -113,18 +113,22 @@ def optimise(
 def fit_autoencoder(
     c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger
 ) -> float:
-    """Reconstruction + small KL, then set the latent scaling factor to 1/std as LDM did for SD."""
+    """Reconstruction + small KL on windows of consecutive frames, then the latent scaling factor
+    set to 1/std as LDM did for SD. SVD's decoder has temporal layers: trained on single frames they
+    would learn nothing about time and corrupt every multi-frame decode."""
 
     def loss_fn(step: int) -> Tensor:
-        x = data.batch(st.batch_size, g).frames[:, 0]  # (B, 1, 3, H, W) -> (B, 3, H, W)
+        x = data.batch(st.autoencoder_batch_size, g).frames
+        frames = x.shape[1]
+        x = x.flatten(0, 1)  # (B, F, 3, H, W) -> (B*F, 3, H, W), decoded F frames at a time
         posterior = c.vae.encode(x).latent_dist
-        recon = c.vae.decode(posterior.sample(g), num_frames=1).sample
+        recon = c.vae.decode(posterior.sample(g), num_frames=frames).sample
         return F.mse_loss(recon, x) + KL_WEIGHT * posterior.kl().mean()
 
     losses = optimise(c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder")
     with torch.no_grad():
         c.vae.register_to_config(scaling_factor=1.0)
-        z = encode(c.vae, data.fixed(min(len(data), 64)).frames[:, 0], g)
+        z = encode(c.vae, data.fixed(min(len(data), 16)).frames.flatten(0, 1), g)
         c.vae.register_to_config(scaling_factor=float(1 / z.std()))
     return sum(losses[-max(len(losses) // 10, 1) :]) / max(len(losses) // 10, 1)
 
@@ -152,7 +156,12 @@ def train_stage(
     c.unet.register_to_config(sample_size=latent_hw)
 
     # 3. Autoencoder (Stage I from scratch only); frozen from here on, like the image encoder
-    ae_loss = fit_autoencoder(c, train, st, g, logger) if st.autoencoder_steps else None
+    ae_loss = None
+    if st.autoencoder_steps:
+        windows = load_subset(
+            subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, st.resolution
+        )
+        ae_loss = fit_autoencoder(c, windows, st, g, logger)
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
 
