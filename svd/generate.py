@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from svd.diffusion.sampler import euler_sample
-from svd.model.components import Components
+from svd.model.components import Components, downscale
 from svd.model.conditioning import decode, video_condition
 from svd.model.denoiser import EVAL_COND_AUG, denoiser
 
@@ -29,7 +29,7 @@ def image_to_video(
     if not c.is_video:
         raise ValueError("image_to_video needs a video UNet (a Stage II or III model), got a 2D UNet")
     # 1. Conditioning frame at the model's resolution, in [-1, 1]
-    scale = 2 ** (len(c.vae.config.block_out_channels) - 1)
+    scale = downscale(c.vae.config.block_out_channels)
     size = c.unet.config.sample_size * scale
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1  # (H, W, 3) -> (1, 3, H, W)
     x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)

@@ -84,7 +84,7 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
     }
     with tracking.run(f"train-{stage}", inputs, params, tags):
         result = train_stage(p, stage, p.filter.out, p.curate.out, logger=_log_metrics)
-        summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and v is not None}
+        summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))
     return result

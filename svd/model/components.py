@@ -44,8 +44,13 @@ class Components:
         return isinstance(self.unet, UNetSpatioTemporalConditionModel)
 
 
+def downscale(block_out_channels: tuple[int, ...] | list[int]) -> int:
+    """Pixels per latent along each side: the encoder halves the size between its blocks."""
+    return 2 ** (len(block_out_channels) - 1)
+
+
 def build_tiny(p: ModelParams, resolution: int) -> Components:
-    latent_size = resolution // 2 ** (len(p.vae.block_out_channels) - 1)
+    latent_size = resolution // downscale(p.vae.block_out_channels)
     vae = AutoencoderKLTemporalDecoder(
         block_out_channels=list(p.vae.block_out_channels),
         down_block_types=["DownEncoderBlock2D"] * len(p.vae.block_out_channels),

@@ -72,7 +72,13 @@ class EMA:
         module.load_state_dict(self.shadow, strict=False)
 
 
-def initial_components(p: Params, st: StageParams, name: StageName) -> Components:
+def tail_mean(losses: list[float]) -> float:
+    """Mean over the last tenth of the steps: a final loss that one noisy batch cannot swing."""
+    tail = losses[-max(len(losses) // 10, 1) :]
+    return sum(tail) / len(tail)
+
+
+def initial_components(p: Params, st: StageParams) -> Components:
     if st.init is not None:
         return components.load(st.init)
     if p.model.pretrained is not None:
@@ -130,7 +136,7 @@ def fit_autoencoder(
         c.vae.register_to_config(scaling_factor=1.0)
         z = encode(c.vae, data.fixed(min(len(data), 16)).frames.flatten(0, 1), g)
         c.vae.register_to_config(scaling_factor=float(1 / z.std()))
-    return sum(losses[-max(len(losses) // 10, 1) :]) / max(len(losses) // 10, 1)
+    return tail_mean(losses)
 
 
 def train_stage(
@@ -149,10 +155,10 @@ def train_stage(
     log.info("stage %s: %d train / %d val samples from %s", name, len(train), len(val), st.subset)
 
     # 2. Model: previous stage, pretrained weights or tiny; inflated when a 2D UNet meets video
-    c = initial_components(p, st, name)
+    c = initial_components(p, st)
     if st.frames > 1 and not c.is_video:
         c.unet = inflate(c.unet, p.model.unet.addition_time_embed_dim, st.frames)
-    latent_hw = st.resolution[0] // (2 ** (len(c.vae.config.block_out_channels) - 1))
+    latent_hw = st.resolution[0] // components.downscale(c.vae.config.block_out_channels)
     c.unet.register_to_config(sample_size=latent_hw)
 
     # 3. Autoencoder (Stage I from scratch only); frozen from here on, like the image encoder
@@ -185,7 +191,6 @@ def train_stage(
 
     # 5. Save: a diffusers folder plus the resolved config, as edm's training_options.json
     components.save(c, st.out)
-    tail = losses[-max(len(losses) // 10, 1) :]
     result = StageResult(
         stage=name,
         out=str(st.out),
@@ -195,7 +200,7 @@ def train_stage(
         parameters=components.count_parameters(c.unet),
         val_loss_before=sum(before.values()) / len(before),
         val_loss_after=sum(after.values()) / len(after),
-        final_loss=sum(tail) / len(tail),
+        final_loss=tail_mean(losses),
         autoencoder_loss=ae_loss,
         scaling_factor=float(c.vae.config.scaling_factor),
         seconds=time.time() - t0,
