@@ -10,7 +10,7 @@ import yaml
 from svd import params as P
 from svd import stages
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")

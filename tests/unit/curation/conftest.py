@@ -18,7 +18,7 @@ from svd.params import CurateParams, SynthParams
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 # The repository is cloned with the shared folder beside it: <root>/main/tests/curation/conftest.py.
-MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
+MEDIA = Path(__file__).resolve().parents[4] / "shared" / "media"
 SEED = 0
 
 # Small but complete: with seed 0 it has static, slow and fast scenes, small and large text and
