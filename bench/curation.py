@@ -9,6 +9,7 @@ from pathlib import Path
 
 from svd.curation.cuts import detect_cuts
 from svd.curation.motion import motion_score
+
 from svd.media.io import probe, read_frames
 from svd.params import CutParams, MotionParams
 

@@ -7,10 +7,10 @@ time with the key's name instead of silently falling back to a default halfway t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Section(BaseModel):
@@ -25,8 +25,12 @@ class SynthParams(Section):
     height: int = 96
     segments: tuple[int, int] = (3, 5)
     segment_seconds: tuple[float, float] = (2.5, 4.0)
-    fade_every: int = Field(default=3, ge=1)
+    fade_every: int = Field(default=3, ge=1)  # every k-th transition (across the corpus) is a fade
     fade_frames: int = Field(default=12, ge=2)
+    dissolve_every: int = Field(default=4, ge=1)  # every k-th transition is a dissolve, unless a fade
+    dissolve_frames: int = Field(default=8, ge=1)
+    short_every: int = Field(default=10, ge=1)  # every k-th inner segment is sub-second, cut on both sides
+    short_seconds: tuple[float, float] = (0.3, 0.8)
     text_fraction: float = Field(default=0.3, ge=0, le=1)
     text_areas: tuple[float, float] = (0.02, 0.16)  # (small, large) overlay box / frame area
     slow_speed: float = Field(default=0.75, gt=0)  # px / frame
@@ -35,44 +39,66 @@ class SynthParams(Section):
 
 
 class CutParams(Section):
-    content_threshold: float = 27.0
-    adaptive_threshold: float = 3.0
-    fade_threshold: float = 12.0
-    min_scene_len: int = 15
-    downscale_width: int = 128
-    fade_trim: float = Field(default=0.85, ge=0, le=1)  # scene-end frames darker than this x median are fade
+    """svd.curation.scenes: hard cuts by PySceneDetect, fades and dissolves by a blend test."""
 
-
-class MotionParams(Section):
-    fps: float = 2.0
-    short_side: int = 16
-
-
-class TextParams(Section):
-    frames: tuple[Literal["first", "middle", "last"], ...] = ("first", "middle", "last")
-    side: int = Field(default=320, ge=32)  # long side of the frames the detector sees, px
+    content_threshold: float = 27.0  # ContentDetector: HSV change between two frames that is a cut
+    adaptive_threshold: float = 3.0  # AdaptiveDetector: that change over its neighbours' average
+    min_cut_change: float = 8.0  # mean |RGB change| (0-255) across a cut: a hue flicker is no cut
+    fade_threshold: float = 12.0  # mean pixel value (0-255) at or below which a frame is black
+    downscale_width: int = Field(default=128, ge=16)  # detection runs on frames this wide
+    max_transition_seconds: float = Field(default=2.0, gt=0)  # longest fade or dissolve found
+    min_transition_change: float = Field(default=20.0, gt=0)  # mean |F_end - F_start| of one (0-255)
+    min_straightness: float = Field(default=0.6, gt=0, le=1)  # that change / summed frame-to-frame change
+    blend_agreement: float = Field(default=0.5, gt=0, le=1)  # share of changing pixels a blend moves in step
+    motion_residual: float = Field(default=0.5, ge=0, le=1)  # at most this change left once moved: motion
 
 
 class CurateParams(Section):
-    sources: tuple[Path, ...] = (Path("data/raw"),)
-    out: Path = Path("data/curated")
+    """Raw videos -> WebDataset shards of clips and the clip table (svd.curation)."""
+
+    sources: tuple[str, ...] = ("data/raw",)  # folders or s3://bucket/prefix URIs of raw videos
+    out: str = "data/curated"  # folder or s3:// URI: clips.parquet + shards/*.tar
+    cache: str = "data/cache"  # content-addressed annotation cache, folder or s3:// URI
     cuts: CutParams = CutParams()
-    min_clip_seconds: float = 1.0
-    motion: MotionParams = MotionParams()
-    text: TextParams = TextParams()
+    min_clip_seconds: float = Field(default=1.0, gt=0)  # shorter scenes give no clip (never merged)
+    scorers: dict[str, Any] = Field(default_factory=lambda: {"motion": {}, "text": {}}, validate_default=True)
+    shard_clips: int = Field(default=64, ge=1)  # clips per WebDataset shard
+    runner: Literal["local", "ray"] = "local"  # where videos fan out: local processes or a Ray cluster
+    workers: int = Field(default=1, ge=1)  # parallel videos (local processes, or CPUs of a local Ray)
+    ray_address: str | None = None  # a running Ray cluster ("ray://head:10001", "auto"); None: start one
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _scorers(cls, raw: Any) -> Any:
+        from svd.curation.scorers import validate
+
+        return validate(dict(raw or {}))
 
 
-class HQParams(Section):
-    motion_drop_fraction: float = Field(default=0.5, ge=0, lt=1)
-    max_text_area: float = Field(default=0.02, ge=0, le=1)
-    min_seconds: float = 2.0
+class Rule(Section):
+    """Keep rows whose column is within [min, max] and outside the dropped tails; `drop_lowest` /
+    `drop_highest` are fractions of the annotated set (LVD), so thresholds are percentiles recomputed
+    per dataset, as the paper's filters are."""
+
+    min: float | None = None
+    max: float | None = None
+    drop_lowest: float | None = Field(default=None, ge=0, lt=1)
+    drop_highest: float | None = Field(default=None, ge=0, lt=1)
 
 
 class FilterParams(Section):
     out: Path = Path("data/subsets")
-    motion_drop_fraction: float = Field(default=0.25, ge=0, lt=1)
-    max_text_area: float = Field(default=0.07, ge=0, le=1)
-    hq: HQParams = HQParams()
+    # Each subset is its rules, applied to the one before it: lvd (every ok clip) -> lvd_f -> hq.
+    lvd_f: dict[str, Rule] = Field(
+        default_factory=lambda: {"motion_score": Rule(drop_lowest=0.25), "text_area": Rule(max=0.07)}
+    )
+    hq: dict[str, Rule] = Field(
+        default_factory=lambda: {
+            "motion_score": Rule(drop_lowest=0.5),
+            "text_area": Rule(max=0.02),
+            "seconds": Rule(min=2.0),
+        }
+    )
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
 
 

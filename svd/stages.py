@@ -8,6 +8,7 @@ curation stages never pay for torch and diffusers, nor training for OpenCV and O
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Mapping
@@ -33,19 +34,20 @@ def synth(p: Params) -> Path:
     return make_corpus(p.synth, p.seed)
 
 
-def annotate(p: Params, tags: Tags = None) -> dict[str, int]:
-    """Cuts, clips and scores for every source video; the clip table is validated before it is written on."""
-    from svd.curation.annotate import curate
+def annotate(p: Params, tags: Tags = None, results: list | None = None) -> dict[str, int]:
+    """Cuts, clips and scores for every source video, packed into shards and the clip table; the
+    table is validated before anything downstream reads it. `results` are the per-video results
+    when a runner already annotated the videos (the Prefect flow fans out); else this process does."""
     from svd.curation.checks import check_clips
+    from svd.curation.curate import curate, write_outputs
 
-    with tracking.run("curate", list(p.curate.sources), {"curate": p.curate.model_dump(mode="json")}, tags):
-        table = curate(p.curate, p.seed)
+    with tracking.run(
+        "curate", list(map(Path, p.curate.sources)), {"curate": p.curate.model_dump(mode="json")}, tags
+    ):
+        table = curate(p.curate, p.seed) if results is None else write_outputs(results, p.curate, p.seed)
         check_clips(table)
-        counts = {
-            "videos": int(table["video"].nunique()),
-            "clips": int((table["status"] == "ok").sum()),
-            "failed": int((table["status"] == "failed").sum()),
-        }
+        counts = {"videos": int(table["video"].nunique())}
+        counts |= {s: int((table["status"] == s).sum()) for s in ("ok", "failed", "empty", "duplicate")}
         mlflow.log_metrics({f"curate.{k}": v for k, v in counts.items()})
     return counts
 
@@ -54,12 +56,13 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
     """Percentile filters -> LVD, LVD-F, HQ; every subset must pass its suite before any is written."""
     import pandas as pd
 
+    from svd import storage
     from svd.curation.checks import check_subset
     from svd.curation.filter import make_subsets, write_subsets
 
-    table_path = p.curate.out / "clips.parquet"
-    with tracking.run("filter", [p.curate.out], {"filter": p.filter.model_dump(mode="json")}, tags):
-        subsets = make_subsets(pd.read_parquet(table_path), p.filter)
+    table_path = storage.join(p.curate.out, "clips.parquet")
+    with tracking.run("filter", [Path(p.curate.out)], {"filter": p.filter.model_dump(mode="json")}, tags):
+        subsets = make_subsets(pd.read_parquet(io.BytesIO(storage.read_bytes(table_path))), p.filter)
         for name, df in subsets.items():
             check_subset(name, df, p.filter)
         write_subsets(subsets, p.filter.out)
@@ -76,7 +79,7 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
     from svd.train.loop import train_stage
 
     st = p.stage(stage)
-    inputs = [p.filter.out, p.curate.out] + ([st.init] if st.init else [])
+    inputs = [p.filter.out, Path(p.curate.out)] + ([st.init] if st.init else [])
     params = {
         "train": {stage: st.model_dump(mode="json")},
         "model": p.model.model_dump(mode="json"),
@@ -95,7 +98,7 @@ def evaluate(p: Params, tags: Tags = None) -> dict:
     from svd.evaluate.run import finite
 
     model = p.train.finetune.out
-    inputs = [model, p.filter.out, p.curate.out]
+    inputs = [model, p.filter.out, Path(p.curate.out)]
     with tracking.run("evaluate", inputs, {"evaluate": p.evaluate.model_dump(mode="json")}, tags):
         metrics = run_evaluation(p, model, p.filter.out, p.curate.out)
         mlflow.log_metrics(finite(metrics))

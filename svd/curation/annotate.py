@@ -1,12 +1,18 @@
-"""Raw videos -> clip table: cuts, keyframe-snapped clips, motion and text scores, captions.
+"""One source video -> its rows and its clips: the unit of work a runner fans out.
 
-`annotate_video` is the unit of work (one source video -> its rows) so a flow can fan it out over
-workers; `curate` is the serial walk plus the table. Errors are rows, not exceptions: a video that
-cannot be read is one row with status "failed" and the reason, a clip that fails likewise, and the
-batch goes on (video2dataset's rule: one corrupt file never kills a shard).
+    1. hash the file (keys, duplicates and the cache all hang on the content, not the name)
+    2. one decode pass over every frame: the scene detector sees each frame at detection size, and
+       the dense frames of the scorers (motion at 2 fps, 16 px) are cut from the same frame
+    3. scenes of at least min_clip_seconds -> clips, by stream copy from a keyframe (or a lossless
+       re-encode when snapping would leave too little); a short scene is dropped, never merged
+    4. picked frames (first / middle / last of each clip) decoded with seeks, at each scorer's size
+    5. every scorer scores every clip; captions come from the source's sidecar when it has one
 
-Per clip, one decoding pass feeds every scorer (io.read_at): flow frames at MotionParams.fps and
-short_side px, text frames (first / middle / last) at TextParams.side px.
+Steps 2-3 and each scorer's columns are cached (svd.curation.cache) under the video's hash, their
+params and their code, so a resumed run, or a run that changed one scorer's params, decodes and
+computes only what is missing. Errors are rows, not exceptions: a video that cannot be read becomes
+one failed row naming the file and the reason, a clip that fails likewise, and the run goes on
+(video2dataset's rule: one corrupt file never kills a shard).
 """
 
 from __future__ import annotations
@@ -16,188 +22,320 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
-import pandas as pd
+from av.video.reformatter import VideoReformatter
 
-from svd.curation.captions import Captioned, caption_for, read_sidecar
-from svd.curation.clip import PacketIndex, extract_clip, index_packets
-from svd.curation.cuts import detect_scenes
-from svd.curation.motion import flow_size, motion_score, sample_times
-from svd.curation.text import clip_text_area, text_size
-from svd.media.io import VideoInfo, probe, read_at
+from svd import storage
+from svd.curation import cache, scorers
+from svd.curation.captions import Captioned, SidecarError, caption_for, read_sidecar
+from svd.curation.extract import PacketIndex, extract_clip, index_packets
+from svd.curation.scenes import SceneDetector, detection_size, scenes
+from svd.curation.scorers.base import ClipFrames, Frames
+from svd.media.io import VideoError, VideoInfo, iter_decoded, probe, to_array
 from svd.params import CurateParams
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
-COLUMNS: dict[str, str] = {  # the clip table's schema; failed rows leave scores null
-    "video": "string",
-    "clip": "string",
-    "path": "string",  # relative to CurateParams.out
-    "start_frame": "Int64",
-    "end_frame": "Int64",  # exclusive
-    "start_s": "float64",
-    "end_s": "float64",
-    "seconds": "float64",
-    "fps": "float64",
-    "width": "Int64",
-    "height": "Int64",
-    "frames": "Int64",
-    "motion_score": "float64",
-    "text_area": "float64",
-    "caption": "string",
-    "caption_source": "string",
-    "reencoded": "boolean",
-    "status": "string",
-    "error": "string",
-}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+STEM_CHARS = 40  # of the file name in keys: keys stay far below any file-system or tar limit
 
 
-def video_key(path: Path) -> str:
-    """Name stem plus a content hash: stable across machines and renames of the folder, distinct
-    for two different files that share a name."""
+@dataclass
+class VideoResult:
+    """What a worker hands back: small, so it travels cheaply from a Ray worker."""
+
+    video: str
+    rows: list[dict[str, Any]]
+    clips_entry: str | None = None  # cache entry holding the clip bytes (svd.curation.cache)
+    worker: int = field(default_factory=os.getpid)
+    model_loads: dict[str, int] = field(default_factory=dict)  # per process, to prove once per worker
+
+
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-") or "video"
-    return f"{stem}-{h.hexdigest()[:8]}"
+    return h.hexdigest()
 
 
-def _failed(video: Path, clip: str | None, error: str, **known: Any) -> dict[str, Any]:
-    return {"video": str(video), "clip": clip, "status": "failed", "error": error, **known}
+def video_key(uri: str, sha: str) -> str:
+    """A readable stem plus the content hash: the same on every machine and after a folder rename,
+    distinct for two different files that share a name, bounded in length, and free of dots (a
+    WebDataset key ends at the first dot)."""
+    stem = storage.name(uri).rsplit(".", 1)[0]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:STEM_CHARS] or "video"
+    return f"{stem}-{sha[:10]}"
 
 
-def measure(
-    clip: Path, frames: int, fps: float, width: int, height: int, p: CurateParams
-) -> tuple[float, float]:
-    """(motion_score, text_area) of one clip, from a single decoding pass over it."""
-    flow_times = sample_times(frames, fps, p.motion)
-    at = {"first": 0, "middle": frames // 2, "last": frames - 1}
-    text_times = [at[name] / fps for name in p.text.frames]
-    fsize, tsize = flow_size(width, height, p.motion.short_side), text_size(width, height, p.text.side)
-    got = read_at(clip, flow_times + text_times, [fsize] * len(flow_times) + [tsize] * len(text_times))
-    flow, text = got[: len(flow_times)], got[len(flow_times) :]
-    # already at p.motion.fps and flow size: motion_score's resampling and scaling are no-ops
-    return motion_score(np.stack(flow), p.motion.fps, p.motion), clip_text_area(text)
+def pin_threads() -> None:
+    """One thread per worker for OpenCV and BLAS: parallelism comes from the runner, and N workers x
+    M threads on a few cores spin instead of working."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
 
 
-def annotate_video(path: str | Path, p: CurateParams) -> list[dict[str, Any]]:
-    """All rows of one source video; clips are written to p.out / "clips"."""
-    path = Path(path)
-    key = None
+def annotate_video(uri: str, p: CurateParams) -> VideoResult:
+    pin_threads()
     try:
-        key = video_key(path)
-        info = probe(path)
-        captions = read_sidecar(path)
-        index = index_packets(path)
-        scenes = detect_scenes(path, info, p.cuts)
-    except Exception as e:  # any reason at all: this video becomes a failed row, the batch goes on
-        log.warning("%s: failed: %s", path, e)
-        return [_failed(path, key, _reason(path, e))]
-    min_frames = math.ceil(p.min_clip_seconds * info.fps - 1e-6)
+        with storage.local_copy(uri) as path:
+            result = _annotate(uri, path, p)
+    except Exception as e:  # any reason at all: this video is one failed row, the run goes on
+        log.warning("%s: failed: %s", uri, e)
+        result = VideoResult(uri, [_video_row(uri, None, None, "failed", _reason(uri, e))])
+    from svd.curation.scorers import text
+
+    result.model_loads = dict(text.LOADS)
+    return result
+
+
+def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
+    if path.stat().st_size == 0:
+        raise VideoError(f"{uri}: empty file (0 bytes)")
+    sha = file_sha256(path)
+    key = video_key(uri, sha)
+    info = probe(path)
+    index = index_packets(path)
+    clips_entry = cache.clips_entry(p, sha)
+    clips = cache.get_clips(clips_entry)
+    todo = [n for n in p.scorers if cache.get_scores(cache.scores_entry(p, clips_entry, n)) is None]
+    dense = {n: scorers.instance(n, p.scorers[n]).frames() for n in todo}
+    dense = {n: f for n, f in dense.items() if f.fps is not None}
+    grabbed: dict[str, dict[int, np.ndarray]] = {}
+    if clips is None or dense:
+        detector = SceneDetector(info.fps, p.cuts) if clips is None else None
+        grabbed = _decode_pass(path, info, index, detector, dense, p)
+        if detector is not None:
+            clips = _cut(path, key, info, index, detector.finish(), p)
+            cache.put_clips(clips_entry, clips)
+    assert clips is not None
+    scores = {n: _scores(n, path, info, index, clips, grabbed.get(n), p, clips_entry) for n in p.scorers}
+    captions, warning = _captions(uri)
     rows = []
-    for a, b in scenes:
-        if b - a < min_frames:
+    for i, c in enumerate(clips.meta):
+        if c.get("error"):
+            rows.append(_video_row(uri, sha, c["clip"], "failed", c["error"]) | _span(c))
             continue
-        rows.append(_annotate_clip(path, key, info, index, (a, b), min_frames, captions, p))
-    log.info("%s: %d scenes, %d clips", path, len(scenes), len(rows))
-    return rows
+        failed = [s[i]["error"] for s in scores.values() if "error" in s[i]]
+        if failed:
+            rows.append(_video_row(uri, sha, c["clip"], "failed", f"{uri}: " + "; ".join(failed)) | _span(c))
+            continue
+        caption, source = caption_for(captions, c["start_s"], c["end_s"])
+        row = _video_row(uri, sha, c["clip"], "ok", None) | _span(c)
+        row |= {"fps": info.fps, "width": info.width, "height": info.height, "reencoded": c["reencoded"]}
+        row |= {"caption": caption, "caption_source": source, "warning": warning}
+        for s in scores.values():
+            row |= s[i]
+        rows.append(row)
+    if not rows:
+        why = (
+            f"{uri}: no scene of at least {p.min_clip_seconds} s "
+            f"({info.frames} frame(s), {info.seconds:.2f} s, {len(clips.transitions)} transition(s))"
+        )
+        rows = [_video_row(uri, sha, key, "empty", why) | {"warning": warning}]
+    log.info("%s: %d clips", uri, sum(r["status"] == "ok" for r in rows))
+    return VideoResult(uri, rows, clips_entry)
 
 
-def _annotate_clip(
+def _decode_pass(
     path: Path,
-    key: str,
     info: VideoInfo,
     index: PacketIndex,
-    scene: tuple[int, int],
-    min_frames: int,
-    captions: list[Captioned] | None,
+    detector: SceneDetector | None,
+    dense: dict[str, Frames],
     p: CurateParams,
-) -> dict[str, Any]:
-    clip_key = f"{key}-{scene[0]:06d}"  # by scene start: does not move if the GOP length changes
+) -> dict[str, dict[int, np.ndarray]]:
+    """Decode every frame once: feed the detector, keep each dense scorer's grid frames."""
+    det_h, det_w = detection_size(info.width, info.height, p.cuts)
+    grids = {n: set(grid(index, f.fps or 1.0)) for n, f in dense.items()}
+    sizes = {n: f.size(info.width, info.height) for n, f in dense.items()}
+    for n, (h, w) in sizes.items():
+        if h > det_h or w > det_w:
+            raise ValueError(f"scorer {n}: dense frames {w}x{h} exceed the detection size {det_w}x{det_h}")
+    import cv2
+
+    grabbed: dict[str, dict[int, np.ndarray]] = {n: {} for n in dense}
+    pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
+    sws = VideoReformatter()
+    for d in iter_decoded(path):
+        i = pts_to_frame.get(
+            -1 if d.frame.pts is None else d.frame.pts, d.index
+        )  # frames are counted by pts: a dropped one shifts nothing
+        small = to_array(d.frame, (det_h, det_w), sws, info.sar)
+        if detector is not None:
+            detector.push(small)
+        for n, frames in grabbed.items():
+            if i in grids[n]:
+                h, w = sizes[n]
+                frames[i] = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
+    return grabbed
+
+
+def grid(index: PacketIndex, fps: float) -> list[int]:
+    """The frame nearest to each time k / fps of the video (ties to the earlier frame), with
+    repeats when the source is slower than `fps`: the same list whichever clip asks."""
+    times = np.array([index.seconds(i) for i in range(len(index.pts))])
+    steps = math.ceil(index.seconds(len(index.pts)) * fps - 1e-9)
+    t = np.arange(steps) / fps
+    right = np.clip(np.searchsorted(times, t), 1, len(times) - 1) if len(times) > 1 else np.zeros(steps, int)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(np.abs(times[left] - t) <= np.abs(times[right] - t), left, right)
+    return nearest.tolist()
+
+
+def _cut(
+    path: Path, key: str, info: VideoInfo, index: PacketIndex, transitions: list, p: CurateParams
+) -> cache.Clips:
+    min_frames = max(1, math.ceil(p.min_clip_seconds * info.fps - 1e-6))
+    meta, data = [], []
+    for a, b in scenes(transitions, len(index.pts)):
+        if b - a < min_frames:
+            continue  # too short for a clip; its frames are not given to a neighbour
+        clip_key = f"{key}-{a:06d}"  # by scene start: stable if the GOP length changes
+        try:
+            c = extract_clip(path, info, index, (a, b), min_frames)
+        except Exception as e:  # this clip fails alone; the video's other clips go on
+            log.warning("%s: scene %d-%d failed: %s", path, a, b, e)
+            meta.append({"clip": clip_key, "start_frame": a, "end_frame": b, "error": _reason(str(path), e)})
+            data.append(b"")
+            continue
+        meta.append(
+            {
+                "clip": clip_key,
+                "start_frame": c.start_frame,
+                "end_frame": c.end_frame,
+                "start_s": index.seconds(c.start_frame),
+                "end_s": index.seconds(c.end_frame),
+                "reencoded": c.reencoded,
+            }
+        )
+        data.append(c.data)
+    return cache.Clips(meta, data, [vars(t) for t in transitions])
+
+
+def _scores(
+    name: str,
+    path: Path,
+    info: VideoInfo,
+    index: PacketIndex,
+    clips: cache.Clips,
+    grabbed: dict[int, np.ndarray] | None,
+    p: CurateParams,
+    clips_entry: str,
+) -> list[dict[str, Any]]:
+    """The scorer's columns for every clip (an {"error": ...} entry for a clip it could not score)."""
+    entry = cache.scores_entry(p, clips_entry, name)
+    if (hit := cache.get_scores(entry)) is not None:
+        return hit
+    scorer = scorers.instance(name, p.scorers[name])
+    spec = scorer.frames()
+    ok = [c for c in clips.meta if not c.get("error")]
+    if spec.fps is not None:
+        assert grabbed is not None
+        order = grid(index, spec.fps)
+        inputs = [[grabbed[i] for i in order if c["start_frame"] <= i < c["end_frame"]] for c in ok]
+        rate = spec.fps
+    else:
+        inputs = _picked(path, info, index, ok, spec)
+        rate = info.fps
+    out: list[dict[str, Any]] = []
+    it = iter(inputs)
+    for c in clips.meta:
+        if c.get("error"):
+            out.append({"error": "not scored"})
+            continue
+        try:
+            out.append(scorer.score(ClipFrames(next(it), rate, info.width, info.height)))
+        except Exception as e:
+            out.append({"error": f"{name} scorer on frames {c['start_frame']}-{c['end_frame']}: {e}"})
+    cache.put_scores(entry, out)
+    return out
+
+
+def _picked(
+    path: Path, info: VideoInfo, index: PacketIndex, clips: list[dict], spec: Frames
+) -> list[list[np.ndarray]]:
+    at = {"first": lambda a, b: a, "middle": lambda a, b: a + (b - a) // 2, "last": lambda a, b: b - 1}
+    wanted = [[at[k](c["start_frame"], c["end_frame"]) for k in spec.picks] for c in clips]
+    got = read_picks(
+        path, info, index, sorted({i for w in wanted for i in w}), spec.size(info.width, info.height)
+    )
+    return [[got[i] for i in w] for w in wanted]
+
+
+def read_picks(
+    path: Path, info: VideoInfo, index: PacketIndex, frames: Iterable[int], size: tuple[int, int]
+) -> dict[int, np.ndarray]:
+    """Frames by index at `size`, decoding forward and seeking to a keyframe only where that skips
+    work: a pick costs at most one GOP, and nearby picks share their decoding."""
+    out: dict[int, np.ndarray] = {}
+    pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_count = 1
+        sws = VideoReformatter()
+        decoded, at = None, -1  # the decoding generator and the index of its last frame
+        for target in sorted(frames):
+            key = index.key_before(target)
+            if decoded is None or key > at:  # the keyframe lies ahead: jump there
+                c.seek(int(index.pts[key]), stream=s, backward=True)
+                decoded = c.decode(s)
+            for frame in decoded:
+                at = pts_to_frame.get(frame.pts if frame.pts is not None else -1, at + 1)
+                if at >= target:
+                    break
+            if at != target:
+                raise VideoError(f"{path}: frame {target} did not decode (got {at})")
+            out[target] = to_array(frame, size, sws, info.sar)
+    return out
+
+
+def _captions(uri: str) -> tuple[list[Captioned] | None, str | None]:
+    """The sidecar's captions; a malformed sidecar costs the captions, never the clips."""
     try:
-        clip = extract_clip(path, info, index, scene, p.out / "clips" / f"{clip_key}.mp4", min_frames)
-        got = probe(clip.path)  # also proves the clip decodes on its own
-        frames = clip.end_frame - clip.start_frame
-        motion, text = measure(clip.path, frames, info.fps, got.width, got.height, p)
-        start_s, end_s = index.seconds(clip.start_frame), index.seconds(clip.end_frame)
-        caption, source = caption_for(captions, start_s, end_s)
-        return {
-            "video": str(path),
-            "clip": clip_key,
-            "path": str(clip.path.relative_to(p.out)),
-            "start_frame": clip.start_frame,
-            "end_frame": clip.end_frame,
-            "start_s": start_s,
-            "end_s": end_s,
-            "seconds": end_s - start_s,
-            "fps": info.fps,
-            "width": got.width,
-            "height": got.height,
-            "frames": frames,
-            "motion_score": motion,
-            "text_area": text,
-            "caption": caption,
-            "caption_source": source,
-            "reencoded": clip.reencoded,
-            "status": "ok",
-            "error": None,
-        }
-    except Exception as e:  # this clip becomes a failed row; the video's other clips go on
-        log.warning("%s: clip %s failed: %s", path, scene, e)
-        return _failed(path, clip_key, _reason(path, e), start_frame=scene[0], end_frame=scene[1])
+        return read_sidecar(uri), None
+    except SidecarError as e:
+        log.warning("%s", e)
+        return None, str(e)
 
 
-def _reason(path: Path, e: Exception) -> str:
+def _span(c: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: c[k] for k in ("start_frame", "end_frame", "start_s", "end_s") if k in c}
+    if "end_s" in c:
+        out |= {"seconds": c["end_s"] - c["start_s"], "frames": c["end_frame"] - c["start_frame"]}
+    return out
+
+
+def _video_row(uri: str, sha: str | None, clip: str | None, status: str, error: str | None) -> dict[str, Any]:
+    return {"video": uri, "video_sha256": sha, "clip": clip, "status": status, "error": error}
+
+
+def _reason(uri: str, e: Exception) -> str:
     msg = str(e)
-    return msg if str(path) in msg else f"{path}: {type(e).__name__}: {msg}"
+    return msg if uri in msg else f"{uri}: {type(e).__name__}: {msg}"
 
 
-def list_videos(sources: tuple[Path, ...], exclude: Path | None = None) -> list[Path]:
-    """Every video under every source folder, sorted, skipping hidden files and `exclude`."""
+def list_videos(sources: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
+    """Every video under every source (folder or s3:// prefix), sorted, skipping hidden files and
+    anything under `exclude` (the run's own outputs, when they sit inside a source)."""
+    skip = [str(Path(e).resolve()) if not storage.is_s3(e) else e for e in exclude]
     found = []
     for src in sources:
-        if not src.is_dir():
-            raise FileNotFoundError(f"{src}: source folder does not exist")
-        for f in src.rglob("*"):
-            if f.suffix.lower() not in VIDEO_SUFFIXES or not f.is_file() or f.name.startswith("."):
+        for f in storage.listdir(src):
+            name = storage.name(f)
+            if not name.lower().endswith(VIDEO_SUFFIXES) or name.startswith("."):
                 continue
-            if exclude is not None and f.resolve().is_relative_to(exclude.resolve()):
+            full = f if storage.is_s3(f) else str(Path(f).resolve())
+            if any(full == e or full.startswith(e.rstrip("/") + "/") for e in skip):
                 continue
             found.append(f)
     return sorted(set(found))
-
-
-def to_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    return df.astype(COLUMNS).reset_index(drop=True)
-
-
-def curate(p: CurateParams, seed: int = 0) -> pd.DataFrame:
-    """Annotate every source video; write p.out/clips/*.mp4 and p.out/clips.parquet (atomically).
-
-    Every step is deterministic; `seed` is recorded in the table's attrs so that a stage that later
-    samples (e.g. among several captions) is reproducible from the same place.
-    """
-    rows = [row for v in list_videos(p.sources, exclude=p.out) for row in annotate_video(v, p)]
-    table = to_table(rows)
-    table.attrs["seed"] = seed
-    clips = p.out / "clips"
-    if clips.is_dir():  # clips of an earlier run that this table no longer lists
-        keep = {Path(x).name for x in table["path"].dropna()}
-        for f in clips.glob("*.mp4"):
-            if f.name not in keep:
-                f.unlink()
-    p.out.mkdir(parents=True, exist_ok=True)
-    write_table(table, p.out / "clips.parquet")
-    return table
-
-
-def write_table(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+
+from svd import storage
 
 
 class SidecarError(ValueError):
@@ -25,12 +26,13 @@ class Captioned:
     caption: str
 
 
-def read_sidecar(video: Path) -> list[Captioned] | None:
-    path = video.with_suffix(".json")
-    if not path.is_file():
+def read_sidecar(video: str) -> list[Captioned] | None:
+    """Captions of `video` (path or URI) from the JSON file beside it, None when there is none."""
+    path = video.rsplit(".", 1)[0] + ".json"
+    if not storage.exists(path):
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(storage.read_bytes(path))
         return [
             Captioned(float(s["start_s"]), float(s["end_s"]), str(s["caption"])) for s in data["segments"]
         ]

@@ -8,16 +8,19 @@ written to disk) and analytics stay off unless the caller turned them on.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import pandas as pd
 
-from svd.curation.annotate import COLUMNS
+from svd.curation import scorers
+from svd.curation.filter import SUBSETS
+from svd.curation.table import BASE, REQUIRED, STATUSES, scorer_columns
 from svd.params import FilterParams
 
 OK = 'status=="ok"'
-FAILED = 'status=="failed"'
+NOT_OK = 'status!="ok"'
 
 
 class CheckFailed(Exception):
@@ -93,41 +96,29 @@ def _report(suite_name: str, result: Any, rows: int) -> str:
 
 
 def check_clips(table: pd.DataFrame) -> None:
-    """Schema, statuses, score ranges of ok rows, unique clip keys, a reason on every failed row."""
+    """Schema (base columns plus the scorers' own), statuses, each scorer's declared ranges on ok
+    rows, unique clip keys, a reason on every row that is not ok."""
     _, gxe = _gx()
-    ex: list[Any] = [gxe.ExpectColumnToExist(column=c) for c in COLUMNS]
+    columns = {c: col for c, col in scorers.columns().items() if c in table.columns}
+    ex: list[Any] = [gxe.ExpectColumnToExist(column=c) for c in [*BASE, *columns]]
     ex += [
-        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok", "failed"]),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES)),
         gxe.ExpectColumnDistinctValuesToContainSet(column="status", value_set=["ok"]),  # >= 1 ok row
         gxe.ExpectColumnValuesToBeUnique(column="clip", row_condition=OK, condition_parser="pandas"),
-        gxe.ExpectColumnValuesToNotBeNull(column="error", row_condition=FAILED, condition_parser="pandas"),
+        gxe.ExpectColumnValuesToNotBeNull(column="error", row_condition=NOT_OK, condition_parser="pandas"),
     ]
-    for c in (
-        "clip",
-        "path",
-        "start_frame",
-        "end_frame",
-        "fps",
-        "width",
-        "height",
-        "frames",
-        "motion_score",
-        "text_area",
-        "caption",
-        "caption_source",
-        "reencoded",
-    ):
+    for c in [*REQUIRED, *columns]:
         ex.append(gxe.ExpectColumnValuesToNotBeNull(column=c, row_condition=OK, condition_parser="pandas"))
-    for c, lo, hi, strict in (
-        ("motion_score", 0, None, False),
-        ("text_area", 0, 1, False),
+    ranges = [(c, col.lo, col.hi, False) for c, col in columns.items()]
+    ranges += [
         ("seconds", 0, None, True),
         ("fps", 0, None, True),
         ("frames", 1, None, False),
         ("width", 1, None, False),
         ("height", 1, None, False),
         ("start_frame", 0, None, False),
-    ):
+    ]
+    for c, lo, hi, strict in ranges:
         ex.append(
             gxe.ExpectColumnValuesToBeBetween(
                 column=c,
@@ -152,12 +143,13 @@ def check_clips(table: pd.DataFrame) -> None:
     _validate("clips", table, ex)
 
 
-def check_subset(name: str, df: pd.DataFrame, p: FilterParams, min_motion_score: float | None = None) -> None:
-    """Non-empty, only ok clips, the subset's own limits hold, valid splits (both, from 2 clips on).
+def check_subset(name: str, df: pd.DataFrame, p: FilterParams) -> None:
+    """Non-empty, only ok clips, the subset's own bounds hold, valid splits (both, from 2 clips on).
 
-    The motion limit is a percentile of the annotated set, so it cannot be recomputed from the subset
-    alone: it comes from `min_motion_score` or, by default, from the attrs make_subsets recorded.
-    """
+    Percentile bounds depend on the annotated set, so they cannot be recomputed from the subset
+    alone: they come from the attrs make_subsets recorded."""
+    if name not in SUBSETS:
+        raise ValueError(f"unknown subset {name!r}")
     _, gxe = _gx()
     ex: list[Any] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -165,22 +157,17 @@ def check_subset(name: str, df: pd.DataFrame, p: FilterParams, min_motion_score:
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val"]),
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok"]),
         gxe.ExpectColumnValuesToBeUnique(column="clip"),
-        gxe.ExpectColumnValuesToNotBeNull(column="motion_score"),
-        gxe.ExpectColumnValuesToNotBeNull(column="text_area"),
     ]
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in scorer_columns(df) if c != "split"]
     if len(df) >= 2 and p.val_fraction > 0:
         ex.append(gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "val"]))
-    limits = {"lvd_f": (p.max_text_area, None), "hq": (p.hq.max_text_area, p.hq.min_seconds)}
-    if name in limits:
-        max_text, min_seconds = limits[name]
-        ex.append(gxe.ExpectColumnValuesToBeBetween(column="text_area", min_value=0, max_value=max_text))
-        if min_seconds is not None:
-            ex.append(gxe.ExpectColumnValuesToBeBetween(column="seconds", min_value=min_seconds))
-        threshold = min_motion_score if min_motion_score is not None else df.attrs.get("min_motion_score")
-        if threshold is None:
-            raise CheckFailed(f"subset '{name}': no motion threshold (attrs['min_motion_score']) to check")
-        if not pd.isna(threshold):
-            ex.append(gxe.ExpectColumnValuesToBeBetween(column="motion_score", min_value=float(threshold)))
-    elif name != "lvd":
-        raise ValueError(f"unknown subset {name!r}")
+    if name != "lvd":
+        limits = df.attrs.get("bounds")
+        if limits is None:
+            raise CheckFailed(f"subset '{name}': no recorded bounds (attrs['bounds']) to check")
+        for column in getattr(p, name):
+            lo, hi = limits[column]
+            lo = None if lo is None or math.isinf(lo) or math.isnan(lo) else lo
+            hi = None if hi is None or math.isinf(hi) or math.isnan(hi) else hi
+            ex.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi))
     _validate(f"subset:{name}", df, ex)

@@ -1,21 +1,21 @@
 """Clip table -> the training subsets LVD, LVD-F and HQ (paper Sec. 3.1, App. E.2.2).
 
     lvd    every clip that was annotated (status "ok")
-    lvd_f  the paper's filters: drop the `motion_drop_fraction` least-moving clips, a percentile of
-           the annotated set recomputed per dataset, and every clip whose text covers more than
-           `max_text_area` of the frame
-    hq     the Stage III cut of lvd_f: a higher motion percentile (again of the annotated set, so
-           thresholds of both subsets are on one scale), less text, a minimum length
+    lvd_f  lvd through the `filter.lvd_f` rules: the paper's drop the 25% least-moving clips (a
+           percentile of the annotated set, recomputed per dataset) and every clip whose text covers
+           more than 7% of the frame
+    hq     lvd_f through the `filter.hq` rules: the Stage III cut
 
-Left out, because they need weights this project cannot download: the LAION aesthetic predictor and
-CLIP image-text similarity (the paper drops the 25% least aesthetic and 50% least similar clips).
-They slot in as two more score columns and two more percentile lines here.
+A rule names a table column (a scorer's, or a base column such as `seconds`) and bounds it: `min`,
+`max`, or `drop_lowest` / `drop_highest`, a fraction of LVD, so thresholds of both subsets are on one
+scale. A new scorer's columns can be filtered on with no change here. Columns whose scorer needs
+weights this project cannot download (CLIP aesthetics and similarity) slot in the same way.
 
 Every subset has a `split` column: "val" when a hash of the clip key falls under `val_fraction`, so
 a clip is held out in every subset or in none, and evaluation never sees a clip that trained an
 earlier stage. Each subset of two or more clips gets at least one of each (val_fraction > 0): the
 clip with the lowest hash is promoted to val, or the highest demoted to train, in every subset.
-The thresholds applied are kept in each subset's `attrs` (they survive Parquet) for the checks.
+The bounds applied are kept in each subset's `attrs` (they survive Parquet) for the checks.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from svd.params import FilterParams
+from svd.params import FilterParams, Rule
 
 SUBSETS = ("lvd", "lvd_f", "hq")
 
@@ -41,37 +41,42 @@ def split_hash(clip: str) -> float:
     return int(hashlib.sha256(clip.encode()).hexdigest()[:15], 16) / 16**15
 
 
-def motion_threshold(annotated: pd.DataFrame, drop_fraction: float) -> float:
-    if annotated.empty:
-        return float("nan")
-    return float(np.quantile(annotated["motion_score"].to_numpy(float), drop_fraction))
+def bounds(lvd: pd.DataFrame, rules: dict[str, Rule]) -> dict[str, tuple[float, float]]:
+    """(low, high) per column: the rule's limits tightened by its percentiles of LVD."""
+    out = {}
+    for column, r in sorted(rules.items()):
+        if column not in lvd.columns:
+            raise KeyError(
+                f"filter rule on {column!r}: no such column in the clip table ({sorted(lvd.columns)})"
+            )
+        values = lvd[column].to_numpy(float)
+        lo, hi = -math.inf if r.min is None else r.min, math.inf if r.max is None else r.max
+        if r.drop_lowest is not None:
+            lo = max(lo, float(np.quantile(values, r.drop_lowest))) if len(values) else math.nan
+        if r.drop_highest is not None:
+            hi = min(hi, float(np.quantile(values, 1 - r.drop_highest))) if len(values) else math.nan
+        out[column] = (lo, hi)
+    return out
+
+
+def _apply(df: pd.DataFrame, limits: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    keep = np.ones(len(df), bool)
+    for column, (lo, hi) in limits.items():
+        v = df[column].to_numpy(float)
+        keep &= (v >= lo) & (v <= hi)
+    return df[keep].reset_index(drop=True)
 
 
 def make_subsets(table: pd.DataFrame, p: FilterParams) -> dict[str, pd.DataFrame]:
     lvd = table[table["status"] == "ok"].reset_index(drop=True)
-    t_f = motion_threshold(lvd, p.motion_drop_fraction)
-    t_hq = motion_threshold(lvd, p.hq.motion_drop_fraction)
-    lvd_f = lvd[(lvd["motion_score"] >= t_f) & (lvd["text_area"] <= p.max_text_area)]
-    hq = lvd_f[
-        (lvd_f["motion_score"] >= t_hq)
-        & (lvd_f["text_area"] <= p.hq.max_text_area)
-        & (lvd_f["seconds"] >= p.hq.min_seconds)
-    ]
-    subsets = {"lvd": lvd, "lvd_f": lvd_f.reset_index(drop=True), "hq": hq.reset_index(drop=True)}
-    limits = {
-        "lvd": {},
-        "lvd_f": {"min_motion_score": t_f, "max_text_area": p.max_text_area},
-        "hq": {
-            "min_motion_score": t_hq,
-            "max_text_area": p.hq.max_text_area,
-            "min_seconds": p.hq.min_seconds,
-        },
-    }
+    limits = {"lvd": {}, "lvd_f": bounds(lvd, p.lvd_f), "hq": bounds(lvd, p.hq)}
+    lvd_f = _apply(lvd, limits["lvd_f"])
+    subsets = {"lvd": lvd, "lvd_f": lvd_f, "hq": _apply(lvd_f, limits["hq"])}
     split = _splits(subsets, p.val_fraction)
     out = {}
     for name, df in subsets.items():
         df = df.assign(split=df["clip"].map(split).astype("string"))
-        df.attrs = {"subset": name, "val_fraction": p.val_fraction, **limits[name]}
+        df.attrs = {"subset": name, "val_fraction": p.val_fraction, "bounds": limits[name]}
         out[name] = df
     return out
 
@@ -106,13 +111,14 @@ def write_subsets(subsets: dict[str, pd.DataFrame], out: Path) -> None:
             "train": int(counts.get("train", 0)),
             "val": int(counts.get("val", 0)),
             "hours": float(df["seconds"].sum() / 3600),
-            **{
-                k: None if isinstance(v, float) and math.isnan(v) else v
-                for k, v in df.attrs.items()
-                if k != "subset"
-            },
+            "val_fraction": df.attrs["val_fraction"],
+            "bounds": {c: [_finite(lo), _finite(hi)] for c, (lo, hi) in df.attrs["bounds"].items()},
         }
     _atomic(out / "summary.json", partial(_to_json, summary))
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) or math.isinf(x) else x
 
 
 def _to_parquet(df: pd.DataFrame, path: Path) -> None:

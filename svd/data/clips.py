@@ -1,4 +1,5 @@
-"""Training clips of one subset, decoded once at the stage's fps and resolution and held in memory.
+"""Training clips of one subset, read from the curated WebDataset shards, decoded once at the stage's
+fps and resolution and held in memory.
 
 The embedded profile's subsets are a few hundred kilobytes of pixels, so decoding every clip up
 front and drawing random windows from RAM is the fast path here. A stage reads only its subset's
@@ -7,6 +8,7 @@ rows of the chosen split: held-out clips never reach the optimiser.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from svd.data.shards import read_clips
 from svd.media.io import read_frames
 
 
@@ -62,7 +65,7 @@ class ClipSet:
 
 def load_subset(
     subsets_dir: Path,
-    curated_dir: Path,
+    curated: str | Path,
     subset: str,
     split: str,
     fps: float,
@@ -74,8 +77,8 @@ def load_subset(
     clips: list[np.ndarray] = []
     motion: list[float] = []
     keys: list[str] = []
-    for row in table.itertuples():
-        x = read_frames(Path(curated_dir) / row.path, fps=fps, size=size)
+    for row, video in read_clips(str(curated), table.itertuples()):
+        x = _decode(video, fps, size)
         if frames == 1:  # image stage: every frame is a sample
             clips.extend(x[:, None])  # (T, H, W, 3) -> T clips of one frame
             motion.extend([row.motion_score] * len(x))
@@ -90,3 +93,10 @@ def load_subset(
             f"({len(table)} rows in the split)"
         )
     return ClipSet(clips, np.asarray(motion, dtype=np.float32), keys, fps, frames)
+
+
+def _decode(video: bytes, fps: float, size: tuple[int, int]) -> np.ndarray:
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:  # FFmpeg wants a seekable file
+        f.write(video)
+        f.flush()
+        return read_frames(f.name, fps=fps, size=size)

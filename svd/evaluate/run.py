@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from svd.curation.motion import motion_score
+from svd.curation.scorers.motion import MotionParams, motion_score
 from svd.data.clips import load_subset
 from svd.generate import image_to_video
 from svd.media.io import write_video
@@ -37,11 +37,12 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: Path) -> dict:
+def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | Path) -> dict:
     e, st = p.evaluate, p.train.finetune
     out = Path(e.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     c = components.load(model_dir)
+    motion = p.curate.scorers.get("motion") or MotionParams()  # the curation's flow settings
     val = load_subset(subsets_dir, curated_dir, e.subset, "val", e.fps, st.frames, st.resolution)
 
     # 1. Validation loss at fixed sigmas
@@ -57,9 +58,7 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: Path) -
             video = image_to_video(c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, seed=SEED + i)
             path = out / "samples" / f"{val.keys[i % len(val)]}_m{bucket:03d}.mp4"
             write_video(path, video, e.fps)
-            rows.append(
-                {"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, p.curate.motion)}
-            )
+            rows.append({"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, motion)})
             log.info("sample %s: bucket %d -> motion %.3f", path.name, bucket, rows[-1]["motion"])
 
     # 3. Motion control, ranked within each conditioning image: how much a picture moves differs

@@ -1,13 +1,18 @@
 """A synthetic video corpus whose ground truth is known by construction.
 
-Curation is tested against it: every cut (hard or a fade through black), the pixel speed of every
-moving shape and the area of every text overlay are written down before a single pixel is drawn, so
-cut recall, motion ordering and the text filter can be measured rather than eyeballed.
+Curation is tested against it: every transition (a hard cut, a fade through black or a dissolve
+between two moving scenes), the pixel speed of every moving shape and the area of every text overlay
+are written down before a single pixel is drawn, so cut recall, motion ordering and the text filter
+can be measured rather than eyeballed. Some scenes are sub-second, with a hard cut on each side: the
+case a minimum scene length in a cut detector gets wrong.
 
 Layout of `p.out` after `make_corpus`:
     <name>.mp4          H.264, short GOP (p.gop) so stream-copy clipping loses little at scene starts
     <name>.json         caption sidecar: {"fps": f, "segments": [{"start_s", "end_s", "caption"}]}
-    ground_truth.json   {"seed", "videos": {name: {fps, frames, width, height, cuts, fades, segments}}}
+    ground_truth.json   {"seed", "videos": {name: {fps, frames, width, height, cuts, fades,
+                        transitions, segments}}}; a transition is {"start", "end", "kind"}, the
+                        blended frames [start, end) of a fade or dissolve, start == end == the new
+                        scene's first frame for a cut (svd.curation.scenes.Transition)
 
 The sidecar is the generic way a source supplies captions: curation attaches the caption of the
 sidecar segment that overlaps a clip most. The paper's captioners (CoCa, VideoBLIP, an LLM summary)
@@ -17,6 +22,7 @@ caption_source "none"; nothing invents one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -83,8 +89,7 @@ class Segment:
     speed: float  # px / frame of every shape in this segment
     shapes: list[Shape]
     text: Text | None
-    fade_in: bool = False
-    fade_out: bool = False
+    enter: str = "cut"  # how the previous segment gives way to this one: "cut", "fade" or "dissolve"
 
     def caption(self) -> str:
         things = " and ".join(f"{_a(s.colour)} {s.colour} {s.kind}" for s in self.shapes)
@@ -222,34 +227,71 @@ def _draw(seg: Segment, bg: np.ndarray, t: int, w: int, h: int) -> np.ndarray:
     return img
 
 
+def _spans(p: SynthParams) -> dict[str, tuple[int, int]]:
+    """Frames (before, after) the boundary that a fade or dissolve blends. A fade's last frame out and
+    first frame in are black; a dissolve's blend weights stay strictly between 0 and 1."""
+    return {
+        "cut": (0, 0),
+        "fade": (p.fade_frames // 2, p.fade_frames - p.fade_frames // 2),
+        "dissolve": (p.dissolve_frames // 2, p.dissolve_frames - p.dissolve_frames // 2),
+    }
+
+
 def _render(segs: list[Segment], p: SynthParams) -> np.ndarray:
     frames = np.empty((segs[-1].end, p.height, p.width, 3), np.uint8)
-    half_out, half_in = p.fade_frames // 2, p.fade_frames - p.fade_frames // 2
-    for seg in segs:
-        bg = _background(seg, p.width, p.height)
-        n = seg.end - seg.start
-        gain = np.ones(n, np.float32)
-        if seg.fade_out:  # ends on a black frame
-            gain[-half_out:] = np.minimum(gain[-half_out:], np.arange(half_out - 1, -1, -1) / half_out)
-        if seg.fade_in:  # starts on a black frame
-            gain[:half_in] = np.minimum(gain[:half_in], np.arange(half_in) / half_in)
-        for t in range(n):
-            img = _draw(seg, bg, t, p.width, p.height)
-            frames[seg.start + t] = img if gain[t] == 1 else (img * gain[t]).round().astype(np.uint8)
+    bgs = [_background(seg, p.width, p.height) for seg in segs]
+    spans = _spans(p)
+
+    def draw(i: int, f: int) -> np.ndarray:  # segment i at frame f, before its start or past its end too
+        return _draw(segs[i], bgs[i], f - segs[i].start, p.width, p.height).astype(np.float32)
+
+    for i, seg in enumerate(segs):
+        for f in range(seg.start, seg.end):
+            img = draw(i, f)
+            # the transition this frame is part of: into this segment, or out of it into the next
+            for j in (i, i + 1):
+                if not 0 < j < len(segs):
+                    continue
+                s, kind = segs[j].start, segs[j].enter
+                before, after = spans[kind]
+                if not s - before <= f < s + after:
+                    continue
+                if kind == "fade":  # down to black over `before` frames, up from black over `after`
+                    img *= (s - 1 - f) / before if f < s else (f - s) / after
+                elif kind == "dissolve":  # both scenes keep moving while they blend
+                    a = (f - (s - before) + 1) / (before + after + 1)  # weight of the new scene
+                    img = (1 - a) * draw(j - 1, f) + a * draw(j, f)
+            frames[f] = img.round().astype(np.uint8)
     return frames
+
+
+def _assign(plans: dict[str, list[Segment]], rng: np.random.Generator, p: SynthParams) -> None:
+    """Corpus-wide choices, counted across videos so each occurs even when every video is short:
+    every short_every-th inner segment is sub-second with hard cuts on both sides; of the other
+    transitions every fade_every-th is a fade and every dissolve_every-th a dissolve."""
+    inner = [(name, i) for name, segs in plans.items() for i in range(1, len(segs) - 1)]
+    short = [t for k, t in enumerate(inner) if (k + 1) % p.short_every == 0] or inner[-1:]
+    for name, i in short:
+        plans[name][i].end = plans[name][i].start + max(1, round(rng.uniform(*p.short_seconds) * p.fps))
+    for segs in plans.values():  # lay the segments end to end again
+        for prev, seg in itertools.pairwise(segs):
+            seg.start, seg.end = prev.end, prev.end + seg.end - seg.start
+    cut_only = {(name, j) for name, i in short for j in (i, i + 1)}
+    free = [(n, i) for n, segs in plans.items() for i in range(1, len(segs)) if (n, i) not in cut_only]
+    fades = [t for k, t in enumerate(free) if (k + 1) % p.fade_every == 0] or free[-1:]
+    dissolves = [t for k, t in enumerate(free) if (k + 1) % p.dissolve_every == 0 and t not in fades]
+    dissolves = dissolves or [t for t in free if t not in fades][:1]
+    for kind, chosen in (("fade", fades), ("dissolve", dissolves)):
+        for name, i in chosen:
+            plans[name][i].enter = kind
 
 
 def make_corpus(p: SynthParams, seed: int) -> Path:
     """Write p.videos videos, their caption sidecars and ground_truth.json; same seed, same bytes."""
     rng = np.random.default_rng(seed)
     plans = {f"synth_{i:03d}": _plan_video(rng, p) for i in range(p.videos)}
-    # Transitions are counted across the corpus, so a fade occurs even when every video is short.
-    transitions = [(name, i) for name, segs in plans.items() for i in range(1, len(segs))]
-    fades = [t for k, t in enumerate(transitions) if (k + 1) % p.fade_every == 0]
-    if transitions and not fades:
-        fades = [transitions[-1]]
-    for name, i in fades:
-        plans[name][i - 1].fade_out = plans[name][i].fade_in = True
+    _assign(plans, rng, p)
+    spans = _spans(p)
     p.out.mkdir(parents=True, exist_ok=True)
     truth: dict = {"seed": seed, "videos": {}}
     for name, segs in plans.items():
@@ -263,10 +305,14 @@ def make_corpus(p: SynthParams, seed: int) -> Path:
             "frames": segs[-1].end,
             "width": p.width,
             "height": p.height,
-            # A hard cut is the first frame of the new scene; a fade's is the middle of its dark part,
-            # which with a black last frame out and a black first frame in is that same boundary.
+            # A scene boundary: the first frame of the new scene, also for a fade (the boundary
+            # between its black last frame out and black first frame in) and a dissolve.
             "cuts": [s.start for s in segs[1:]],
-            "fades": [s.start for s in segs[1:] if s.fade_in],
+            "fades": [s.start for s in segs[1:] if s.enter == "fade"],
+            "transitions": [
+                {"start": s.start - spans[s.enter][0], "end": s.start + spans[s.enter][1], "kind": s.enter}
+                for s in segs[1:]
+            ],
             "segments": [
                 {
                     "start_frame": s.start,

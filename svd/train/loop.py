@@ -140,7 +140,7 @@ def fit_autoencoder(
 
 
 def train_stage(
-    p: Params, name: StageName, subsets_dir: Path, curated_dir: Path, logger: Logger = lambda m, s: None
+    p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path, logger: Logger = lambda m, s: None
 ) -> StageResult:
     st = p.stage(name)
     t0 = time.time()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from svd.curation.annotate import curate
+from svd.curation.curate import curate
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
 
@@ -21,9 +21,18 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 MEDIA = Path(__file__).resolve().parents[4] / "shared" / "media"
 SEED = 0
 
-# Small but complete: with seed 0 it has static, slow and fast scenes, small and large text and
-# several fades (test_synth checks that, so a change of generator cannot silently hollow it out).
-SMALL = dict(videos=5, segments=(3, 4), segment_seconds=(2.0, 3.0), fade_every=2, text_fraction=0.5)
+# Small but complete: with seed 0 it has static, slow and fast scenes, small and large text, several
+# fades, dissolves and a sub-second scene (test_synth checks that, so a change of generator cannot
+# silently hollow it out).
+SMALL = dict(
+    videos=5,
+    segments=(3, 4),
+    segment_seconds=(2.0, 3.0),
+    fade_every=2,
+    dissolve_every=3,
+    short_every=4,
+    text_fraction=0.5,
+)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +52,8 @@ def corpus(synth_params: SynthParams) -> Path:
 
 @pytest.fixture(scope="session")
 def curate_params(corpus: Path) -> CurateParams:
-    return CurateParams(sources=(corpus,), out=corpus.parent / "curated")
+    root = corpus.parent
+    return CurateParams(sources=(str(corpus),), out=str(root / "curated"), cache=str(root / "cache"))
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +83,6 @@ def real_dir(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_table(real_dir: Path) -> Iterator[pd.DataFrame]:
     out = real_dir.parent / "curated"
-    table = curate(CurateParams(sources=(real_dir,), out=out))
+    table = curate(CurateParams(sources=(str(real_dir),), out=str(out), cache=str(real_dir.parent / "cache")))
     yield table
     shutil.rmtree(out, ignore_errors=True)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from svd.curation.annotate import to_table
 from svd.curation.filter import make_subsets, split_hash, write_subsets
-from svd.params import FilterParams
+from svd.curation.table import to_table
+from svd.params import FilterParams, Rule
 
 
 def table(n: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def table(n: int = 20, seed: int = 0) -> pd.DataFrame:
         for i in range(n)
     ]
     rows += [{"video": "bad.mp4", "clip": "bad", "status": "failed", "error": "bad.mp4: cannot open"}]
-    return to_table(rows)
+    return to_table(rows, ["motion", "text"])
 
 
 def test_paper_filters() -> None:
@@ -44,7 +44,21 @@ def test_paper_filters() -> None:
     hq = {c for c in want - half if ok.set_index("clip").loc[c, "text_area"] <= 0.02}
     hq = {c for c in hq if ok.set_index("clip").loc[c, "seconds"] >= 2.0}
     assert set(s["hq"]["clip"]) == hq
-    assert s["lvd_f"].attrs["min_motion_score"] == pytest.approx(np.quantile(ok["motion_score"], 0.25))
+    assert s["lvd_f"].attrs["bounds"]["motion_score"][0] == pytest.approx(
+        np.quantile(ok["motion_score"], 0.25)
+    )
+    assert s["lvd_f"].attrs["bounds"]["text_area"][1] == 0.07
+
+
+def test_a_rule_on_any_column_and_on_the_high_tail() -> None:
+    t = table()
+    p = FilterParams(lvd_f={"seconds": Rule(drop_highest=0.5), "motion_score": Rule(min=3.0, max=15.0)})
+    got = make_subsets(t, p)["lvd_f"]
+    ok = t[t["status"] == "ok"]
+    short = ok["seconds"] <= np.quantile(ok["seconds"], 0.5)
+    assert set(got["clip"]) == set(ok[short & ok["motion_score"].between(3, 15)]["clip"])
+    with pytest.raises(KeyError, match="aesthetic"):
+        make_subsets(t, FilterParams(lvd_f={"aesthetic": Rule(min=5.0)}))
 
 
 def test_split_is_per_clip_and_the_same_in_every_subset() -> None:
@@ -65,9 +79,7 @@ def test_split_is_per_clip_and_the_same_in_every_subset() -> None:
 
 @pytest.mark.parametrize("fraction", [0.001, 0.999])
 def test_every_subset_of_two_or_more_gets_both_splits(fraction: float) -> None:
-    s = make_subsets(
-        table(12), FilterParams(val_fraction=fraction, motion_drop_fraction=0.0, max_text_area=1.0)
-    )
+    s = make_subsets(table(12), FilterParams(val_fraction=fraction, lvd_f={}, hq={}))
     for name, df in s.items():
         if len(df) >= 2:
             assert set(df["split"]) == {"train", "val"}, name
@@ -80,7 +92,10 @@ def test_write_subsets(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     for name, df in s.items():
         back = pd.read_parquet(tmp_path / f"{name}.parquet")
-        assert back["clip"].tolist() == df["clip"].tolist() and back.attrs == df.attrs
+        assert back["clip"].tolist() == df["clip"].tolist()
+        assert {k: list(v) for k, v in back.attrs["bounds"].items()} == {
+            k: list(v) for k, v in df.attrs["bounds"].items()
+        }
         assert summary[name]["clips"] == len(df)
         assert summary[name]["train"] + summary[name]["val"] == len(df)
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]

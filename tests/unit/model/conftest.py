@@ -19,7 +19,7 @@ def tiny_params(tmp_path_factory) -> P.Params:
     smoke = yaml.safe_load((ROOT / "tests" / "e2e" / "smoke.yaml").read_text())
     paths = {
         "synth": {"out": str(d / "raw")},
-        "curate": {"sources": [str(d / "raw")], "out": str(d / "curated")},
+        "curate": {"sources": [str(d / "raw")], "out": str(d / "curated"), "cache": str(d / "cache")},
         "filter": {"out": str(d / "subsets")},
         "train": {
             s: {"out": str(d / s), **({"init": str(d / prev)} if prev else {})}
@@ -28,7 +28,7 @@ def tiny_params(tmp_path_factory) -> P.Params:
         "evaluate": {"out": str(d / "eval")},
     }
     p = P.load(ROOT / "params.yaml", P.merge(smoke, paths))
-    from svd.curation.annotate import curate
+    from svd.curation.curate import curate
     from svd.curation.filter import make_subsets, write_subsets
 
     stages.synth(p)

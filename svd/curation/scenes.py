@@ -1,0 +1,244 @@
+"""Scene boundaries in one streaming pass: hard cuts, fades and dissolves (paper Sec. 3.1, App. C).
+
+Hard cuts come from PySceneDetect's cascade, ContentDetector (HSV jump between two frames) and
+AdaptiveDetector (that jump over its neighbours', robust to fast motion), both with no minimum scene
+length: a cut a few frames after another is a real cut, and the scene between them is the caller's
+to drop (min_clip_seconds), never to merge into a neighbour. A reported cut must also change the
+picture (min_cut_change: hue flickers in grey areas at a keyframe trip HSV) into something that is
+not the last frame moved (a fast pan trips ContentDetector on every frame).
+
+Gradual transitions are a straight path in image space. A fade or dissolve from F_i to F_j blends
+them, F_k = (1 - a_k) F_i + a_k F_j with a_k rising (a fade is a blend with black), so each pixel
+moves straight from its old value to its new one and the summed frame-to-frame change over the span
+equals the change between its ends; motion wanders, pixels going up and down as edges pass. For
+each new frame j the detector scores every span (i, j) up to max_transition_seconds long by
+2 |F_j - F_i| - path(i, j), net change minus detour, on 1/SHRINK-size frames; the best span whose
+ends differ by min_transition_change and whose path is straight enough is then checked at detection
+size: its inner frames must be blends of its ends (see _verify), and its end must not be its start
+moved or re-lit (a pan of smooth content is locally a blend). The blended frames are the transition
+and belong to no scene; so does the black frame a fade reaches.
+
+One physical event seen twice (a fade also trips ContentDetector in its dark frames) is merged by
+proximity, never by a scene length: a cut within MERGE_GAP frames of a gradual transition is part of
+it, and gradual transitions that touch are one (a fade out to black followed by a fade in).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+
+from svd.media.io import iter_frames, probe
+from svd.params import CutParams
+
+Scene = tuple[int, int]  # (start frame, end frame exclusive) of clean content
+
+MERGE_GAP = 2  # frames: detector events this close are one event
+SETTLE = 3  # frames without a better span before a gradual transition is taken as finished
+SHRINK = 4  # the span search runs on frames this many times smaller than detection size
+STEP_COST = 0.1  # per frame of span (mean |diff|, 0-255): of two equally good spans the shorter wins
+BLEND_EPS = 0.05  # a frame within this of either end of the blend line is clean
+ZOOMS = (1.0, 1.15, 1 / 1.15, 1.32, 1 / 1.32, 1.52, 1 / 1.52)  # global zooms `moved` tries
+
+
+@dataclass(frozen=True)
+class Transition:
+    start: int  # first frame that belongs to no scene (for a hard cut: the first frame of the new scene)
+    end: int  # exclusive; start == end for a hard cut; for fades/dissolves the blended frames [start, end)
+    kind: str  # "cut" | "fade" | "dissolve"
+
+
+def detection_size(width: int, height: int, p: CutParams) -> tuple[int, int]:
+    """(height, width) of the frames the detector wants: no wider than p.downscale_width, aspect
+    kept, even sides so every decoder path agrees."""
+    w = max(2, min(p.downscale_width, width) // 2 * 2)
+    return max(2, round(height * w / width / 2) * 2), w
+
+
+def moved(a: np.ndarray, b: np.ndarray, residual: float) -> bool:
+    """Whether frame b is frame a panned, zoomed or re-exposed: some global zoom and shift of a,
+    with its brightness scaled, leaves at most `residual` (RMS share) of the change from a to b.
+    Runs at half detection size, the likeliest zoom (none) first."""
+    fa, fb = (cv2.resize(f, (f.shape[1] // 2, f.shape[0] // 2), interpolation=cv2.INTER_AREA) for f in (a, b))
+    fa, fb = fa.astype(np.float32), fb.astype(np.float32)
+    ga, gb = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (fa, fb))
+    h, w = ga.shape
+    hann = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    ones = np.ones_like(ga)
+    for zoom in ZOOMS:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, zoom)
+        # phaseCorrelate windows its inputs in place: hand it copies
+        (dx, dy), _ = cv2.phaseCorrelate(cv2.warpAffine(ga, m, (w, h)), gb.copy(), hann)
+        m[:, 2] += (dx, dy)
+        valid = cv2.warpAffine(ones, m, (w, h)) > 0.999
+        if valid.mean() < 0.25:
+            continue
+        x, y = cv2.warpAffine(fa, m, (w, h))[valid], fb[valid]  # (P, 3)
+        before = float(((y - fa[valid]) ** 2).sum())
+        gain = float((x * y).sum()) / max(float((x * x).sum()), 1e-6)
+        if float(((y - gain * x) ** 2).sum()) <= residual**2 * before:
+            return True
+    return False
+
+
+class SceneDetector:
+    """Streaming: push() every frame of a video in presentation order (uint8 RGB (H, W, 3) at
+    detection_size), then finish() once. Memory is a window of about max_transition_seconds of
+    frames, whatever the length of the video."""
+
+    def __init__(self, fps: float, p: CutParams) -> None:
+        self.fps, self.p = fps, p
+        self.span = max(2, math.ceil(p.max_transition_seconds * fps))  # longest gradual transition
+        self.window = self.span + SETTLE + 2
+        self.frames: deque[np.ndarray] = deque(maxlen=self.window)  # detection size
+        self.small: np.ndarray | None = None  # (window, pixels) ring of 1/SHRINK-size frames
+        self.path = np.zeros(self.window)  # ring: summed mean |frame-to-frame change| up to each frame
+        self.count = 0
+        self.cuts: list[int] = []
+        self.gradual: list[Transition] = []
+        self.best: tuple[float, int, int] | None = None  # (score, i, j) of the open gradual span
+        self.floor = 0  # spans start at or after the end frame of the last one
+        self.detectors = [
+            ContentDetector(threshold=p.content_threshold, min_scene_len=0),
+            AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0),
+        ]
+
+    def frame(self, k: int) -> np.ndarray:
+        return self.frames[k - (self.count - len(self.frames))]
+
+    def push(self, frame: np.ndarray) -> None:
+        j = self.count
+        h, w = frame.shape[:2]
+        tiny = cv2.resize(frame, (max(1, w // SHRINK), max(1, h // SHRINK)), interpolation=cv2.INTER_AREA)
+        tiny = tiny.astype(np.float32).ravel()
+        if self.small is None:
+            self.small = np.zeros((self.window, tiny.size), np.float32)
+        slot, prev = j % self.window, (j - 1) % self.window
+        step = float(np.abs(tiny - self.small[prev]).mean()) if j else 0.0
+        self.path[slot] = (self.path[prev] if j else 0.0) + step
+        self.small[slot] = tiny
+        self.frames.append(frame)
+        self.count += 1
+        tc = FrameTimecode(j, float(self.fps))
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        for det in self.detectors:  # a cut is reported at most a few frames late: still in the window
+            for c in (t.frame_num for t in det.process_frame(tc, bgr)):
+                if 0 < c and c not in self.cuts and self._cut(c, isinstance(det, AdaptiveDetector)):
+                    self.cuts.append(c)
+        self._search(j)
+
+    def _cut(self, c: int, adaptive: bool) -> bool:
+        """Whether a cut reported at c changes the picture, and, unless AdaptiveDetector saw it stand
+        out from its neighbours, into something other than the last frame moved (a fast pan trips
+        ContentDetector on every frame; a cut to a closer shot of the same thing is a cut)."""
+        if self.path[c % self.window] - self.path[(c - 1) % self.window] < self.p.min_cut_change:
+            return False
+        a, b = self.frame(c - 1), self.frame(c)
+        dark = min(float(a.mean()), float(b.mean())) <= self.p.fade_threshold
+        return adaptive or dark or not moved(a, b, self.p.motion_residual)
+        self._search(j)
+
+    def _search(self, j: int) -> None:
+        """Close the open span once SETTLE frames brought nothing better, then let the best span
+        ending at j open one or replace the open one it overlaps, if it scores higher."""
+        assert self.small is not None
+        if self.best is not None and j - self.best[2] > SETTLE:
+            self._close()
+        i = np.arange(j - 2, max(j - self.span, self.floor, 0) - 1, -1)  # newest first: ties go short
+        if not len(i):
+            return
+        slots, here = i % self.window, j % self.window
+        change = np.abs(self.small[slots] - self.small[here]).mean(1)
+        path = self.path[here] - self.path[slots]
+        score = 2 * change - path - STEP_COST * (j - i)
+        ok = (change >= self.p.min_transition_change) & (change >= self.p.min_straightness * path)
+        if self.best is not None:
+            ok &= i < self.best[2]
+        if ok.any():
+            k = int(np.argmax(np.where(ok, score, -np.inf)))
+            if self.best is None or score[k] > self.best[0]:
+                self.best = (float(score[k]), int(i[k]), j)
+
+    def _close(self) -> None:
+        assert self.best is not None
+        _, i, j = self.best
+        self.best, self.floor = None, j
+        t = self._verify(i, j)
+        if t is not None:
+            self.gradual.append(t)
+
+    def _verify(self, i: int, j: int) -> Transition | None:
+        """The transition in span (i, j) if its inner frames are blends of its ends, else None.
+
+        Inner frame k sits at a_k, its projection on the line F_i -> F_j. A blend needs a_k rising,
+        some frame well inside (|a_k - 0.5| <= 0.3; else it is a hard cut with noise on one side),
+        and in those frames most pixels that change (by min_transition_change or more) part way by
+        that same a_k: motion moves a pixel all at once as an edge passes. Without a black end the
+        end must also show something else than its start moved (motion_residual): a pan of smooth content, a
+        zoom or an exposure change is a blend to first order."""
+        seq = np.stack([self.frame(k) for k in range(i, j + 1)]).astype(np.float32)
+        v = seq[-1] - seq[0]  # (H, W, 3)
+        x = seq[1:-1] - seq[0]  # (K, H, W, 3), the K inner frames
+        alpha = x.reshape(len(x), -1) @ v.ravel() / max(float((v * v).sum()), 1e-6)
+        inside = np.flatnonzero((alpha > BLEND_EPS) & (alpha < 1 - BLEND_EPS))
+        mid = [k for k in inside if abs(alpha[k] - 0.5) <= 0.3]
+        if not mid or np.any(np.diff(alpha[inside[0] : inside[-1] + 1]) < -BLEND_EPS):
+            return None
+        changing = np.abs(v).mean(-1) >= self.p.min_transition_change  # (H, W)
+        vc = v[changing]  # (P, 3)
+        for k in mid:
+            part = (x[k][changing] * vc).sum(-1) / (vc * vc).sum(-1)  # (P,) how far each pixel went
+            if not len(part) or np.mean(np.abs(part - alpha[k]) <= 0.2) < self.p.blend_agreement:
+                return None
+        dark_i, dark_j = (float(seq[e].mean()) <= self.p.fade_threshold for e in (0, -1))
+        if not (dark_i or dark_j) and moved(self.frame(i), self.frame(j), self.p.motion_residual):
+            return None
+        start = i if dark_i else i + 1 + int(inside[0])
+        end = j + 1 if dark_j else i + 2 + int(inside[-1])
+        return Transition(start, end, "fade" if dark_i or dark_j else "dissolve")
+
+    def finish(self) -> list[Transition]:
+        """All transitions, sorted and non-overlapping."""
+        if self.best is not None:
+            self._close()
+        merged: list[Transition] = []
+        for t in self.gradual:  # a fade out and a fade in that touch are one fade through black
+            if merged and t.start - merged[-1].end <= MERGE_GAP:
+                m = merged.pop()
+                t = Transition(m.start, max(m.end, t.end), "fade" if "fade" in (m.kind, t.kind) else t.kind)
+            merged.append(t)
+        cuts = [
+            Transition(c, c, "cut")
+            for c in sorted(self.cuts)
+            if c < self.count and not any(g.start - MERGE_GAP <= c <= g.end + MERGE_GAP for g in merged)
+        ]
+        return sorted(merged + cuts, key=lambda t: t.start)
+
+
+def scenes(transitions: list[Transition], frames: int) -> list[Scene]:
+    """The clean spans between transitions, in order; no minimum length (the caller drops scenes
+    shorter than min_clip_seconds; a short scene is never merged into a neighbour)."""
+    out: list[Scene] = []
+    at = 0
+    for t in transitions:
+        if t.start > at:
+            out.append((at, t.start))
+        at = max(at, t.end)
+    if frames > at:
+        out.append((at, frames))
+    return out
+
+
+def detect(path: str | Path, p: CutParams) -> tuple[list[Transition], int]:
+    """Transitions and frame count of a whole file, decoded once at detection size."""
+    info = probe(path)
+    det = SceneDetector(info.fps, p)
+    for frame in iter_frames(path, size=detection_size(info.width, info.height, p)):
+        det.push(frame)
+    return det.finish(), det.count

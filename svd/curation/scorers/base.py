@@ -1,0 +1,80 @@
+"""The contract every scorer keeps: which columns it adds, which frames it needs, and `score`.
+
+A scorer is one file in this package defining one class that satisfies `Scorer`. The clip table's
+schema, the great_expectations suites and the filters are all derived from these declarations, so a
+new scorer needs no edit anywhere else: one file here and one entry under `curate.scorers` in
+params.yaml.
+
+Frames come in two kinds, because they cost differently:
+- dense (`Frames.fps` set): frames every 1 / fps seconds on the video's own time axis, small
+  (the decode pass that finds the cuts also makes them, so they cost no extra decoding);
+- picks (`Frames.picks`): named frames of each clip (first, middle, last), at any size, decoded
+  with seeks, so a clip costs at most a few GOPs however long it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+Pick = Literal["first", "middle", "last"]
+
+
+class ScorerParams(BaseModel):
+    """Base of every scorer's params: frozen, unknown keys rejected (a typo fails at load time)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column a scorer fills; the range is what the data checks enforce on ok rows."""
+
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The frames a scorer sees, as uint8 RGB (H, W, 3), upright, at display aspect."""
+
+    fps: float | None = None  # dense: one frame per 1 / fps s of the video's time axis
+    picks: tuple[Pick, ...] = ()  # sparse: these frames of each clip
+    short_side: int | None = None  # scale so the short side is this (dense frames), or ...
+    long_side: int | None = None  # ... so the long side is this (picks)
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) for a display size, aspect kept."""
+        if self.short_side is not None:
+            s = self.short_side / min(width, height)
+        elif self.long_side is not None:
+            s = self.long_side / max(width, height)
+        else:
+            return height, width
+        return max(2, round(height * s)), max(2, round(width * s))
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    """What `score` gets for one clip."""
+
+    frames: list[np.ndarray]  # dense frames in time order, or the picks in `Frames.picks` order
+    fps: float  # rate of dense frames (Frames.fps); the source's rate for picks
+    width: int  # display size of the source
+    height: int
+
+
+class Scorer(Protocol):
+    name: ClassVar[str]  # also its params.yaml key and its module name
+    Params: ClassVar[type[ScorerParams]]
+    columns: ClassVar[dict[str, Column]]
+
+    def __init__(self, params: Any) -> None: ...
+
+    def frames(self) -> Frames: ...
+
+    def score(self, clip: ClipFrames) -> dict[str, float]: ...

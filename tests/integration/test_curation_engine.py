@@ -1,0 +1,126 @@
+"""Curation on real engines: the Prefect flow fanning videos out over local worker processes and over
+a real local Ray, and sources and outputs on an S3 endpoint over HTTP. Every way gives the bytes of
+the plain in-process run."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from infra.stack import S3Endpoint, Service
+from svd.curation.curate import curate, write_outputs
+from svd.data.shards import read_shard
+from svd.media.synth import make_corpus
+from svd.params import CurateParams, SynthParams
+
+pytestmark = pytest.mark.stack
+
+
+def outputs(out: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(out.rglob("*"))
+        if f.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = SynthParams(
+        out=tmp_path_factory.mktemp("engine") / "raw", videos=4, segments=(2, 3), segment_seconds=(1.5, 2.5)
+    )
+    return make_corpus(p, seed=3)
+
+
+@pytest.fixture(scope="module")
+def serial(corpus: Path) -> CurateParams:
+    p = CurateParams(
+        sources=(str(corpus),),
+        out=str(corpus.parent / "serial"),
+        cache=str(corpus.parent / "c0"),
+        shard_clips=3,
+    )
+    curate(p)
+    return p
+
+
+def run_flow(p: CurateParams, server: Service, monkeypatch: pytest.MonkeyPatch) -> list:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.curate import annotate_videos, task_runner
+
+    monkeypatch.setenv("PREFECT_API_URL", server.url)  # worker processes read it from the environment
+    with temporary_settings(updates={PREFECT_API_URL: server.url}):
+        results = annotate_videos.with_options(task_runner=task_runner(p))(p)
+    write_outputs(results, p)
+    return results
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_local_workers_give_the_serial_bytes(
+    serial: CurateParams,
+    prefect_server: Service,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    tmp_path: Path,
+) -> None:
+    p = serial.model_copy(
+        update={"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "workers": workers}
+    )
+    results = run_flow(p, prefect_server, monkeypatch)
+    assert outputs(Path(p.out)) == outputs(Path(serial.out))
+    assert len({r.worker for r in results}) <= workers
+
+
+def test_ray_gives_the_serial_bytes_and_loads_each_model_once_per_worker(
+    serial: CurateParams, prefect_server: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    p = serial.model_copy(
+        update={"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "runner": "ray", "workers": 2}
+    )
+    try:
+        results = run_flow(p, prefect_server, monkeypatch)
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert outputs(Path(p.out)) == outputs(Path(serial.out))
+    assert all(r.model_loads["detector"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
+    assert len({r.worker for r in results}) <= 2 < len(results)  # workers were reused across videos
+
+
+def test_sources_and_outputs_on_s3(
+    serial: CurateParams, corpus: Path, s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    client = s3.client()
+    for f in sorted(corpus.iterdir()):
+        client.upload_file(str(f), s3.bucket, f"raw/{f.name}")
+    p = serial.model_copy(
+        update={
+            "sources": (f"s3://{s3.bucket}/raw",),
+            "out": f"s3://{s3.bucket}/curated",
+            "cache": f"s3://{s3.bucket}/cache",
+        }
+    )
+    table = curate(p)
+    local = pd.read_parquet(Path(serial.out) / "clips.parquet")
+    assert table["video"].tolist() == [f"s3://{s3.bucket}/raw/{Path(v).name}" for v in local["video"]]
+    pd.testing.assert_frame_equal(table.drop(columns="video"), local.drop(columns="video"), check_dtype=False)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix="curated/")["Contents"])
+    assert keys == [
+        "curated/clips.parquet",
+        *sorted(f"curated/{s}" for s in local["shard"].dropna().unique()),
+    ]
+    back = pd.read_parquet(
+        io.BytesIO(client.get_object(Bucket=s3.bucket, Key="curated/clips.parquet")["Body"].read())
+    )
+    assert back["clip"].equals(table["clip"])
+    shard = local["shard"].dropna().iloc[0]
+    remote = [(k, v) for k, v, _ in read_shard(f"s3://{s3.bucket}/curated/{shard}")]
+    assert remote == [(k, v) for k, v, _ in read_shard(str(Path(serial.out) / shard))]  # same clip bytes

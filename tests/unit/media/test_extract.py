@@ -1,0 +1,93 @@
+"""Clips are frame-exact and byte-deterministic, by stream copy and by lossless re-encode alike."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from av.video.reformatter import VideoReformatter
+
+from svd.curation.extract import extract_clip, index_packets
+from svd.media.hostile import make_video
+from svd.media.io import iter_decoded, probe, to_array
+
+VFR_MS = [sum((40, 120, 60, 100, 80)[j % 5] for j in range(i)) for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Odd sources with a keyframe every 8 frames, so a scene can be stream-copied from mid-video."""
+    d = tmp_path_factory.mktemp("extract")
+    make_video(d / "anamorphic.mp4", 24, (96, 64), sar=Fraction(2), gop=8)
+    make_video(d / "vfr.mp4", 24, times_ms=VFR_MS, gop=8)
+    make_video(d / "yuv444p10.mkv", 24, pix_fmt="yuv444p10le", gop=8)
+    make_video(d / "vp8.webm", 24, codec="libvpx", gop=8)
+    return d
+
+
+def decoded(src: Path | bytes, keep: set[int], stop: int) -> tuple[dict[int, np.ndarray], list[float]]:
+    """RGB at display size of the frames in `keep`, and the times of frames 0 .. stop - 1."""
+    info, sws = probe(src), VideoReformatter()
+    frames, times = {}, []
+    for d in iter_decoded(src):
+        if d.index >= stop:
+            break
+        if d.index in keep:
+            frames[d.index] = to_array(d.frame, None, sws, info.sar)
+        times.append(d.time)
+    return frames, times
+
+
+CASES = [  # (source, scene, min_frames, re-encoded)
+    ("media:testvideo.mp4", (20, 90), 30, False),  # snapped to keyframe 30; B-frames
+    ("media:testvideo.mp4", (40, 70), 30, True),  # next keyframe 180 is past the scene
+    ("media:issue-134-rotate.mp4", (50, 120), 24, False),
+    ("media:issue-134-rotate.mp4", (70, 100), 24, True),
+    ("anamorphic.mp4", (5, 24), 8, False),
+    ("anamorphic.mp4", (5, 12), 6, True),
+    ("vfr.mp4", (3, 24), 8, False),
+    ("vfr.mp4", (3, 14), 8, True),
+    ("yuv444p10.mkv", (9, 20), 8, True),
+    ("vp8.webm", (0, 24), 8, True),  # mp4 cannot hold VP8: re-encoded although the scene starts on a key
+]
+
+
+@pytest.mark.parametrize(("name", "scene", "min_frames", "reencoded"), CASES)
+def test_clip_is_frame_exact_and_deterministic(
+    media: Path, made: Path, name: str, scene: tuple[int, int], min_frames: int, reencoded: bool
+) -> None:
+    src = media / name.removeprefix("media:") if name.startswith("media:") else made / name
+    info, index = probe(src), index_packets(src)
+    clip = extract_clip(src, info, index, scene, min_frames)
+    assert clip.reencoded == reencoded and clip.end_frame - clip.start_frame >= min_frames
+    assert extract_clip(src, info, index, scene, min_frames).data == clip.data
+    if reencoded:
+        assert (clip.start_frame, clip.end_frame) == scene
+    else:
+        assert clip.start_frame == index.key_after(scene[0]) and clip.end_frame <= scene[1]
+
+    got = probe(clip.data)
+    assert (got.width, got.height, got.sar, got.rotation) == (
+        info.width,
+        info.height,
+        info.sar,
+        info.rotation,
+    )
+    assert got.pix_fmt == info.pix_fmt
+    a, b = clip.start_frame, clip.end_frame
+    frames, times = decoded(clip.data, {0, b - a - 1}, b)
+    want, want_times = decoded(src, {a, b - 1}, b)
+    assert len(times) == b - a
+    assert np.array_equal(frames[0], want[a]) and np.array_equal(frames[b - a - 1], want[b - 1])
+    # frame times keep the source's spacing (variable frame rate included)
+    assert times == pytest.approx([t - want_times[a] for t in want_times[a:]], abs=2e-3)
+
+
+def test_packet_index_finds_keyframes(made: Path) -> None:
+    index = index_packets(made / "vfr.mp4")
+    assert list(index.keyframes) == [0, 8, 16] and len(index.pts) == 24
+    assert (index.key_after(1), index.key_after(8), index.key_after(17)) == (8, 8, None)
+    assert (index.key_before(7), index.key_before(8), index.key_before(23)) == (0, 8, 16)
+    assert index.seconds(5) == pytest.approx(VFR_MS[5] / 1000)
