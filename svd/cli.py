@@ -102,6 +102,28 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"MLflow UI: {ui}")
 
 
+def cmd_cuts_score(args: argparse.Namespace) -> None:
+    """Precision / recall / F1 of scene transitions on a synthetic corpus (a fresh one from params.yaml's
+    synth section unless --synth names a folder with ground_truth.json) and on the real videos of
+    --media against --truth."""
+    import tempfile
+
+    from svd.curation import cutscore
+    from svd.media.synth import make_corpus
+
+    p = params.load(args.params)
+    cuts, tolerance = p.curate.cuts, args.tolerance
+    with tempfile.TemporaryDirectory() as tmp:
+        synth = Path(args.synth or make_corpus(p.synth.model_copy(update={"out": Path(tmp)}), p.seed))
+        truth = cutscore.load_truth(synth / "ground_truth.json")
+        print(cutscore.table(f"synthetic ({synth.name})", cutscore.score_videos(truth, cuts, tolerance)))
+    if Path(args.media).is_dir():
+        truth = cutscore.load_truth(Path(args.truth), Path(args.media))
+        print(cutscore.table(f"media ({args.media})", cutscore.score_videos(truth, cuts, tolerance)))
+    else:
+        print(f"no folder {args.media}: real videos not scored")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="svd", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -122,6 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
     sub.add_parser("report").set_defaults(func=cmd_report)
+    c = sub.add_parser("cuts-score", help="precision / recall / F1 of scene transitions")
+    c.add_argument("--synth", help="folder with ground_truth.json (default: a fresh synthetic corpus)")
+    c.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
+    c.add_argument("--truth", default="tests/data/media_cuts.json", help="ground truth of --media")
+    c.add_argument("--tolerance", type=int, default=2, help="frames")
+    c.set_defaults(func=cmd_cuts_score)
     args = ap.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("svd").setLevel(logging.INFO)

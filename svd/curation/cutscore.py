@@ -2,7 +2,7 @@
 
 Ground truth files (the synthetic corpus's ground_truth.json, tests/data/media_cuts.json for the
 shared real videos) share one shape: {"videos": {name: {"transitions": [{start, end, kind}]}}}, a
-name with no suffix standing for <name>.mp4.
+name with no suffix standing for <name>.mp4. `svd cuts-score` and bench/cuts.py print the tables.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 
 from svd.curation.scenes import Transition, detect
 from svd.params import CutParams
+
+MEDIA_TRUTH = Path(__file__).resolve().parents[2] / "tests" / "data" / "media_cuts.json"
 
 
 @dataclass(frozen=True)
@@ -69,20 +71,15 @@ def load_truth(path: Path, folder: Path | None = None) -> dict[Path, list[Transi
     }
 
 
-def score_videos(
-    truth: dict[Path, list[Transition]], p: CutParams, tolerance: int = 2
-) -> dict[str, tuple[Score, list[Transition]]]:
-    """Detect on every video of `truth` and score it: {file name: (score, found transitions)}."""
-    return {
-        video.name: (score(t, found := detect(video, p)[0], tolerance), found) for video, t in truth.items()
-    }
+def score_videos(truth: dict[Path, list[Transition]], p: CutParams, tolerance: int = 2) -> dict[str, Score]:
+    """Detect on every video of `truth` and score it: {file name: score}."""
+    return {video.name: score(t, detect(video, p)[0], tolerance) for video, t in truth.items()}
 
 
 def table(title: str, scores: dict[str, Score]) -> str:
-    rows = [f"{title:28s} {'found':>5s} {'truth':>5s} {'hits':>4s} {'prec':>6s} {'recall':>6s} {'F1':>6s}"]
-    total = Score(0, 0, 0)
-    for name, s in [*scores.items(), ("total", sum(scores.values(), total))]:
-        rows.append(
-            f"  {name:26s} {s.found:5d} {s.truth:5d} {s.hits:4d} {s.precision:6.3f} {s.recall:6.3f} {s.f1:6.3f}"
-        )
+    """Per-video and total counts, precision, recall and F1, one line each."""
+    rows = [f"{title:30s} {'found':>5s} {'truth':>5s} {'hits':>4s} {'prec':>6s} {'recall':>6s} {'F1':>6s}"]
+    for name, s in [*scores.items(), ("total", sum(scores.values(), Score(0, 0, 0)))]:
+        counts = f"{s.found:5d} {s.truth:5d} {s.hits:4d}"
+        rows.append(f"  {name:28s} {counts} {s.precision:6.3f} {s.recall:6.3f} {s.f1:6.3f}")
     return "\n".join(rows)

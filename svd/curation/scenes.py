@@ -32,7 +32,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+from scenedetect import AdaptiveDetector, FrameTimecode
 
 from svd.media.io import iter_frames, probe
 from svd.params import CutParams
@@ -41,10 +41,11 @@ Scene = tuple[int, int]  # (start frame, end frame exclusive) of clean content
 
 MERGE_GAP = 2  # frames: detector events this close are one event
 SETTLE = 3  # frames without a better span before a gradual transition is taken as finished
-SHRINK = 4  # the span search runs on frames this many times smaller than detection size
+SHRINK = 8  # the span search runs on frames this many times smaller than detection size
 STEP_COST = 0.1  # per frame of span (mean |diff|, 0-255): of two equally good spans the shorter wins
-BLEND_EPS = 0.05  # a frame within this of either end of the blend line is clean
+BLEND_EPS = 0.03  # a frame within this of either end of the blend line is clean
 ZOOMS = (1.0, 1.15, 1 / 1.15, 1.32, 1 / 1.32, 1.52, 1 / 1.52)  # global zooms `moved` tries
+MOVED_WIDTH = 64  # px: `moved` compares frames downscaled to about this width
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,10 @@ def detection_size(width: int, height: int, p: CutParams) -> tuple[int, int]:
 def moved(a: np.ndarray, b: np.ndarray, residual: float) -> bool:
     """Whether frame b is frame a panned, zoomed or re-exposed: some global zoom and shift of a,
     with its brightness scaled, leaves at most `residual` (RMS share) of the change from a to b.
-    Runs at half detection size, the likeliest zoom (none) first."""
-    fa, fb = (cv2.resize(f, (f.shape[1] // 2, f.shape[0] // 2), interpolation=cv2.INTER_AREA) for f in (a, b))
+    Runs on frames about MOVED_WIDTH wide (phase correlation needs some detail), the likeliest zoom
+    (none) first."""
+    k = max(1, a.shape[1] // MOVED_WIDTH)
+    fa, fb = (cv2.resize(f, (f.shape[1] // k, f.shape[0] // k), interpolation=cv2.INTER_AREA) for f in (a, b))
     fa, fb = fa.astype(np.float32), fb.astype(np.float32)
     ga, gb = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (fa, fb))
     h, w = ga.shape
@@ -75,7 +78,7 @@ def moved(a: np.ndarray, b: np.ndarray, residual: float) -> bool:
         m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, zoom)
         # phaseCorrelate windows its inputs in place: hand it copies
         (dx, dy), _ = cv2.phaseCorrelate(cv2.warpAffine(ga, m, (w, h)), gb.copy(), hann)
-        m[:, 2] += (dx, dy)
+        m = m + np.array([[0, 0, dx], [0, 0, dy]])
         valid = cv2.warpAffine(ones, m, (w, h)) > 0.999
         if valid.mean() < 0.25:
             continue
@@ -103,11 +106,9 @@ class SceneDetector:
         self.cuts: list[int] = []
         self.gradual: list[Transition] = []
         self.best: tuple[float, int, int] | None = None  # (score, i, j) of the open gradual span
-        self.floor = 0  # spans start at or after the end frame of the last one
-        self.detectors = [
-            ContentDetector(threshold=p.content_threshold, min_scene_len=0),
-            AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0),
-        ]
+        self.floor = 0  # spans start at or after the end frame of the last transition
+        self.last_start = 0  # start frame of the span of the last gradual transition
+        self.adaptive = AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0)
 
     def frame(self, k: int) -> np.ndarray:
         return self.frames[k - (self.count - len(self.frames))]
@@ -125,12 +126,18 @@ class SceneDetector:
         self.small[slot] = tiny
         self.frames.append(frame)
         self.count += 1
-        tc = FrameTimecode(j, float(self.fps))
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-        for det in self.detectors:  # a cut is reported at most a few frames late: still in the window
-            for c in (t.frame_num for t in det.process_frame(tc, bgr)):
-                if 0 < c and c not in self.cuts and self._cut(c, isinstance(det, AdaptiveDetector)):
-                    self.cuts.append(c)
+        # AdaptiveDetector is a ContentDetector that also compares each frame's HSV change with its
+        # neighbours'; its content_val at j is what ContentDetector thresholds, so one HSV pass
+        # serves both. Its own cuts come window_width frames late: still in the window.
+        found = [
+            (t.frame_num, True) for t in self.adaptive.process_frame(FrameTimecode(j, float(self.fps)), bgr)
+        ]
+        if (self.adaptive._frame_score or 0.0) >= self.p.content_threshold:
+            found.append((j, False))
+        for c, adaptive in found:
+            if c > 0 and c not in self.cuts and self._cut(c, adaptive):
+                self.cuts.append(c)
         self._search(j)
 
     def _cut(self, c: int, adaptive: bool) -> bool:
@@ -142,7 +149,6 @@ class SceneDetector:
         a, b = self.frame(c - 1), self.frame(c)
         dark = min(float(a.mean()), float(b.mean())) <= self.p.fade_threshold
         return adaptive or dark or not moved(a, b, self.p.motion_residual)
-        self._search(j)
 
     def _search(self, j: int) -> None:
         """Close the open span once SETTLE frames brought nothing better, then let the best span
@@ -156,7 +162,7 @@ class SceneDetector:
         slots, here = i % self.window, j % self.window
         change = np.abs(self.small[slots] - self.small[here]).mean(1)
         path = self.path[here] - self.path[slots]
-        score = 2 * change - path - STEP_COST * (j - i)
+        score = change**2 / np.maximum(path, 1e-6) - STEP_COST * (j - i)
         ok = (change >= self.p.min_transition_change) & (change >= self.p.min_straightness * path)
         if self.best is not None:
             ok &= i < self.best[2]
@@ -166,12 +172,30 @@ class SceneDetector:
                 self.best = (float(score[k]), int(i[k]), j)
 
     def _close(self) -> None:
+        """Verify the open span. A long blend over fast motion can stall the search for SETTLE
+        frames and come out as two spans: if the span of both is one blend that also covers the
+        frames between them, they are one transition."""
         assert self.best is not None
         _, i, j = self.best
-        self.best, self.floor = None, j
+        self.best = None
         t = self._verify(i, j)
-        if t is not None:
-            self.gradual.append(t)
+        if t is None:  # motion: its frames may still end a longer blend that begins before them
+            return
+        # Fast motion early in a blend, when the new scene is faint, can make the search start it
+        # late: move the start back while the longer span still verifies and begins earlier.
+        for k in range(i - 1, max(self.floor, j - self.span, self.count - len(self.frames)) - 1, -1):
+            grown = self._verify(k, j)
+            if grown is None or grown.start >= t.start or grown.start == k:  # == k: a black end
+                break
+            t, i = grown, k
+        self.floor = j
+        if self.gradual and j - self.last_start <= self.span:
+            last, union = self.gradual[-1], self._verify(self.last_start, j)
+            if union is not None and union.start <= last.end and union.end >= t.start:
+                self.gradual[-1] = Transition(min(last.start, union.start), max(t.end, union.end), union.kind)
+                return
+        self.gradual.append(t)
+        self.last_start = i
 
     def _verify(self, i: int, j: int) -> Transition | None:
         """The transition in span (i, j) if its inner frames are blends of its ends, else None.
@@ -185,11 +209,13 @@ class SceneDetector:
         seq = np.stack([self.frame(k) for k in range(i, j + 1)]).astype(np.float32)
         v = seq[-1] - seq[0]  # (H, W, 3)
         x = seq[1:-1] - seq[0]  # (K, H, W, 3), the K inner frames
-        alpha = x.reshape(len(x), -1) @ v.ravel() / max(float((v * v).sum()), 1e-6)
+        # einsum, not BLAS: beside OpenCV's thread pool OpenBLAS threads can take 100x longer here
+        alpha = np.einsum("kp,p->k", x.reshape(len(x), -1), v.ravel()) / max(float((v * v).sum()), 1e-6)
         inside = np.flatnonzero((alpha > BLEND_EPS) & (alpha < 1 - BLEND_EPS))
         mid = [k for k in inside if abs(alpha[k] - 0.5) <= 0.3]
         if not mid or np.any(np.diff(alpha[inside[0] : inside[-1] + 1]) < -BLEND_EPS):
             return None
+        mid = sorted({mid[0], mid[len(mid) // 2], mid[-1]})  # three are as telling as thirty, and cheaper
         changing = np.abs(v).mean(-1) >= self.p.min_transition_change  # (H, W)
         vc = v[changing]  # (P, 3)
         for k in mid:

@@ -18,7 +18,9 @@ from svd.params import CurateParams
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, pd.DataFrame]:
     root = tmp_path_factory.mktemp("hostile")
     expect = make_hostile_corpus(root / "src")
-    table = curate(CurateParams(sources=(str(root / "src"),), out=str(root / "out"), cache=str(root / "cache")))
+    table = curate(
+        CurateParams(sources=(str(root / "src"),), out=str(root / "out"), cache=str(root / "cache"))
+    )
     return root / "src", expect, table
 
 
