@@ -115,10 +115,11 @@ def cmd_cuts_score(args: argparse.Namespace) -> None:
     cuts, tolerance = p.curate.cuts, args.tolerance
     with tempfile.TemporaryDirectory() as tmp:
         synth = Path(args.synth or make_corpus(p.synth.model_copy(update={"out": Path(tmp)}), p.seed))
+        title = f"synthetic ({args.synth or f'seed {p.seed}'})"
         truth = cutscore.load_truth(synth / "ground_truth.json")
-        print(cutscore.table(f"synthetic ({synth.name})", cutscore.score_videos(truth, cuts, tolerance)))
+        print(cutscore.table(title, cutscore.score_videos(truth, cuts, tolerance)))
     if Path(args.media).is_dir():
-        truth = cutscore.load_truth(Path(args.truth), Path(args.media))
+        truth = cutscore.load_truth(Path(args.truth or cutscore.MEDIA_TRUTH), Path(args.media))
         print(cutscore.table(f"media ({args.media})", cutscore.score_videos(truth, cuts, tolerance)))
     else:
         print(f"no folder {args.media}: real videos not scored")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("cuts-score", help="precision / recall / F1 of scene transitions")
     c.add_argument("--synth", help="folder with ground_truth.json (default: a fresh synthetic corpus)")
     c.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))
-    c.add_argument("--truth", default="tests/data/media_cuts.json", help="ground truth of --media")
+    c.add_argument("--truth", help="ground truth of --media (default: tests/data/media_cuts.json)")
     c.add_argument("--tolerance", type=int, default=2, help="frames")
     c.set_defaults(func=cmd_cuts_score)
     args = ap.parse_args(argv)

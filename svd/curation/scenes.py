@@ -10,13 +10,14 @@ not the last frame moved (a fast pan trips ContentDetector on every frame).
 Gradual transitions are a straight path in image space. A fade or dissolve from F_i to F_j blends
 them, F_k = (1 - a_k) F_i + a_k F_j with a_k rising (a fade is a blend with black), so each pixel
 moves straight from its old value to its new one and the summed frame-to-frame change over the span
-equals the change between its ends; motion wanders, pixels going up and down as edges pass. For
-each new frame j the detector scores every span (i, j) up to max_transition_seconds long by
-2 |F_j - F_i| - path(i, j), net change minus detour, on 1/SHRINK-size frames; the best span whose
-ends differ by min_transition_change and whose path is straight enough is then checked at detection
-size: its inner frames must be blends of its ends (see _verify), and its end must not be its start
-moved or re-lit (a pan of smooth content is locally a blend). The blended frames are the transition
-and belong to no scene; so does the black frame a fade reaches.
+(its path) equals the change between its ends; motion wanders, pixels going up and down as edges
+pass. For each new frame j the detector scores every span (i, j) up to max_transition_seconds long
+by |F_j - F_i|^2 / path(i, j), the net change times its straightness, on 1/SHRINK-size frames: it
+keeps growing through a blend even while things move in it, and falls once the blend is over. The
+best span whose ends differ by min_transition_change and whose path is straight enough is then
+checked at detection size: its inner frames must be blends of its ends (see _verify), and its end
+must not be its start moved or re-lit (a pan of smooth content is a blend to first order). The
+blended frames are the transition and belong to no scene; so does the black frame a fade reaches.
 
 One physical event seen twice (a fade also trips ContentDetector in its dark frames) is merged by
 proximity, never by a scene length: a cut within MERGE_GAP frames of a gradual transition is part of
@@ -42,7 +43,7 @@ Scene = tuple[int, int]  # (start frame, end frame exclusive) of clean content
 MERGE_GAP = 2  # frames: detector events this close are one event
 SETTLE = 3  # frames without a better span before a gradual transition is taken as finished
 SHRINK = 8  # the span search runs on frames this many times smaller than detection size
-STEP_COST = 0.1  # per frame of span (mean |diff|, 0-255): of two equally good spans the shorter wins
+STEP_COST = 0.1  # score per frame of span: of two equally good spans the shorter wins
 BLEND_EPS = 0.03  # a frame within this of either end of the blend line is clean
 ZOOMS = (1.0, 1.15, 1 / 1.15, 1.32, 1 / 1.32, 1.52, 1 / 1.52)  # global zooms `moved` tries
 MOVED_WIDTH = 64  # px: `moved` compares frames downscaled to about this width
@@ -103,14 +104,15 @@ class SceneDetector:
         self.small: np.ndarray | None = None  # (window, pixels) ring of 1/SHRINK-size frames
         self.path = np.zeros(self.window)  # ring: summed mean |frame-to-frame change| up to each frame
         self.count = 0
-        self.cuts: list[int] = []
+        self.cuts: set[int] = set()
         self.gradual: list[Transition] = []
         self.best: tuple[float, int, int] | None = None  # (score, i, j) of the open gradual span
         self.floor = 0  # spans start at or after the end frame of the last transition
         self.last_start = 0  # start frame of the span of the last gradual transition
         self.adaptive = AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0)
 
-    def frame(self, k: int) -> np.ndarray:
+    def _frame(self, k: int) -> np.ndarray:
+        """Frame k, which must still be in the window."""
         return self.frames[k - (self.count - len(self.frames))]
 
     def push(self, frame: np.ndarray) -> None:
@@ -128,8 +130,8 @@ class SceneDetector:
         self.count += 1
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         # AdaptiveDetector is a ContentDetector that also compares each frame's HSV change with its
-        # neighbours'; its content_val at j is what ContentDetector thresholds, so one HSV pass
-        # serves both. Its own cuts come window_width frames late: still in the window.
+        # neighbours'; its content_val at j (a private field) is what ContentDetector thresholds, so
+        # one HSV pass serves both. Its own cuts come window_width frames late: still in the window.
         found = [
             (t.frame_num, True) for t in self.adaptive.process_frame(FrameTimecode(j, float(self.fps)), bgr)
         ]
@@ -137,7 +139,7 @@ class SceneDetector:
             found.append((j, False))
         for c, adaptive in found:
             if c > 0 and c not in self.cuts and self._cut(c, adaptive):
-                self.cuts.append(c)
+                self.cuts.add(c)
         self._search(j)
 
     def _cut(self, c: int, adaptive: bool) -> bool:
@@ -146,7 +148,7 @@ class SceneDetector:
         ContentDetector on every frame; a cut to a closer shot of the same thing is a cut)."""
         if self.path[c % self.window] - self.path[(c - 1) % self.window] < self.p.min_cut_change:
             return False
-        a, b = self.frame(c - 1), self.frame(c)
+        a, b = self._frame(c - 1), self._frame(c)
         dark = min(float(a.mean()), float(b.mean())) <= self.p.fade_threshold
         return adaptive or dark or not moved(a, b, self.p.motion_residual)
 
@@ -181,13 +183,6 @@ class SceneDetector:
         t = self._verify(i, j)
         if t is None:  # motion: its frames may still end a longer blend that begins before them
             return
-        # Fast motion early in a blend, when the new scene is faint, can make the search start it
-        # late: move the start back while the longer span still verifies and begins earlier.
-        for k in range(i - 1, max(self.floor, j - self.span, self.count - len(self.frames)) - 1, -1):
-            grown = self._verify(k, j)
-            if grown is None or grown.start >= t.start or grown.start == k:  # == k: a black end
-                break
-            t, i = grown, k
         self.floor = j
         if self.gradual and j - self.last_start <= self.span:
             last, union = self.gradual[-1], self._verify(self.last_start, j)
@@ -200,30 +195,36 @@ class SceneDetector:
     def _verify(self, i: int, j: int) -> Transition | None:
         """The transition in span (i, j) if its inner frames are blends of its ends, else None.
 
-        Inner frame k sits at a_k, its projection on the line F_i -> F_j. A blend needs a_k rising,
-        some frame well inside (|a_k - 0.5| <= 0.3; else it is a hard cut with noise on one side),
-        and in those frames most pixels that change (by min_transition_change or more) part way by
-        that same a_k: motion moves a pixel all at once as an edge passes. Without a black end the
-        end must also show something else than its start moved (motion_residual): a pan of smooth content, a
-        zoom or an exposure change is a blend to first order."""
-        seq = np.stack([self.frame(k) for k in range(i, j + 1)]).astype(np.float32)
-        v = seq[-1] - seq[0]  # (H, W, 3)
-        x = seq[1:-1] - seq[0]  # (K, H, W, 3), the K inner frames
+        Inner frame k sits at a_k, its projection on the line F_i -> F_j (on the small frames, so a
+        long span costs little). A blend needs a_k rising, some frame well inside (|a_k - 0.5| <=
+        0.3; else it is a hard cut with noise on one side), and in those frames, at detection size,
+        most pixels that change (by min_transition_change or more) part way by that same a_k: motion
+        moves a pixel all at once as an edge passes. Without a black end the end must also be more
+        than its start moved (motion_residual): a pan of smooth content, a zoom or an exposure
+        change is a blend to first order."""
+        assert self.small is not None
+        seq = self.small[[k % self.window for k in range(i, j + 1)]]  # (K + 2, pixels)
         # einsum, not BLAS: beside OpenCV's thread pool OpenBLAS threads can take 100x longer here
-        alpha = np.einsum("kp,p->k", x.reshape(len(x), -1), v.ravel()) / max(float((v * v).sum()), 1e-6)
+        alpha = np.einsum("kp,p->k", seq[1:-1] - seq[0], seq[-1] - seq[0])
+        alpha /= max(float(((seq[-1] - seq[0]) ** 2).sum()), 1e-6)
         inside = np.flatnonzero((alpha > BLEND_EPS) & (alpha < 1 - BLEND_EPS))
-        mid = [k for k in inside if abs(alpha[k] - 0.5) <= 0.3]
+        mid = [int(k) for k in inside if abs(alpha[k] - 0.5) <= 0.3]
         if not mid or np.any(np.diff(alpha[inside[0] : inside[-1] + 1]) < -BLEND_EPS):
             return None
-        mid = sorted({mid[0], mid[len(mid) // 2], mid[-1]})  # three are as telling as thirty, and cheaper
+        a, b = self._frame(i).astype(np.float32), self._frame(j).astype(np.float32)
+        v = b - a  # (H, W, 3)
         changing = np.abs(v).mean(-1) >= self.p.min_transition_change  # (H, W)
         vc = v[changing]  # (P, 3)
-        for k in mid:
-            part = (x[k][changing] * vc).sum(-1) / (vc * vc).sum(-1)  # (P,) how far each pixel went
-            if not len(part) or np.mean(np.abs(part - alpha[k]) <= 0.2) < self.p.blend_agreement:
+        if not len(vc):
+            return None
+        for k in sorted({mid[0], mid[len(mid) // 2], mid[-1]}):  # three tell as much as thirty
+            xc = (self._frame(i + 1 + k).astype(np.float32) - a)[changing]  # (P, 3)
+            ak = float((xc * vc).sum()) / float((vc * vc).sum())  # a_k of the changing pixels
+            part = (xc * vc).sum(-1) / (vc * vc).sum(-1)  # (P,) how far each of them went
+            if np.mean(np.abs(part - ak) <= 0.2) < self.p.blend_agreement:
                 return None
-        dark_i, dark_j = (float(seq[e].mean()) <= self.p.fade_threshold for e in (0, -1))
-        if not (dark_i or dark_j) and moved(self.frame(i), self.frame(j), self.p.motion_residual):
+        dark_i, dark_j = (float(f.mean()) <= self.p.fade_threshold for f in (a, b))
+        if not (dark_i or dark_j) and moved(self._frame(i), self._frame(j), self.p.motion_residual):
             return None
         start = i if dark_i else i + 1 + int(inside[0])
         end = j + 1 if dark_j else i + 2 + int(inside[-1])
