@@ -107,7 +107,8 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     index = index_packets(path)
     clips_entry = cache.clips_entry(p, sha)
     clips = cache.get_clips(clips_entry)
-    todo = [n for n in p.scorers if cache.get_scores(cache.scores_entry(p, clips_entry, n)) is None]
+    cached = {n: cache.get_scores(cache.scores_entry(p, clips_entry, n)) for n in p.scorers}
+    todo = [n for n, hit in cached.items() if hit is None]
     dense = {n: scorers.instance(n, p.scorers[n]).frames() for n in todo}
     dense = {n: f for n, f in dense.items() if f.fps is not None}
     grabbed: dict[str, dict[int, np.ndarray]] = {}
@@ -118,7 +119,12 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
             clips = _cut(path, key, info, index, detector.finish(), p)
             cache.put_clips(clips_entry, clips)
     assert clips is not None
-    scores = {n: _scores(n, path, info, index, clips, grabbed.get(n), p, clips_entry) for n in p.scorers}
+    scores = {
+        n: hit
+        if (hit := cached[n]) is not None
+        else _scores(n, path, info, index, clips, grabbed.get(n), p, clips_entry)
+        for n in p.scorers
+    }
     captions, warning = _captions(uri)
     rows = []
     for i, c in enumerate(clips.meta):
@@ -232,10 +238,8 @@ def _scores(
     p: CurateParams,
     clips_entry: str,
 ) -> list[dict[str, Any]]:
-    """The scorer's columns for every clip (an {"error": ...} entry for a clip it could not score)."""
-    entry = cache.scores_entry(p, clips_entry, name)
-    if (hit := cache.get_scores(entry)) is not None:
-        return hit
+    """The scorer's columns for every clip (an {"error": ...} entry for a clip it could not score),
+    computed and cached."""
     scorer = scorers.instance(name, p.scorers[name])
     spec = scorer.frames()
     ok = [c for c in clips.meta if not c.get("error")]
@@ -257,7 +261,7 @@ def _scores(
             out.append(scorer.score(ClipFrames(next(it), rate, info.width, info.height)))
         except Exception as e:
             out.append({"error": f"{name} scorer on frames {c['start_frame']}-{c['end_frame']}: {e}"})
-    cache.put_scores(entry, out)
+    cache.put_scores(cache.scores_entry(p, clips_entry, name), out)
     return out
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable
 
 import pandas as pd
 
@@ -27,7 +26,6 @@ from svd.data.shards import shard_bytes
 from svd.params import CurateParams
 
 log = logging.getLogger(__name__)
-Mapper = Callable[[Callable[[str], VideoResult], list[str]], Iterable[VideoResult]]
 
 
 def videos(p: CurateParams) -> list[str]:
