@@ -15,8 +15,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from svd.params import Params
 
 from infra.stack import (
     AWS_ENV,
@@ -122,3 +126,34 @@ def prefect_worker(prefect_server: Service, stack_root: Path) -> Iterator[Servic
         yield worker
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tmp_path_factory: pytest.TempPathFactory) -> Params:
+    """A tiny curated dataset on the smoke profile, built once per session by the real curation code.
+    Imports inside: Prefect must not be imported before pytest_configure has set its home."""
+    import yaml
+
+    from svd import stages
+    from svd.curation.curate import curate
+    from svd.curation.filter import make_subsets, write_subsets
+    from svd.params import load, merge
+
+    root = Path(__file__).resolve().parents[1]
+    d = tmp_path_factory.mktemp("curated")
+    smoke = yaml.safe_load((root / "tests" / "e2e" / "smoke.yaml").read_text())
+    paths = {
+        "synth": {"out": str(d / "raw")},
+        "curate": {"sources": [str(d / "raw")], "out": str(d / "curated"), "cache": str(d / "cache")},
+        "filter": {"out": str(d / "subsets")},
+        "train": {
+            s: {"out": str(d / s), **({"init": str(d / prev)} if prev else {})}
+            for s, prev in (("image", None), ("video", "image"), ("finetune", "video"))
+        },
+        "evaluate": {"out": str(d / "eval")},
+    }
+    p = load(root / "params.yaml", merge(smoke, paths))
+    stages.synth(p)
+    table = curate(p.curate, p.seed)
+    write_subsets(make_subsets(table, p.filter), p.filter.out)
+    return p

@@ -1,18 +1,25 @@
 """Clips cut from a source, frame-exact: by copying packets where possible (paper Sec. 3.1), else by a
 lossless re-encode of exactly the scene.
 
-A clip must start on a keyframe to decode on its own, so a stream copy's start is snapped FORWARD to
-the first keyframe at or after the scene start: backward would pull in frames of the previous scene
-across the cut. Packets are then copied in decode order up to the first one whose presentation time is
-at or past the scene end; B-frames shown before that point but decoded after it are dropped with it,
-which costs at most a few frames at the tail but keeps every copied frame decodable.
+A copied clip must start on a keyframe to decode on its own, but a scene rarely does (a GOP of real
+footage is seconds long). So the copy starts at the keyframe at or before the scene start, and the
+frames before the scene get negative times: the mp4 muxer then writes an edit list that starts the
+presentation at the scene's first frame, and the demuxer hands the lead-in packets to the decoder
+flagged discard, to be decoded as references and never shown. Every FFmpeg-based reader (PyAV,
+OpenCV, torchvision, the ffmpeg CLI) and the browsers honour edit lists; a reader that ignores them
+would show those few lead-in frames. The copy costs no decoding and keeps the source's bitrate, where
+a lossless re-encode costs several times the decode and stores several times the bytes.
 
-When snapping leaves less than the minimum clip length (long GOPs, short scenes), or the codec cannot
-go into mp4 (VP8), the exact scene is re-encoded instead, losslessly (io.encode_lossless), and the row
-says reencoded=True. Either way the clip decodes to exactly end_frame - start_frame frames equal to the
-source's frames start_frame .. end_frame - 1, with the source's SAR, rotation and frame times, and the
-same scene gives the same bytes on every run. Clips carry the video stream only, as mp4 bytes in memory
-(they go into shards, not files).
+Packets are copied in decode order up to the first one whose presentation time is at or past the
+scene end; B-frames shown before that point but decoded after it are dropped with it, which costs at
+most a few frames at the tail but keeps every copied frame decodable.
+
+When that leaves less than the minimum clip length, or the codec cannot go into mp4 (VP8), the exact
+scene is re-encoded instead, losslessly (io.encode_lossless), and the row says reencoded=True. Either
+way the clip decodes to exactly end_frame - start_frame frames equal to the source's frames
+start_frame .. end_frame - 1, with the source's SAR, rotation and frame times, and the same scene
+gives the same bytes on every run. Clips carry the video stream only, as mp4 bytes in memory (they go
+into shards, not files).
 """
 
 from __future__ import annotations
@@ -47,11 +54,6 @@ class PacketIndex:
             return float((self.pts[-1] + step - self.start) * self.time_base)
         return float((self.pts[frame] - self.start) * self.time_base)
 
-    def key_after(self, frame: int) -> int | None:
-        """The first keyframe at or after `frame`, None if there is none."""
-        i = int(np.searchsorted(self.keyframes, frame))
-        return int(self.keyframes[i]) if i < len(self.keyframes) else None
-
     def key_before(self, frame: int) -> int:
         """The last keyframe at or before `frame` (frame 0 when the first packet is not flagged)."""
         i = int(np.searchsorted(self.keyframes, frame, side="right"))
@@ -74,7 +76,7 @@ def index_packets(path: str | Path) -> PacketIndex:
             s = c.streams.video[0]
             pts, key = [], []
             for pkt in c.demux(s):
-                if pkt.size == 0:
+                if pkt.size == 0 or pkt.is_discard:  # behind an edit list: decoded, never shown
                     continue
                 if pkt.pts is None:
                     raise VideoError(f"{path}: packet without pts, cannot clip by stream copy")
@@ -96,26 +98,25 @@ def index_packets(path: str | Path) -> PacketIndex:
 def extract_clip(
     src: str | Path, info: VideoInfo, index: PacketIndex, scene: tuple[int, int], min_frames: int
 ) -> Clip:
-    """The clip of `scene` = [a, b) source frames: a stream copy from the first keyframe in it, or the
-    exact scene re-encoded losslessly when the copy would keep fewer than `min_frames` frames."""
+    """The clip of `scene` = [a, b) source frames: a stream copy starting at frame a, or the exact scene
+    re-encoded losslessly when the copy would keep fewer than `min_frames` frames."""
     src, (a, b) = Path(src), scene
-    k = index.key_after(a)
-    if k is not None and b - k >= min_frames:
-        try:
-            data, end = _remux(src, info, index, k, b)
-            if end - k >= min_frames:
-                return Clip(data, k, end, False)
-        except (av.FFmpegError, ValueError) as e:  # ValueError: a codec mp4 cannot hold (VP8, Theora)
-            log.info("%s: stream copy of frames %d-%d failed (%s), re-encoding", src, k, b, why(e))
+    try:
+        data, end = _remux(src, info, index, a, b)
+        if end - a >= min_frames:
+            return Clip(data, a, end, False)
+    except (av.FFmpegError, ValueError) as e:  # ValueError: a codec mp4 cannot hold (VP8, Theora)
+        log.info("%s: stream copy of frames %d-%d failed (%s), re-encoding", src, a, b, why(e))
     return Clip(_reencode(src, info, index, a, b), a, b, True)
 
 
-def _remux(src: Path, info: VideoInfo, index: PacketIndex, k: int, b: int) -> tuple[bytes, int]:
-    """(mp4 bytes, exclusive end frame) of the packets of frames k .. b - 1 that decode on their own;
-    end == k when they are not a gap-free run of frames."""
-    start_pts = int(index.pts[k])
+def _remux(src: Path, info: VideoInfo, index: PacketIndex, a: int, b: int) -> tuple[bytes, int]:
+    """(mp4 bytes, exclusive end frame) of the packets from the keyframe before frame a that show frames
+    a .. b - 1, with the lead-in before a hidden by the edit list; end == a when the shown frames are
+    not a gap-free run starting at a."""
+    key_pts, start_pts = int(index.pts[index.key_before(a)]), int(index.pts[a])
     end_pts = int(index.pts[b]) if b < len(index.pts) else None
-    kept: list[int] = []
+    shown: list[int] = []
     buf = io.BytesIO()
     with av.open(str(src)) as inp, av.open(buf, "w", format="mp4", options=BITEXACT) as outc:
         s = inp.streams.video[0]
@@ -123,29 +124,30 @@ def _remux(src: Path, info: VideoInfo, index: PacketIndex, k: int, b: int) -> tu
         o.sample_aspect_ratio = info.sar  # the pasp box: a container SAR the bitstream may not carry
         if info.rotation:  # the display matrix, whether or not the template copied it
             o.set_display_rotation(info.rotation)
-        inp.seek(start_pts, stream=s)  # the keyframe at start_pts: seek lands at or before it
-        offset = None
+        inp.seek(key_pts, stream=s)  # the keyframe at key_pts: seek lands at or before it
+        started = False
         for pkt in inp.demux(s):
             if pkt.size == 0 or pkt.pts is None:
                 continue
-            if offset is None:
-                if pkt.pts != start_pts or not pkt.is_keyframe:
+            if not started:
+                if pkt.pts != key_pts or not pkt.is_keyframe:
                     continue
-                offset = pkt.dts if pkt.dts is not None else pkt.pts  # first dts 0: no negative dts
-            if pkt.pts < start_pts:  # open-GOP leading frames refer to the previous GOP
+                started = True
+            if pkt.pts < key_pts:  # open-GOP leading frames refer to the previous GOP
                 continue
             if end_pts is not None and pkt.pts >= end_pts:
                 break
-            kept.append(pkt.pts)
-            pkt.pts -= offset
+            if pkt.pts >= start_pts:
+                shown.append(pkt.pts)
+            pkt.pts -= start_pts  # frame a at time 0; the lead-in negative, behind the edit list
             if pkt.dts is not None:
-                pkt.dts -= offset
+                pkt.dts -= start_pts
             pkt.stream = o
             outc.mux(pkt)
-    frames = np.searchsorted(index.pts, sorted(kept))
-    if not kept or not np.array_equal(frames, np.arange(k, k + len(kept))):  # a hole: not a clean clip
-        return b"", k
-    return buf.getvalue(), k + len(kept)
+    frames = np.searchsorted(index.pts, sorted(shown))
+    if not shown or not np.array_equal(frames, np.arange(a, a + len(shown))):  # a hole: not a clean clip
+        return b"", a
+    return buf.getvalue(), a + len(shown)
 
 
 def _reencode(src: Path, info: VideoInfo, index: PacketIndex, a: int, b: int) -> bytes:

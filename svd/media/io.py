@@ -161,8 +161,9 @@ def display_width(width: int, sar: Fraction) -> int:
 
 
 def probe(src: Source, threads: int = 1) -> VideoInfo:
-    """Frame count by demuxing (headers of mkv/webm often have none); rotation and pixel format from
-    the first frame, which also proves that the stream decodes at all.
+    """Frame count by demuxing (headers of mkv/webm often have none), counting the frames a player
+    shows: not the lead-in an mp4 edit list hides. Rotation and pixel format from the first frame,
+    which also proves that the stream decodes at all.
 
     A file cut short says "truncated": mp4 by fewer packets than its sample table lists, or a last
     packet that runs past the end of the file; mkv/webm by packets that end before the duration in the
@@ -171,7 +172,7 @@ def probe(src: Source, threads: int = 1) -> VideoInfo:
     name = _name(src)
     with _open(src, threads) as (c, s):
         fps = _fps(s, name)
-        frames, first, end, cut = 0, None, 0.0, False
+        frames, packets, first, end, cut = 0, 0, None, 0.0, False
         for pkt in c.demux():  # every stream: the header's duration covers them all
             if pkt.size == 0:  # the flush packet at the end
                 continue
@@ -180,14 +181,15 @@ def probe(src: Source, threads: int = 1) -> VideoInfo:
                 end = max(end, float((pkt.pts + (pkt.duration or 0)) * pkt.time_base))
             if pkt.stream.index != s.index:
                 continue
-            frames += 1
+            packets += 1
+            frames += not pkt.is_discard  # behind an edit list: decoded as a reference, never shown
             if first is None:
                 first = next(iter(s.decode(pkt)), None)
         if cut:
             raise VideoError(f"{name}: truncated: the last packet runs past the end of the file")
-        if s.frames and frames < s.frames:
+        if s.frames and packets < s.frames:
             raise VideoError(
-                f"{name}: truncated: the header lists {s.frames} frames, the file holds {frames}"
+                f"{name}: truncated: the header lists {s.frames} frames, the file holds {packets}"
             )
         if not s.frames and c.duration:
             said = ((c.start_time or 0) + c.duration) / av.time_base

@@ -64,8 +64,8 @@ def test_clips_are_exact_copies_of_their_frames(
             clip[-1], source[r.end_frame - 1]
         )
     stream_copied = synth_table[~synth_table["reencoded"].astype(bool)]
-    assert len(stream_copied) >= 0.8 * len(synth_table)
-    assert (stream_copied["start_frame"] % 6 == 0).all()  # snapped onto the corpus's keyframes
+    assert len(stream_copied) >= 0.9 * len(synth_table)
+    assert (stream_copied["start_frame"] % 6 != 0).any()  # copied from mid-GOP (keyframes every 6)
 
 
 def test_every_still_clip_scores_below_every_moving_clip(synth_table: pd.DataFrame, truth: dict) -> None:
