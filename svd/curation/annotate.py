@@ -172,7 +172,7 @@ def _decode_pass(
     grabbed: dict[str, dict[int, np.ndarray]] = {n: {} for n in dense}
     pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
     sws = VideoReformatter()
-    for d in iter_decoded(path):
+    for d in iter_decoded(path, deblock=False):  # frames seen at detection size or smaller
         i = pts_to_frame.get(
             -1 if d.frame.pts is None else d.frame.pts, d.index
         )  # frames are counted by pts: a dropped one shifts nothing

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, FrameTimecode
 
-from svd.media.io import iter_frames, probe
+from svd.media.io import iter_decoded, probe, to_array
 from svd.params import CutParams
 
 Scene = tuple[int, int]  # (start frame, end frame exclusive) of clean content
@@ -263,9 +264,11 @@ def scenes(transitions: list[Transition], frames: int) -> list[Scene]:
 
 
 def detect(path: str | Path, p: CutParams) -> tuple[list[Transition], int]:
-    """Transitions and frame count of a whole file, decoded once at detection size."""
+    """Transitions and frame count of a whole file, decoded once at detection size, as
+    annotate's decode pass decodes it."""
     info = probe(path)
-    det = SceneDetector(info.fps, p)
-    for frame in iter_frames(path, size=detection_size(info.width, info.height, p)):
-        det.push(frame)
+    det, sws = SceneDetector(info.fps, p), VideoReformatter()
+    size = detection_size(info.width, info.height, p)
+    for d in iter_decoded(path, deblock=False):
+        det.push(to_array(d.frame, size, sws, info.sar))
     return det.finish(), det.count

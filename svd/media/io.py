@@ -250,15 +250,21 @@ def to_array(
     return np.ascontiguousarray(img)
 
 
-def iter_decoded(src: Source, threads: int = 1) -> Iterator[Decoded]:
+def iter_decoded(src: Source, threads: int = 1, deblock: bool = True) -> Iterator[Decoded]:
     """Every decoded frame of the first video stream with its index, time and keyframe flag.
 
     For a caller that needs several views of each frame from one decoding pass (cut detection and
     scores): turn frames into arrays with `to_array(d.frame, size, sws, info.sar)`. Frames are only
     valid until the next one is taken if the caller keeps no reference.
+
+    deblock=False skips the in-loop deblocking filter (H.264, HEVC, VP9): about a fifth less decoding
+    for frames that are only looked at small, as cut detection and 16-px motion look at them. The
+    frames differ a little from a player's, the same way on every run.
     """
     name = _name(src)
     with _open(src, threads) as (c, s):
+        if not deblock:
+            s.codec_context.options = {"skip_loop_filter": "all"}
         tb, t0 = s.time_base, s.start_time or 0
         rate = None
         for i, frame in enumerate(c.decode(s)):
@@ -466,7 +472,7 @@ def encode_lossless(
                 cc = s.codec_context
                 cc.color_range, cc.colorspace = first.color_range, first.colorspace
                 cc.color_primaries, cc.color_trc = first.color_primaries, first.color_trc
-            s.options = {"qp": "0", "preset": "veryfast"}
+            s.options = {"qp": "0", "preset": "ultrafast"}  # 2.3x veryfast's speed for 1.35x its bytes
             if rotation:
                 s.set_display_rotation(rotation)
             for frame in chain([first], it):
