@@ -200,7 +200,7 @@ def scaling(tmp: Path) -> Scaling:
         from prefect.server.api.server import SubprocessASGIServer
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from flows.curate import annotate_videos, task_runner
+        from flows.annotate import annotate_videos, task_runner
 
         # One server for this process and its workers: a worker that finds no PREFECT_API_URL would
         # start its own temporary server, ~10 s inside the timed region.
@@ -286,8 +286,9 @@ def table(r: Result) -> str:
     wall_x = s.wall_s[1] / s.wall_s[2]
     same = "byte-identical" if not s.differ else "DIFFERENT: " + "; ".join(s.differ)
     lines += [
-        f"fan-out scaling: flows.curate.annotate_videos on ProcessPoolTaskRunner, {SCALING_VIDEOS} synthetic"
-        f" videos, {s.video_s:.1f} video-s; load average {s.load:.1f} on {os.cpu_count()} cores before",
+        f"fan-out scaling: flows.annotate.annotate_videos on ProcessPoolTaskRunner,"
+        f" {SCALING_VIDEOS} synthetic videos, {s.video_s:.1f} video-s;"
+        f" load average {s.load:.1f} on {os.cpu_count()} cores before",
         f"  {'workers':>9} {'wall s':>8} {'task span s':>12} {'CPU s':>7} {'cores busy':>11}"
         f" {'processes':>10}",
         *(

@@ -1,56 +1,27 @@
 """Curation: synthetic corpus (optional) -> annotate every source video -> filter into subsets.
 
-Annotation fans out one task per source video on the task runner `curate.runner` names: local
-worker processes, or Ray (a cluster at `curate.ray_address`, or a local Ray with `curate.workers`
-CPUs). Each worker is a long-lived process, so a scorer's model loads once per worker. The shards
-and the clip table are then packed in source order, so every runner gives the same bytes.
+Annotation fans out one task per source video (flows.annotate); the shards and the clip table are
+then packed in source order, so every runner gives the same bytes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from prefect import flow, task, unmapped
+from prefect import flow, task
 from prefect.artifacts import create_table_artifact
-from prefect.task_runners import ProcessPoolTaskRunner
 
+from flows.annotate import annotate_videos, task_runner
 from flows.common import link_mlflow, run_tags
 from svd import params, stages
-from svd.curation.annotate import VideoResult, annotate_video
-from svd.curation.curate import start, videos
-from svd.params import CurateParams
+from svd.curation.annotate import VideoResult
 
 Step = Literal["synth", "annotate", "filter"]
-
-
-def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do not unify
-    if p.runner == "ray":
-        from prefect_ray import RayTaskRunner
-
-        if p.ray_address:
-            return RayTaskRunner(address=p.ray_address)
-        # A local Ray: no dashboard, one CPU per worker; logs stay in the driver's terminal.
-        return RayTaskRunner(
-            init_kwargs={"num_cpus": p.workers, "include_dashboard": False, "log_to_driver": False}
-        )
-    return ProcessPoolTaskRunner(max_workers=p.workers)
 
 
 @task
 def synth(params_path: str) -> str:
     return str(stages.synth(params.load(params_path)))
-
-
-@task(retries=1, retry_delay_seconds=2)
-def annotate_one(video: str, p: CurateParams) -> VideoResult:
-    return annotate_video(video, p)
-
-
-@flow(name="annotate-videos")
-def annotate_videos(p: CurateParams) -> list[VideoResult]:
-    start(p)
-    futures = annotate_one.map(videos(p), unmapped(p))
-    return [f.result() for f in futures]
 
 
 @task

@@ -49,13 +49,19 @@ def serial(corpus: Path) -> CurateParams:
 
 
 def run_flow(p: CurateParams, server: Service, monkeypatch: pytest.MonkeyPatch) -> list:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.curate import annotate_videos, task_runner
+    from flows.annotate import annotate_videos, task_runner
 
     monkeypatch.setenv("PREFECT_API_URL", server.url)  # worker processes read it from the environment
     with temporary_settings(updates={PREFECT_API_URL: server.url}):
         results = annotate_videos.with_options(task_runner=task_runner(p))(p)
+        # Send the run's buffered logs and events now, while the server is up and the URL is set:
+        # flushed at exit, they would find the server gone.
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
     write_outputs(results, p)
     return results
 
