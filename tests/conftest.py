@@ -49,9 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
             **AWS_ENV,
             "PREFECT_HOME": str(_session_tmp / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            # Flows talk to the prefect_server fixture; a client left without its URL (a late event
-            # flush after a test) must not start a temporary server that outlives the session.
-            "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
             # Inherited by every subprocess a test starts: how the end check finds leftovers.
             SESSION_KEY: uuid.uuid4().hex,
         }
