@@ -31,8 +31,8 @@ def main(repeats: int = 5) -> dict[str, float]:
     torch.manual_seed(0)
     p = load("params.yaml")
     st = p.train.video
-    c = components.build_tiny(p.model, st.resolution[0])
-    c.unet = inflate(c.unet, p.model.unet.addition_time_embed_dim, st.frames)
+    c = components.build(p.model.arch, st.resolution[0])
+    c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 255, (st.frames * 2, *st.resolution, 3), dtype=np.uint8) for _ in range(8)]
     data = ClipSet(

@@ -125,6 +125,17 @@ def cmd_cuts_score(args: argparse.Namespace) -> None:
         print(f"no folder {args.media}: real videos not scored")
 
 
+def cmd_model(args: argparse.Namespace) -> None:
+    from svd.model import components
+
+    m = params.load(args.params).model
+    name = args.preset or m.preset
+    if name not in m.presets:
+        raise SystemExit(f"no preset {name!r} in {args.params}: {', '.join(m.presets)}")
+    print(f"preset {name}")
+    print(components.describe(m.presets[name], args.frames))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="svd", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -145,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
     sub.add_parser("report").set_defaults(func=cmd_report)
+    m = sub.add_parser("model", help="a preset's architecture and parameter counts, no weights allocated")
+    m.add_argument("--preset", help="a name under model.presets (default: model.preset)")
+    m.add_argument("--frames", type=int, default=14)
+    m.set_defaults(func=cmd_model)
     c = sub.add_parser("cuts-score", help="precision / recall / F1 of scene transitions")
     c.add_argument("--synth", help="folder with ground_truth.json (default: a fresh synthetic corpus)")
     c.add_argument("--media", default=str(Path(__file__).resolve().parents[2] / "shared" / "media"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -104,6 +104,7 @@ class FilterParams(Section):
 
 class VAEParams(Section):
     block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = Field(default=1, ge=1)  # res blocks per level; SD and SVD have 2
     latent_channels: int = 4
 
 
@@ -111,12 +112,27 @@ class UNetParams(Section):
     block_out_channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 2
     cross_attention_dim: int = 32
-    num_attention_heads: int = 4
+    num_attention_heads: tuple[int, ...] = (4, 4)  # per block, down order; SD 2.1 / SVD: 64 channels a head
     addition_time_embed_dim: int = 32
+
+    @model_validator(mode="after")
+    def _one_head_count_per_block(self) -> UNetParams:
+        if len(self.num_attention_heads) != len(self.block_out_channels):
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} needs one entry per block of "
+                f"block_out_channels {self.block_out_channels}"
+            )
+        for c, h in zip(self.block_out_channels, self.num_attention_heads, strict=True):
+            if c % h:
+                raise ValueError(f"{c} channels do not split into {h} attention heads")
+        return self
 
 
 class ImageEncoderParams(Section):
+    """A CLIP vision transformer; its projection is the UNet's cross-attention context."""
+
     hidden_size: int = 32
+    intermediate_size: int = 128
     projection_dim: int = 32
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
@@ -124,11 +140,41 @@ class ImageEncoderParams(Section):
     patch_size: int = 8
 
 
-class ModelParams(Section):
-    pretrained: str | None = None
+class Architecture(Section):
+    """The three networks' shapes: what a preset names."""
+
     vae: VAEParams = VAEParams()
     unet: UNetParams = UNetParams()
     image_encoder: ImageEncoderParams = ImageEncoderParams()
+
+    @model_validator(mode="after")
+    def _context_fits(self) -> Architecture:
+        if self.image_encoder.projection_dim != self.unet.cross_attention_dim:
+            raise ValueError(
+                f"image_encoder.projection_dim {self.image_encoder.projection_dim} must equal "
+                f"unet.cross_attention_dim {self.unet.cross_attention_dim}: the image embedding is "
+                "the UNet's cross-attention context"
+            )
+        return self
+
+
+class ModelParams(Section):
+    """`preset` picks one of `presets` (params.yaml holds tiny, small and svd); `pretrained` loads
+    weights instead of building random ones, and then the weights' own config rules."""
+
+    preset: str = "tiny"
+    pretrained: str | None = None
+    presets: dict[str, Architecture] = Field(default_factory=lambda: {"tiny": Architecture()})
+
+    @model_validator(mode="after")
+    def _preset_exists(self) -> ModelParams:
+        if self.preset not in self.presets:
+            raise ValueError(f"model.preset {self.preset!r} is none of model.presets: {sorted(self.presets)}")
+        return self
+
+    @property
+    def arch(self) -> Architecture:
+        return self.presets[self.preset]
 
 
 Subset = Literal["lvd", "lvd_f", "hq"]

@@ -82,7 +82,11 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
     inputs = [p.filter.out, Path(p.curate.out)] + ([st.init] if st.init else [])
     params = {
         "train": {stage: st.model_dump(mode="json")},
-        "model": p.model.model_dump(mode="json"),
+        "model": {
+            "preset": p.model.preset,
+            "pretrained": p.model.pretrained,
+            **p.model.arch.model_dump(mode="json"),
+        },
         "seed": p.seed,
     }
     with tracking.run(f"train-{stage}", inputs, params, tags):

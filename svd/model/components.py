@@ -3,8 +3,8 @@
 A stage's output is a diffusers folder (safetensors). Video stages are saved as a complete
 StableVideoDiffusionPipeline folder, so `StableVideoDiffusionPipeline.from_pretrained(folder)` loads
 what this project trains; the image stage saves the same three subfolders with a 2D UNet.
-No weights can be downloaded on the machines this runs on by default, so `build_tiny` makes
-small random models from params; `load` takes a local folder or a hub id (real SD 2.1 / SVD runs).
+No weights can be downloaded on the machines this runs on by default, so `build` makes random
+models of a params.yaml preset; `load` takes a local folder or a hub id (real SD 2.1 / SVD runs).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from diffusers import (
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from svd.params import ModelParams
+from svd.params import Architecture
 
 UNet: TypeAlias = UNet2DConditionModel | UNetSpatioTemporalConditionModel
 VAE: TypeAlias = AutoencoderKLTemporalDecoder | AutoencoderKL
@@ -49,38 +49,42 @@ def downscale(block_out_channels: tuple[int, ...] | list[int]) -> int:
     return 2 ** (len(block_out_channels) - 1)
 
 
-def build_tiny(p: ModelParams, resolution: int) -> Components:
-    latent_size = resolution // downscale(p.vae.block_out_channels)
+def build(a: Architecture, resolution: int) -> Components:
+    """Random networks of architecture `a`, the image UNet of Stage I among them (Stage II inflates
+    it). The UNet is SD 2.1's kind: linear projections, a head count per block."""
+    latent_size = resolution // downscale(a.vae.block_out_channels)
     vae = AutoencoderKLTemporalDecoder(
-        block_out_channels=list(p.vae.block_out_channels),
-        down_block_types=["DownEncoderBlock2D"] * len(p.vae.block_out_channels),
-        latent_channels=p.vae.latent_channels,
+        block_out_channels=list(a.vae.block_out_channels),
+        down_block_types=["DownEncoderBlock2D"] * len(a.vae.block_out_channels),
+        layers_per_block=a.vae.layers_per_block,
+        latent_channels=a.vae.latent_channels,
         sample_size=resolution,
         scaling_factor=1.0,  # measured on data after Stage I trains the autoencoder
     )
-    n = len(p.unet.block_out_channels)
+    n = len(a.unet.block_out_channels)
     unet = UNet2DConditionModel(
         sample_size=latent_size,
-        in_channels=p.vae.latent_channels,
-        out_channels=p.vae.latent_channels,
+        in_channels=a.vae.latent_channels,
+        out_channels=a.vae.latent_channels,
         down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-        block_out_channels=tuple(p.unet.block_out_channels),
-        layers_per_block=p.unet.layers_per_block,
-        cross_attention_dim=p.unet.cross_attention_dim,
-        attention_head_dim=p.unet.num_attention_heads,  # diffusers' legacy name for the head count
+        block_out_channels=tuple(a.unet.block_out_channels),
+        layers_per_block=a.unet.layers_per_block,
+        cross_attention_dim=a.unet.cross_attention_dim,
+        attention_head_dim=a.unet.num_attention_heads,  # legacy name; SD 2.1's config gives head counts
         use_linear_projection=True,  # as SD 2.1 and the spatio-temporal blocks
     )
-    e = p.image_encoder
+    e = a.image_encoder
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=e.hidden_size,
-            projection_dim=p.unet.cross_attention_dim,
+            intermediate_size=e.intermediate_size,
+            projection_dim=e.projection_dim,
             num_hidden_layers=e.num_hidden_layers,
             num_attention_heads=e.num_attention_heads,
-            intermediate_size=4 * e.hidden_size,
             image_size=e.image_size,
             patch_size=e.patch_size,
+            hidden_act="gelu",  # ViT-H/14 as SVD ships it; CLIPVisionConfig's default is quick_gelu
         )
     )
     return Components(vae, unet, image_encoder)
@@ -153,3 +157,28 @@ def _class_name(ref: str | Path, subfolder: str) -> str:
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def describe(a: Architecture, frames: int = 14) -> str:
+    """The architecture as a table, built on the meta device: shapes without one byte of weights, so
+    the 1.5-billion-parameter `svd` preset prints in a second on a laptop."""
+    from svd.model.inflate import inflate
+
+    with torch.device("meta"):
+        c = build(a, resolution=64 * downscale(a.vae.block_out_channels))
+        video = inflate(c.unet, a.unet.addition_time_embed_dim, frames)
+    u = a.unet
+    lines = [f"{'block':>6} {'channels':>9} {'heads':>6} {'head dim':>9}"]
+    lines += [
+        f"{i:>6} {ch:>9} {h:>6} {ch // h:>9}"
+        for i, (ch, h) in enumerate(zip(u.block_out_channels, u.num_attention_heads, strict=True))
+    ]
+    lines += [
+        f"UNet, video ({frames} frames, in_channels {video.config.in_channels}): "
+        f"{count_parameters(video):,} parameters",
+        f"UNet, image (Stage I): {count_parameters(c.unet):,}",
+        f"VAE, temporal decoder ({a.vae.layers_per_block} res blocks a level): {count_parameters(c.vae):,}",
+        f"image encoder (CLIP ViT, {a.image_encoder.num_hidden_layers} layers, projection "
+        f"{a.image_encoder.projection_dim}): {count_parameters(c.image_encoder):,}",
+    ]
+    return "\n".join(lines)

@@ -3,7 +3,8 @@
 diffusers' UNetSpatioTemporalConditionModel wraps every spatial ResBlock as `spatial_res_block`
 inside a SpatioTemporalResBlock and keeps the spatial transformer's names, so the spatial weights
 map one to one after dropping that infix. Temporal layers stay freshly initialised; their mixing
-factor alpha = sigmoid(0) = 0.5 on video, and 1 (temporal path bypassed) on image-only batches.
+parameter starts at 0.5, so the spatial path's weight is alpha = sigmoid(0.5) = 0.62 on video, and 1
+(temporal path bypassed) on image-only batches.
 """
 
 from __future__ import annotations

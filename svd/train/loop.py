@@ -83,7 +83,7 @@ def initial_components(p: Params, st: StageParams) -> Components:
         return components.load(st.init)
     if p.model.pretrained is not None:
         return components.load(p.model.pretrained)
-    return components.build_tiny(p.model, st.resolution[0])
+    return components.build(p.model.arch, st.resolution[0])
 
 
 def optimise(
@@ -157,11 +157,11 @@ def train_stage(
     # 2. Model: previous stage, pretrained weights or tiny; inflated when a 2D UNet meets video
     c = initial_components(p, st)
     if st.frames > 1 and not c.is_video:
-        c.unet = inflate(c.unet, p.model.unet.addition_time_embed_dim, st.frames)
+        c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
     latent_hw = st.resolution[0] // components.downscale(c.vae.config.block_out_channels)
     c.unet.register_to_config(sample_size=latent_hw)
 
-    # 3. Autoencoder (Stage I from scratch only); frozen from here on, like the image encoder
+    # 3. Autoencoder, when the stage has autoencoder_steps; frozen from here on, like the image encoder
     ae_loss = None
     if st.autoencoder_steps:
         windows = load_subset(

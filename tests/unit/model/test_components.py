@@ -5,12 +5,12 @@ from diffusers import StableVideoDiffusionPipeline, UNetSpatioTemporalConditionM
 
 from svd.model import components
 from svd.model.inflate import inflate, spatial_key
-from svd.params import ModelParams
+from svd.params import Architecture
 
 
 def tiny():
     torch.manual_seed(0)
-    return components.build_tiny(ModelParams(), 32)
+    return components.build(Architecture(), 32)
 
 
 def test_inflation_copies_every_spatial_weight_and_adds_temporal_layers():
