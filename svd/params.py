@@ -136,8 +136,8 @@ class ImageEncoderParams(Section):
     projection_dim: int = 32
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    image_size: int = 32
-    patch_size: int = 8
+    image_size: int = 224  # diffusers' SVD pipeline always resizes to 224 for its encoder
+    patch_size: int = 32
 
 
 class Architecture(Section):

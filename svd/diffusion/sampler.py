@@ -41,7 +41,8 @@ def euler_sample(
 ) -> Tensor:
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     w = frame_guidance(shape[1], guidance).reshape(1, -1, 1, 1, 1)  # (1, F, 1, 1, 1)
-    x = torch.randn(shape, generator=generator, dtype=torch.float64) * sigmas[0]
+    # Drawn in float32 as diffusers draws it, so a seed gives the pipeline's video; stepped in float64.
+    x = torch.randn(shape, generator=generator, dtype=torch.float32).double() * sigmas[0]
     for s, s_next in itertools.pairwise(sigmas):
         sigma = torch.full((shape[0],), float(s), dtype=dtype)
         d_cond = denoise(x.to(dtype), sigma, True).double()
