@@ -200,6 +200,7 @@ class StageParams(Section):
     autoencoder_lr: float = 1e-3
     autoencoder_frames: int = Field(default=4, ge=1)  # consecutive frames: the decoder is temporal
     autoencoder_batch_size: int = Field(default=4, ge=1)  # windows per step
+    checkpoint_every: int = Field(default=50, ge=1)  # steps between resume points (<out>.resume)
 
 
 class TrainParams(Section):

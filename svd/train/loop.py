@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from svd.model.conditioning import encode
 from svd.model.denoiser import denoiser, prepare, validation_loss
 from svd.model.inflate import inflate
 from svd.params import Params, StageName, StageParams
+from svd.train.resume import ResumeFile, fingerprint, rng_state, set_rng_state
 
 log = logging.getLogger("svd.train")
 
@@ -86,6 +88,18 @@ def initial_components(p: Params, st: StageParams) -> Components:
     return components.build(p.model.arch, st.resolution[0])
 
 
+@dataclass
+class Phase:
+    """What optimise() needs to write resume points and to go on from one (svd.train.resume)."""
+
+    name: str  # "autoencoder" | "denoiser"
+    file: ResumeFile
+    every: int
+    g: torch.Generator  # the loop's generator; the point restores it and torch's global one
+    snapshot: Callable[[], dict[str, Any]]  # the rest of the stage: networks, generators, earlier phases
+    start: dict[str, Any] | None  # the point to go on from, when it was written in this phase
+
+
 def optimise(
     module: nn.Module,
     loss_fn: Callable[[int], Tensor],
@@ -94,12 +108,19 @@ def optimise(
     logger: Logger,
     prefix: str,
     ema: EMA | None = None,
+    phase: Phase | None = None,
 ) -> list[float]:
     params = [q for q in module.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    first, losses = 0, []
+    if phase is not None and phase.start is not None:
+        opt.load_state_dict(phase.start["optimizer"])
+        if ema is not None:
+            ema.shadow = phase.start["ema"]
+        first, losses = phase.start["step"], list(phase.start["losses"])
+        set_rng_state(phase.g, phase.start["rng"])
     module.train()
-    losses = []
-    for step in range(steps):
+    for step in range(first, steps):
         loss = loss_fn(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,12 +133,16 @@ def optimise(
             logger({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, step)
         if step % max(steps // 5, 1) == 0:
             log.info("%s step %d/%d loss %.4f", prefix, step, steps, losses[-1])
+        if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps:
+            ema_state = None if ema is None else ema.shadow
+            point = {"phase": phase.name, "step": step + 1, "losses": losses, "optimizer": opt.state_dict()}
+            phase.file.save(phase.snapshot() | point | {"ema": ema_state})
     module.eval()
     return losses
 
 
 def fit_autoencoder(
-    c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger
+    c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger, phase: Phase
 ) -> float:
     """Reconstruction + small KL on windows of consecutive frames, then the latent scaling factor
     set to 1/std as LDM did for SD. SVD's decoder has temporal layers: trained on single frames they
@@ -131,7 +156,9 @@ def fit_autoencoder(
         recon = c.vae.decode(posterior.sample(g), num_frames=frames).sample
         return F.mse_loss(recon, x) + KL_WEIGHT * posterior.kl().mean()
 
-    losses = optimise(c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder")
+    losses = optimise(
+        c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder", phase=phase
+    )
     with torch.no_grad():
         c.vae.register_to_config(scaling_factor=1.0)
         z = encode(c.vae, data.fixed(min(len(data), 16)).frames.flatten(0, 1), g)
@@ -161,13 +188,46 @@ def train_stage(
     latent_hw = st.resolution[0] // components.downscale(c.vae.config.block_out_channels)
     c.unet.register_to_config(sample_size=latent_hw)
 
+    # A resume point of this very run (same params, same clips) puts back where it was killed
+    resume = ResumeFile(
+        Path(f"{st.out}.resume"),
+        fingerprint(
+            stage=name,
+            params=st.model_dump(mode="json", exclude={"checkpoint_every"}),
+            model=p.model.model_dump(mode="json"),
+            conditioning=p.conditioning.model_dump(mode="json"),
+            seed=p.seed,
+            clips=train.keys,
+        ),
+    )
+    saved = resume.load()
+    if saved is not None:
+        c.vae.load_state_dict(saved["vae"])
+        c.unet.load_state_dict(saved["unet"])
+        c.vae.register_to_config(scaling_factor=saved["scaling_factor"])
+
+    def phase(kind: str, **done: Any) -> Phase:
+        def snapshot() -> dict[str, Any]:
+            return {
+                "vae": c.vae.state_dict(),
+                "unet": c.unet.state_dict(),
+                "scaling_factor": float(c.vae.config.scaling_factor),
+                "rng": rng_state(g),
+                **done,
+            }
+
+        start = saved if saved is not None and saved["phase"] == kind else None
+        return Phase(kind, resume, st.checkpoint_every, g, snapshot, start)
+
     # 3. Autoencoder, when the stage has autoencoder_steps; frozen from here on, like the image encoder
     ae_loss = None
-    if st.autoencoder_steps:
+    if saved is not None and saved["phase"] == "denoiser":
+        ae_loss = saved["autoencoder_loss"]  # finished before the kill; its weights are back
+    elif st.autoencoder_steps:
         windows = load_subset(
             subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, st.resolution
         )
-        ae_loss = fit_autoencoder(c, windows, st, g, logger)
+        ae_loss = fit_autoencoder(c, windows, st, g, logger, phase("autoencoder"))
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
 
@@ -184,13 +244,15 @@ def train_stage(
         noise = torch.randn(x0.shape, generator=g)
         return edm_loss(d, x0, sigma, noise, **cond).mean()
 
-    losses = optimise(c.unet, loss_fn, st.steps, st.lr, logger, f"train_{name}", ema)
+    denoising = phase("denoiser", autoencoder_loss=ae_loss)
+    losses = optimise(c.unet, loss_fn, st.steps, st.lr, logger, f"train_{name}", ema, denoising)
     if ema is not None:
         ema.copy_to(c.unet)  # the EMA weights are the stage's output
     after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
 
     # 5. Save: a diffusers folder plus the resolved config, as edm's training_options.json
     components.save(c, st.out)
+    resume.clear()
     result = StageResult(
         stage=name,
         out=str(st.out),

@@ -35,3 +35,51 @@ def test_three_stages_learn_and_chain(tiny_params):
     assert video.is_video and video.unet.config.in_channels == 2 * video.vae.config.latent_channels
     finetune = components.load(p.train.finetune.out)
     assert finetune.unet.config.sample_size == p.train.finetune.resolution[0] // 2  # higher resolution
+
+
+RUN_STAGE = """
+import sys
+from svd.params import Params
+from svd.train.loop import train_stage
+p = Params.model_validate_json(open(sys.argv[1]).read())
+train_stage(p, "image", p.filter.out, p.curate.out)
+"""
+
+
+def test_a_killed_stage_resumes_to_the_same_weights(tiny_params, tmp_path):
+    """SIGKILL in the autoencoder phase, again in the denoiser phase, then a run to the end: the
+    saved networks are byte-identical to an uninterrupted run's, and no resume point is left.
+    Every run is a fresh process with the same environment, as a relaunched job would be (torch's
+    thread count changes float sums, so it must be the same, as it is for one job)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def run_stage(out: Path) -> subprocess.Popen:
+        image = tiny_params.train.image.model_copy(
+            update={"out": out, "autoencoder_steps": 12, "steps": 16, "checkpoint_every": 4}
+        )
+        p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"image": image})})
+        (tmp_path / f"{out.name}.json").write_text(p.model_dump_json())
+        return subprocess.Popen([sys.executable, "-c", RUN_STAGE, str(tmp_path / f"{out.name}.json")])
+
+    assert run_stage(tmp_path / "whole").wait() == 0
+    point = tmp_path / "killed.resume"
+    for phase in ("autoencoder", "denoiser"):
+        run = run_stage(tmp_path / "killed")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            state = point.exists() and torch.load(point, weights_only=True)
+            if state and state["phase"] == phase:
+                run.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        assert run.wait() == -signal.SIGKILL, f"the run ended before a {phase} resume point"
+    assert torch.load(point, weights_only=True)["phase"] == "denoiser"
+    assert run_stage(tmp_path / "killed").wait() == 0  # goes on from the denoiser point
+    assert not point.exists()
+    for net in ("unet", "vae"):
+        a = (tmp_path / "whole" / net / "diffusion_pytorch_model.safetensors").read_bytes()
+        b = (tmp_path / "killed" / net / "diffusion_pytorch_model.safetensors").read_bytes()
+        assert a == b, net
