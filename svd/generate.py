@@ -40,7 +40,8 @@ def sample_latents(
     # 2. Conditional and zeroed (unconditional) conditioning
     g = torch.Generator().manual_seed(seed)
     one = torch.ones(1)
-    cond = video_condition(c, x, frames, one * fps, one * motion_bucket, one * cond_aug, generator=g)
+    noise = torch.randn(x.shape, generator=g)
+    cond = video_condition(c, x, frames, one * fps, one * motion_bucket, one * cond_aug, noise)
     uncond = dict(
         cond,
         concat=torch.zeros_like(cond["concat"]),

@@ -76,9 +76,13 @@ def _log_metrics(metrics: dict[str, float], step: int) -> None:
 
 
 def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
+    """Under torchrun every rank trains; rank 0 alone records the MLflow run."""
+    from svd.train import distributed
     from svd.train.loop import train_stage
 
     st = p.stage(stage)
+    if not distributed.is_main():
+        return train_stage(p, stage, p.filter.out, p.curate.out)
     inputs = [p.filter.out, Path(p.curate.out)] + ([st.init] if st.init else [])
     params = {
         "train": {stage: st.model_dump(mode="json")},

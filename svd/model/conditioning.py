@@ -19,7 +19,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from torch import Tensor
 
-from svd.model.components import VAE, Components
+from svd.model.components import VAE, Components, downscale
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,9 +48,18 @@ def clip_embed(c: Components, image: Tensor) -> Tensor:
     return c.image_encoder(pixel_values=x).image_embeds[:, None]
 
 
-def encode(vae: VAE, pixels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """(N, 3, H, W) -> scaled latents (N, C, h, w), sampled from the posterior."""
-    return vae.encode(pixels).latent_dist.sample(generator) * vae.config.scaling_factor
+def latent_shape(vae: VAE, pixels: tuple[int, ...]) -> tuple[int, ...]:
+    """(N, C, h, w) of the latents of (N, 3, H, W) pixels."""
+    k = downscale(vae.config.block_out_channels)
+    return (pixels[0], vae.config.latent_channels, pixels[-2] // k, pixels[-1] // k)
+
+
+def encode(vae: VAE, pixels: Tensor, noise: Tensor) -> Tensor:
+    """(N, 3, H, W) -> scaled latents (N, C, h, w), sampled from the posterior with `noise` (standard
+    normal, latent_shape): drawn by the caller, so ranks that split a batch draw what one process
+    would (diffusers' sample() draws the same numbers from a generator)."""
+    posterior = vae.encode(pixels).latent_dist
+    return (posterior.mean + posterior.std * noise) * vae.config.scaling_factor
 
 
 def decode(vae: VAE, latents: Tensor) -> Tensor:
@@ -69,10 +78,9 @@ def video_condition(
     fps: Tensor,  # (B,)
     bucket: Tensor,  # (B,)
     cond_aug: Tensor,  # (B,)
+    noise: Tensor,  # (B, 3, H, W) standard normal: the noise augmentation at level cond_aug
     keep: Tensor | None = None,  # (B,) bool; False zeroes the conditioning of that sample
-    generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
-    noise = torch.randn(first.shape, generator=generator, dtype=first.dtype)
     noisy = first + cond_aug.view(-1, 1, 1, 1) * noise
     latent = c.vae.encode(noisy).latent_dist.mode()  # unscaled, as in diffusers' SVD pipeline
     embeds = clip_embed(c, first)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from svd.data.clips import Batch
 from svd.diffusion.edm import EDMPrecond, edm_loss, sample_sigmas
 from svd.model.components import Components
-from svd.model.conditioning import encode, image_condition, motion_bucket, video_condition
+from svd.model.conditioning import encode, image_condition, latent_shape, motion_bucket, video_condition
 from svd.params import ConditioningParams
 
 EVAL_COND_AUG = 0.02  # the public sampler's default noise on the conditioning frame
@@ -37,19 +37,27 @@ def prepare(
     cp: ConditioningParams,
     drop: float,
     generator: torch.Generator,
+    part: slice = slice(None),
     cond_aug: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Encode the clip and build its conditioning; `drop` zeroes the conditioning of that share of samples."""
+    """Encode the clips of `part` of the batch and build their conditioning; `drop` zeroes the
+    conditioning of that share of samples. Random numbers are drawn for the whole batch, always in
+    the same order, so the ranks that split a batch (svd.train.distributed) draw what one would."""
     b, f = batch.frames.shape[:2]
-    x0 = encode(c.vae, batch.frames.flatten(0, 1), generator).unflatten(0, (b, f))  # (B, F, C, h, w)
+    eps = torch.randn(latent_shape(c.vae, (b * f, *batch.frames.shape[2:])), generator=generator)
     keep = torch.rand(b, generator=generator) >= drop if drop > 0 else None
-    first = batch.frames[:, 0]
+    frames = batch.frames[part]
+    x0 = encode(c.vae, frames.flatten(0, 1), eps.unflatten(0, (b, f))[part].flatten(0, 1))
+    x0 = x0.unflatten(0, (-1, f))  # (B, F, C, h, w)
+    keep = None if keep is None else keep[part]
+    first = frames[:, 0]
     if not c.is_video:
         return x0[:, 0], image_condition(c, first, keep)  # (B, 1, C, h, w) -> (B, C, h, w)
     if cond_aug is None:
         cond_aug = sample_sigmas(b, cp.cond_aug_p_mean, cp.cond_aug_p_std, generator)
-    bucket = motion_bucket(batch.motion, cp.motion_score_max)
-    return x0, video_condition(c, first, f, batch.fps, bucket, cond_aug, keep, generator)
+    noise = torch.randn(batch.frames[:, 0].shape, generator=generator)
+    bucket = motion_bucket(batch.motion[part], cp.motion_score_max)
+    return x0, video_condition(c, first, f, batch.fps[part], bucket, cond_aug[part], noise[part], keep)
 
 
 @torch.no_grad()

@@ -19,16 +19,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder
 from torch import Tensor, nn
 
 from svd.data.clips import ClipSet, load_subset
 from svd.diffusion.edm import edm_loss, sample_sigmas
 from svd.model import components
 from svd.model.components import Components
-from svd.model.conditioning import encode
+from svd.model.conditioning import encode, latent_shape
 from svd.model.denoiser import denoiser, prepare, validation_loss
 from svd.model.inflate import inflate
 from svd.params import Params, StageName, StageParams
+from svd.train import distributed
 from svd.train.resume import ResumeFile, fingerprint, rng_state, set_rng_state
 
 log = logging.getLogger("svd.train")
@@ -128,17 +130,32 @@ def optimise(
         opt.step()
         if ema is not None:
             ema.update(module, step)
-        losses.append(loss.item())
-        if step % 10 == 0 or step == steps - 1:
+        losses.append(distributed.mean(loss))  # the global batch's loss, the same on every rank
+        if (step % 10 == 0 or step == steps - 1) and distributed.is_main():
             logger({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, step)
         if step % max(steps // 5, 1) == 0:
             log.info("%s step %d/%d loss %.4f", prefix, step, steps, losses[-1])
-        if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps:
+        if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps and distributed.is_main():
             ema_state = None if ema is None else ema.shadow
             point = {"phase": phase.name, "step": step + 1, "losses": losses, "optimizer": opt.state_dict()}
             phase.file.save(phase.snapshot() | point | {"ema": ema_state})
     module.eval()
     return losses
+
+
+class AutoencoderLoss(nn.Module):
+    """The autoencoder's training loss as one forward, so DDP can wrap its step: reconstruction of
+    windows decoded F frames at a time, plus a small KL."""
+
+    def __init__(self, vae: AutoencoderKLTemporalDecoder):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: Tensor, noise: Tensor, frames: int) -> Tensor:
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * noise  # a posterior sample, as latent_dist.sample()
+        recon = self.vae.decode(z, num_frames=frames).sample
+        return F.mse_loss(recon, x) + KL_WEIGHT * posterior.kl().mean()
 
 
 def fit_autoencoder(
@@ -147,21 +164,26 @@ def fit_autoencoder(
     """Reconstruction + small KL on windows of consecutive frames, then the latent scaling factor
     set to 1/std as LDM did for SD. SVD's decoder has temporal layers: trained on single frames they
     would learn nothing about time and corrupt every multi-frame decode."""
+    step_loss, mine = (
+        distributed.wrap(AutoencoderLoss(c.vae), find_unused=True),
+        distributed.part(st.autoencoder_batch_size),
+    )
 
     def loss_fn(step: int) -> Tensor:
-        x = data.batch(st.autoencoder_batch_size, g).frames
+        x = data.batch(st.autoencoder_batch_size, g).frames  # the global batch: drawn alike on every rank
         frames = x.shape[1]
-        x = x.flatten(0, 1)  # (B, F, 3, H, W) -> (B*F, 3, H, W), decoded F frames at a time
-        posterior = c.vae.encode(x).latent_dist
-        recon = c.vae.decode(posterior.sample(g), num_frames=frames).sample
-        return F.mse_loss(recon, x) + KL_WEIGHT * posterior.kl().mean()
+        x = x.flatten(0, 1)  # (B, F, 3, H, W) -> (B*F, 3, H, W)
+        noise = torch.randn(latent_shape(c.vae, x.shape), generator=g)
+        rows = slice(mine.start * frames, mine.stop * frames)  # this rank's windows
+        return step_loss(x[rows], noise[rows], frames)
 
     losses = optimise(
         c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder", phase=phase
     )
     with torch.no_grad():
         c.vae.register_to_config(scaling_factor=1.0)
-        z = encode(c.vae, data.fixed(min(len(data), 16)).frames.flatten(0, 1), g)
+        x = data.fixed(min(len(data), 16)).frames.flatten(0, 1)
+        z = encode(c.vae, x, torch.randn(latent_shape(c.vae, x.shape), generator=g))
         c.vae.register_to_config(scaling_factor=float(1 / z.std()))
     return tail_mean(losses)
 
@@ -237,12 +259,14 @@ def train_stage(
     before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
 
+    step_d, mine = distributed.wrap(d), distributed.part(st.batch_size)
+
     def loss_fn(step: int) -> Tensor:
-        batch = train.batch(st.batch_size, g)
-        x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g)
-        sigma = sample_sigmas(x0.shape[0], st.p_mean, st.p_std, g)
-        noise = torch.randn(x0.shape, generator=g)
-        return edm_loss(d, x0, sigma, noise, **cond).mean()
+        batch = train.batch(st.batch_size, g)  # the global batch: drawn alike on every rank
+        x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g, mine)
+        sigma = sample_sigmas(st.batch_size, st.p_mean, st.p_std, g)[mine]
+        noise = torch.randn((st.batch_size, *x0.shape[1:]), generator=g)[mine]
+        return edm_loss(step_d, x0, sigma, noise, **cond).mean()
 
     denoising = phase("denoiser", autoencoder_loss=ae_loss)
     losses = optimise(c.unet, loss_fn, st.steps, st.lr, logger, f"train_{name}", ema, denoising)
@@ -251,8 +275,9 @@ def train_stage(
     after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
 
     # 5. Save: a diffusers folder plus the resolved config, as edm's training_options.json
-    components.save(c, st.out)
-    resume.clear()
+    if distributed.is_main():
+        components.save(c, st.out)
+        resume.clear()
     result = StageResult(
         stage=name,
         out=str(st.out),
@@ -268,8 +293,9 @@ def train_stage(
         seconds=time.time() - t0,
         losses=losses,
     )
-    summary = {k: v for k, v in asdict(result).items() if k != "losses"}
-    (Path(st.out) / "training.json").write_text(
-        json.dumps({"stage": st.model_dump(mode="json"), "result": summary}, indent=2)
-    )
+    if distributed.is_main():
+        summary = {k: v for k, v in asdict(result).items() if k != "losses"}
+        (Path(st.out) / "training.json").write_text(
+            json.dumps({"stage": st.model_dump(mode="json"), "result": summary}, indent=2)
+        )
     return result
