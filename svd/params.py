@@ -203,7 +203,20 @@ class StageParams(Section):
     checkpoint_every: int = Field(default=50, ge=1)  # steps between resume points (<out>.resume)
 
 
+class ComputeParams(Section):
+    """How the stages run (svd.train.compute). Device and precision change the numbers a little;
+    the others only the speed and memory."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast; weights and optimizer stay fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward: memory for ~30% time
+    attention: Literal["sdpa", "eager"] = "sdpa"  # PyTorch's fused kernels, or diffusers' plain maths
+    compile: bool = False  # torch.compile the denoiser (first steps pay the compilation)
+    channels_last: bool = False  # NHWC convolutions: faster on tensor cores, rarely on CPU
+
+
 class TrainParams(Section):
+    compute: ComputeParams = ComputeParams()
     image: StageParams
     video: StageParams
     finetune: StageParams

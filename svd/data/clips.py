@@ -27,6 +27,9 @@ class Batch:
     fps: Tensor  # (B,)
     motion: Tensor  # (B,) the clip's curated motion score
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.frames.to(device), self.fps.to(device), self.motion.to(device))
+
 
 @dataclass
 class ClipSet:

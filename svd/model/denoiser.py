@@ -44,8 +44,9 @@ def prepare(
     conditioning of that share of samples. Random numbers are drawn for the whole batch, always in
     the same order, so the ranks that split a batch (svd.train.distributed) draw what one would."""
     b, f = batch.frames.shape[:2]
-    eps = torch.randn(latent_shape(c.vae, (b * f, *batch.frames.shape[2:])), generator=generator)
-    keep = torch.rand(b, generator=generator) >= drop if drop > 0 else None
+    dev = batch.frames.device  # random numbers come from the CPU generator, on any device
+    eps = torch.randn(latent_shape(c.vae, (b * f, *batch.frames.shape[2:])), generator=generator).to(dev)
+    keep = (torch.rand(b, generator=generator) >= drop).to(dev) if drop > 0 else None
     frames = batch.frames[part]
     x0 = encode(c.vae, frames.flatten(0, 1), eps.unflatten(0, (b, f))[part].flatten(0, 1))
     x0 = x0.unflatten(0, (-1, f))  # (B, F, C, h, w)
@@ -55,7 +56,8 @@ def prepare(
         return x0[:, 0], image_condition(c, first, keep)  # (B, 1, C, h, w) -> (B, C, h, w)
     if cond_aug is None:
         cond_aug = sample_sigmas(b, cp.cond_aug_p_mean, cp.cond_aug_p_std, generator)
-    noise = torch.randn(batch.frames[:, 0].shape, generator=generator)
+    cond_aug = cond_aug.to(dev)
+    noise = torch.randn(batch.frames[:, 0].shape, generator=generator).to(dev)
     bucket = motion_bucket(batch.motion[part], cp.motion_score_max)
     return x0, video_condition(c, first, f, batch.fps[part], bucket, cond_aug[part], noise[part], keep)
 
@@ -66,11 +68,13 @@ def validation_loss(
 ) -> dict[float, float]:
     """EDM loss at fixed sigmas with fixed noise: comparable across checkpoints of one stage."""
     g = torch.Generator().manual_seed(seed)
+    dev = next(c.unet.parameters()).device
+    batch = batch.to(dev)
     b = batch.frames.shape[0]
     x0, cond = prepare(c, batch, cp, 0.0, g, cond_aug=torch.full((b,), EVAL_COND_AUG))
     d = denoiser(c).eval()
     out = {}
     for s in sigmas:
-        noise = torch.randn(x0.shape, generator=g)
-        out[s] = float(edm_loss(d, x0, torch.full((b,), s), noise, **cond).mean())
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        out[s] = float(edm_loss(d, x0, torch.full((b,), s, device=dev), noise, **cond).mean())
     return out

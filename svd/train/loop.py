@@ -29,8 +29,8 @@ from svd.model.components import Components
 from svd.model.conditioning import encode, latent_shape
 from svd.model.denoiser import denoiser, prepare, validation_loss
 from svd.model.inflate import inflate
-from svd.params import Params, StageName, StageParams
-from svd.train import distributed
+from svd.params import ComputeParams, Params, StageName, StageParams
+from svd.train import compute, distributed
 from svd.train.resume import ResumeFile, fingerprint, rng_state, set_rng_state
 
 log = logging.getLogger("svd.train")
@@ -118,7 +118,7 @@ def optimise(
     if phase is not None and phase.start is not None:
         opt.load_state_dict(phase.start["optimizer"])
         if ema is not None:
-            ema.shadow = phase.start["ema"]
+            ema.shadow = {k: v.to(ema.shadow[k].device) for k, v in phase.start["ema"].items()}
         first, losses = phase.start["step"], list(phase.start["losses"])
         set_rng_state(phase.g, phase.start["rng"])
     module.train()
@@ -159,15 +159,20 @@ class AutoencoderLoss(nn.Module):
 
 
 def fit_autoencoder(
-    c: Components, data: ClipSet, st: StageParams, g: torch.Generator, logger: Logger, phase: Phase
+    c: Components,
+    data: ClipSet,
+    st: StageParams,
+    cp: ComputeParams,
+    g: torch.Generator,
+    logger: Logger,
+    phase: Phase,
 ) -> float:
     """Reconstruction + small KL on windows of consecutive frames, then the latent scaling factor
     set to 1/std as LDM did for SD. SVD's decoder has temporal layers: trained on single frames they
     would learn nothing about time and corrupt every multi-frame decode."""
-    step_loss, mine = (
-        distributed.wrap(AutoencoderLoss(c.vae), find_unused=True),
-        distributed.part(st.autoencoder_batch_size),
-    )
+    dev = next(c.vae.parameters()).device
+    step_loss = distributed.wrap(AutoencoderLoss(c.vae), find_unused=True)
+    mine = distributed.part(st.autoencoder_batch_size)
 
     def loss_fn(step: int) -> Tensor:
         x = data.batch(st.autoencoder_batch_size, g).frames  # the global batch: drawn alike on every rank
@@ -175,7 +180,8 @@ def fit_autoencoder(
         x = x.flatten(0, 1)  # (B, F, 3, H, W) -> (B*F, 3, H, W)
         noise = torch.randn(latent_shape(c.vae, x.shape), generator=g)
         rows = slice(mine.start * frames, mine.stop * frames)  # this rank's windows
-        return step_loss(x[rows], noise[rows], frames)
+        with compute.autocast(cp, dev):
+            return step_loss(x[rows].to(dev), noise[rows].to(dev), frames)
 
     losses = optimise(
         c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder", phase=phase
@@ -183,7 +189,7 @@ def fit_autoencoder(
     with torch.no_grad():
         c.vae.register_to_config(scaling_factor=1.0)
         x = data.fixed(min(len(data), 16)).frames.flatten(0, 1)
-        z = encode(c.vae, x, torch.randn(latent_shape(c.vae, x.shape), generator=g))
+        z = encode(c.vae, x.to(dev), torch.randn(latent_shape(c.vae, x.shape), generator=g).to(dev))
         c.vae.register_to_config(scaling_factor=float(1 / z.std()))
     return tail_mean(losses)
 
@@ -227,6 +233,7 @@ def train_stage(
         c.vae.load_state_dict(saved["vae"])
         c.unet.load_state_dict(saved["unet"])
         c.vae.register_to_config(scaling_factor=saved["scaling_factor"])
+    dev = compute.prepare_networks(c, p.train.compute)
 
     def phase(kind: str, **done: Any) -> Phase:
         def snapshot() -> dict[str, Any]:
@@ -249,7 +256,7 @@ def train_stage(
         windows = load_subset(
             subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, st.resolution
         )
-        ae_loss = fit_autoencoder(c, windows, st, g, logger, phase("autoencoder"))
+        ae_loss = fit_autoencoder(c, windows, st, p.train.compute, g, logger, phase("autoencoder"))
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
 
@@ -259,14 +266,16 @@ def train_stage(
     before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
 
-    step_d, mine = distributed.wrap(d), distributed.part(st.batch_size)
+    step_d = compute.compiled(distributed.wrap(d), p.train.compute)
+    mine = distributed.part(st.batch_size)
 
     def loss_fn(step: int) -> Tensor:
-        batch = train.batch(st.batch_size, g)  # the global batch: drawn alike on every rank
-        x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g, mine)
-        sigma = sample_sigmas(st.batch_size, st.p_mean, st.p_std, g)[mine]
-        noise = torch.randn((st.batch_size, *x0.shape[1:]), generator=g)[mine]
-        return edm_loss(step_d, x0, sigma, noise, **cond).mean()
+        batch = train.batch(st.batch_size, g).to(dev)  # the global batch: drawn alike on every rank
+        with compute.autocast(p.train.compute, dev):
+            x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g, mine)
+            sigma = sample_sigmas(st.batch_size, st.p_mean, st.p_std, g)[mine].to(dev)
+            noise = torch.randn((st.batch_size, *x0.shape[1:]), generator=g)[mine].to(dev)
+            return edm_loss(step_d, x0, sigma, noise, **cond).mean()
 
     denoising = phase("denoiser", autoencoder_loss=ae_loss)
     losses = optimise(c.unet, loss_fn, st.steps, st.lr, logger, f"train_{name}", ema, denoising)

@@ -38,7 +38,7 @@ class ResumeFile:
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        state = torch.load(self.path, weights_only=True)
+        state = torch.load(self.path, map_location="cpu", weights_only=True)  # any device can resume
         if state.get("fingerprint") != self.fingerprint:
             log.warning("%s: from a run with other params or data; starting over", self.path)
             return None

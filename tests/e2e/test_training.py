@@ -141,3 +141,35 @@ def test_two_ranks_under_torchrun_take_the_one_process_steps(tiny_params, tmp_pa
         norm = torch.cat([a[k].flatten() for k in a])
         assert float(diff.norm() / norm.norm()) < 5e-4, net  # measured: 3e-5 (UNet), 7e-5 (VAE)
         assert float((diff.abs() > 1e-5).float().mean()) < 0.01, net  # measured: 0.2%, 0.05%
+
+
+def test_speed_levers_keep_the_numbers(tiny_params, tmp_path):
+    """train.compute on CPU: gradient checkpointing recomputes exactly; eager attention and NHWC
+    convolutions round differently (stated: 1e-5); bf16 autocast within 1e-2; cuda without a GPU is a
+    clear error. (torch.compile is left out: compiling the tiny stages on CPU took 356 s; its losses
+    were within 4e-3 of eager.)"""
+    import pytest
+
+    def run(stage: str, **lever) -> list[float]:
+        compute = tiny_params.train.compute.model_copy(update=lever)
+        stages = {
+            "image": tiny_params.train.image.model_copy(
+                update={"out": tmp_path / "image", "autoencoder_steps": 4, "steps": 6}
+            ),
+            "video": tiny_params.train.video.model_copy(
+                update={"out": tmp_path / "video", "init": tmp_path / "image", "steps": 4}
+            ),
+        }
+        p = tiny_params.model_copy(
+            update={"train": tiny_params.train.model_copy(update={"compute": compute, **stages})}
+        )
+        return train_stage(p, stage, p.filter.out, p.curate.out).losses  # type: ignore[arg-type]
+
+    base = {s: run(s) for s in ("image", "video")}
+    assert {s: run(s, gradient_checkpointing=True) for s in ("image", "video")} == base
+    for lever, tol in [({"attention": "eager", "channels_last": True}, 1e-5), ({"precision": "bf16"}, 1e-2)]:
+        got = run("image", **lever)
+        assert max(abs(a - b) for a, b in zip(got, base["image"], strict=True)) < tol, lever
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            run("image", device="cuda")

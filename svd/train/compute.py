@@ -1,0 +1,54 @@
+"""The speed levers of params.yaml's train.compute, applied to a stage's networks.
+
+Random numbers stay on the CPU generator whatever the device (they are drawn there and moved), so
+a seed draws the same noise on a laptop and on a GPU, and a run resumes on either. Only the denoiser
+is compiled: the frozen encoders run once per batch under no_grad, where compiling buys little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from torch import nn
+
+from svd.model.components import Components
+from svd.params import ComputeParams
+
+
+def device(cp: ComputeParams) -> torch.device:
+    if cp.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.compute.device is cuda, but torch sees no CUDA GPU on this machine")
+    if cp.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores, as edm trains
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.device(cp.device)
+
+
+def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
+    """Move the networks to the device and set attention, checkpointing and memory format."""
+    dev = device(cp)
+    for net in (c.vae, c.unet, c.image_encoder):
+        net.to(dev)
+    for net in (c.vae, c.unet):
+        net.set_attn_processor(AttnProcessor2_0() if cp.attention == "sdpa" else AttnProcessor())
+        if cp.channels_last:  # the 2D convolutions' weights; other tensors have no 4D layout to change
+            for m in net.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.to(memory_format=torch.channels_last)
+    if cp.gradient_checkpointing:
+        c.unet.enable_gradient_checkpointing()
+        c.vae.enable_gradient_checkpointing()
+    return dev
+
+
+def compiled(module: nn.Module, cp: ComputeParams) -> nn.Module:
+    return torch.compile(module) if cp.compile else module  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def autocast(cp: ComputeParams, dev: torch.device) -> Iterator[None]:
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cp.precision == "bf16"):
+        yield
