@@ -37,7 +37,7 @@ def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
         if cp.channels_last:  # the 2D convolutions' weights; other tensors have no 4D layout to change
             for m in net.modules():
                 if isinstance(m, nn.Conv2d):
-                    m.to(memory_format=torch.channels_last)
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     if cp.gradient_checkpointing:
         c.unet.enable_gradient_checkpointing()
         c.vae.enable_gradient_checkpointing()
