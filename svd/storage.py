@@ -67,6 +67,17 @@ def read_bytes(uri: str | Path) -> bytes:
     return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def read_range(uri: str | Path, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset`: one clip out of a shard, without reading the rest."""
+    if not is_s3(uri):
+        with Path(uri).open("rb") as f:
+            f.seek(offset)
+            return f.read(length)
+    bucket, key = split_s3(str(uri))
+    rng = f"bytes={offset}-{offset + length - 1}"
+    return _client().get_object(Bucket=bucket, Key=key, Range=rng)["Body"].read()
+
+
 def exists(uri: str | Path) -> bool:
     if not is_s3(uri):
         return Path(uri).exists()

@@ -22,7 +22,7 @@ import pandas as pd
 from svd import storage
 from svd.curation import cache, table
 from svd.curation.annotate import VideoResult, annotate_video, list_videos
-from svd.data.shards import shard_bytes
+from svd.data.shards import mp4_ranges, shard_bytes
 from svd.params import CurateParams
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,10 @@ def write_outputs(results: list[VideoResult], p: CurateParams, seed: int = 0) ->
         r["shard"] = f"shards/{i // p.shard_clips:06d}.tar"
     df = table.to_table(rows, list(p.scorers))
     df.attrs["seed"] = seed
-    _write_shards(df, entries, p)
+    ranges = _write_shards(df, entries, p)
+    ok = df["status"] == "ok"
+    df.loc[ok, "mp4_offset"] = [ranges[k][0] for k in df.loc[ok, "clip"]]
+    df.loc[ok, "mp4_bytes"] = [ranges[k][1] for k in df.loc[ok, "clip"]]
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     _write(storage.join(p.out, "clips.parquet"), buf.getvalue())
@@ -77,24 +80,34 @@ def write_outputs(results: list[VideoResult], p: CurateParams, seed: int = 0) ->
     return df
 
 
-def _write_shards(df: pd.DataFrame, entries: dict[str, str], p: CurateParams) -> None:
+def _write_shards(df: pd.DataFrame, entries: dict[str, str], p: CurateParams) -> dict[str, tuple[int, int]]:
+    """Write the shards; return each clip's byte range in its shard (not in the shard's own JSON,
+    which it would change)."""
     loaded: dict[str, dict[str, bytes]] = {}
-    written = set()
+    written: set[str] = set()
+    ranges: dict[str, tuple[int, int]] = {}
     for shard, group in df[df["status"] == "ok"].groupby("shard", sort=True):
         samples = []
         for row in group.to_dict("records"):
             entry = entries[row["clip"]]
             if entry not in loaded:
                 loaded = {entry: cache.clip_bytes(entry)}  # one video's clips in memory at a time
-            meta = {k: None if pd.isna(v) else getattr(v, "item", lambda v=v: v)() for k, v in row.items()}
+            meta = {
+                k: None if pd.isna(v) else getattr(v, "item", lambda v=v: v)()
+                for k, v in row.items()
+                if k not in ("mp4_offset", "mp4_bytes")
+            }
             samples.append((row["clip"], loaded[entry][row["clip"]], meta))
-        _write(storage.join(p.out, str(shard)), shard_bytes(samples))
+        data = shard_bytes(samples)
+        _write(storage.join(p.out, str(shard)), data)
         written.add(storage.name(str(shard)))
+        ranges |= mp4_ranges(data)
     shards = storage.join(p.out, "shards")
     if storage.is_s3(shards) or storage.exists(shards):
         for f in storage.listdir(shards):
             if storage.name(f) not in written:
                 storage.remove(f)  # a shard of an earlier run that this table no longer lists
+    return ranges
 
 
 def _write(uri: str, data: bytes) -> None:

@@ -20,6 +20,8 @@ BASE: dict[str, str] = {  # column -> pandas dtype; rows without a clip leave cl
     "video_sha256": "string",  # content hash: keys, duplicates and the annotation cache hang on it
     "clip": "string",  # key: WebDataset sample key in the shard (no dots), unique over the table
     "shard": "string",  # shard file, relative to curate.out
+    "mp4_offset": "Int64",  # byte range of the clip's mp4 in its shard: a reader fetches one clip,
+    "mp4_bytes": "Int64",  # locally or by an S3 range request, without reading the shard
     "start_frame": "Int64",  # in the source, presentation order
     "end_frame": "Int64",  # exclusive
     "start_s": "float64",
@@ -40,6 +42,8 @@ BASE: dict[str, str] = {  # column -> pandas dtype; rows without a clip leave cl
 REQUIRED = (
     "clip",
     "shard",
+    "mp4_offset",
+    "mp4_bytes",
     "start_frame",
     "end_frame",
     "fps",

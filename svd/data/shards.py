@@ -33,6 +33,12 @@ def shard_bytes(samples: Iterable[tuple[str, bytes, dict[str, Any]]]) -> bytes:
     return buf.getvalue()
 
 
+def mp4_ranges(shard: bytes) -> dict[str, tuple[int, int]]:
+    """Sample key -> (offset, length) of its mp4 in a shard's bytes."""
+    with tarfile.open(fileobj=io.BytesIO(shard), mode="r:") as tar:
+        return {m.name.partition(".")[0]: (m.offset_data, m.size) for m in tar if m.name.endswith(".mp4")}
+
+
 def read_shard(uri: str) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
     """(key, mp4 bytes, metadata) of every sample of one shard, in order."""
     with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(uri)), mode="r:") as tar:

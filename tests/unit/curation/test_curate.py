@@ -14,6 +14,7 @@ from svd.curation.filter import make_subsets
 from svd.data.shards import read_clips, read_shard
 from svd.media.io import probe, read_frames
 from svd.params import CurateParams, FilterParams
+from svd.storage import read_range
 
 
 def truth_segment(truth: dict, row: pd.Series) -> dict:
@@ -94,10 +95,13 @@ def test_clip_table_indexes_the_shards(synth_table: pd.DataFrame, curate_params:
     on_disk = pd.read_parquet(out / "clips.parquet")
     pd.testing.assert_frame_equal(on_disk, synth_table, check_dtype=False)
     in_shards = [
-        (s.name, key) for s in sorted((out / "shards").iterdir()) for key, _, _ in read_shard(str(s))
+        (s.name, key, mp4) for s in sorted((out / "shards").iterdir()) for key, mp4, _ in read_shard(str(s))
     ]
-    assert [key for _, key in in_shards] == synth_table["clip"].tolist()
-    assert [f"shards/{name}" for name, _ in in_shards] == synth_table["shard"].tolist()
+    assert [key for _, key, _ in in_shards] == synth_table["clip"].tolist()
+    assert [f"shards/{name}" for name, _, _ in in_shards] == synth_table["shard"].tolist()
+    # the table's byte ranges fetch each clip alone, as a streaming reader does
+    ranges = zip(synth_table["shard"], synth_table["mp4_offset"], synth_table["mp4_bytes"], strict=True)
+    assert [read_range(out / s, int(o), int(n)) for s, o, n in ranges] == [mp4 for _, _, mp4 in in_shards]
     check_clips(synth_table)
 
 
