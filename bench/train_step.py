@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from svd.data.clips import ClipSet
+from svd.data.clips import Batch
 from svd.diffusion.edm import edm_loss, sample_sigmas
 from svd.model import components
 from svd.model.denoiser import denoiser, prepare
@@ -34,17 +34,19 @@ def main(repeats: int = 5) -> dict[str, float]:
     c = components.build(p.model.arch, st.resolution[0])
     c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
     rng = np.random.default_rng(0)
-    clips = [rng.integers(0, 255, (st.frames * 2, *st.resolution, 3), dtype=np.uint8) for _ in range(8)]
-    data = ClipSet(
-        clips, np.linspace(0, 8, 8, dtype=np.float32), [str(i) for i in range(8)], st.fps, st.frames
+    pixels = rng.integers(0, 255, (st.batch_size, st.frames, 3, *st.resolution), dtype=np.uint8)
+    batch = Batch(
+        torch.from_numpy(pixels).float() / 127.5 - 1,
+        torch.full((st.batch_size,), float(st.fps)),
+        torch.linspace(0, 8, st.batch_size),
     )
     d, g = denoiser(c), torch.Generator().manual_seed(0)
 
     def full_step() -> None:
-        x0, cond = prepare(c, data.batch(st.batch_size, g), p.conditioning, st.cond_drop, g)
+        x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g)
         edm_loss(d, x0, sample_sigmas(st.batch_size, st.p_mean, st.p_std, g), **cond).mean().backward()
 
-    x0, cond = prepare(c, data.batch(st.batch_size, g), p.conditioning, 0.0, g)
+    x0, cond = prepare(c, batch, p.conditioning, 0.0, g)
 
     def bare_step() -> None:
         x_in = torch.cat([x0, cond["concat"]], dim=2)

@@ -1,14 +1,19 @@
-"""Training clips of one subset, read from the curated WebDataset shards, decoded once at the stage's
-fps and resolution and held in memory.
+"""Training clips streamed from the curated WebDataset shards: memory holds the batches in flight,
+never the subset.
 
-The embedded profile's subsets are a few hundred kilobytes of pixels, so decoding every clip up
-front and drawing random windows from RAM is the fast path here. A stage reads only its subset's
-rows of the chosen split: held-out clips never reach the optimiser.
+Each clip is fetched alone by its byte range in the shard (the clip table's mp4_offset / mp4_bytes;
+an S3 range request when the shards are on S3) and decoded at the stage's fps and resolution by a
+DataLoader worker. A step's global batch is a pure function of (seed, phase, step): which clips, and
+where in each its window starts, come from a generator seeded for that step alone. So workers can
+prefetch any step, a resumed run needs nothing but its step, and each rank of a data-parallel run
+loads only its slice of a batch every rank knows. A stage reads only its subset's rows of the chosen
+split: held-out clips never reach the optimiser.
 """
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
-from svd.data.shards import read_clips
+from svd import storage
 from svd.media.io import read_frames
+
+Draw = tuple[int, float]  # (clip index, window position in [0, 1))
 
 
 @dataclass
@@ -31,39 +39,86 @@ class Batch:
         return Batch(self.frames.to(device), self.fps.to(device), self.motion.to(device))
 
 
-@dataclass
-class ClipSet:
-    clips: list[np.ndarray]  # each (T, H, W, 3) uint8, T >= frames
-    motion: np.ndarray  # (N,)
-    keys: list[str]
-    fps: float
-    frames: int
+class Windows(Dataset[tuple[np.ndarray, float]]):
+    """Windows of `frames` consecutive frames at `fps` and `size` (height, width) of a subset's clips.
+    Item (i, at): clip i's window starting at floor(at * number of windows)."""
+
+    def __init__(self, curated: str, rows: pd.DataFrame, fps: float, frames: int, size: tuple[int, int]):
+        self.curated, self.fps, self.frames, self.size = curated, fps, frames, size
+        self.shards = [storage.join(curated, s) for s in rows["shard"]]
+        self.ranges = list(zip(rows["mp4_offset"].astype(int), rows["mp4_bytes"].astype(int), strict=True))
+        self.motion = rows["motion_score"].to_numpy(np.float32)
+        self.keys: list[str] = rows["clip"].tolist()
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.keys)
 
-    def batch(self, size: int, generator: torch.Generator) -> Batch:
-        """Random clips, each a random window of `frames` consecutive frames."""
-        idx = torch.randint(len(self), (size,), generator=generator).tolist()
-        windows = []
-        for i in idx:
-            clip = self.clips[i]
-            start = int(torch.randint(len(clip) - self.frames + 1, (1,), generator=generator))
-            windows.append(clip[start : start + self.frames])
-        return self._to_batch(windows, idx)
+    def __getitem__(self, draw: Draw) -> tuple[np.ndarray, float]:
+        return self.window(*draw), float(self.motion[draw[0]])
+
+    def window(self, i: int, at: float) -> np.ndarray:
+        """(F, H, W, 3) uint8. The whole clip is decoded: curated clips last seconds, not minutes."""
+        x = read_frames(storage.read_range(self.shards[i], *self.ranges[i]), fps=self.fps, size=self.size)
+        n = len(x) - self.frames + 1
+        if n < 1:
+            raise ValueError(
+                f"{self.shards[i]}: clip {self.keys[i]} has {len(x)} frames at {self.fps} fps, "
+                f"fewer than one window of {self.frames}"
+            )
+        start = min(int(at * n), n - 1)
+        return x[start : start + self.frames]
+
+    def collate(self, items: list[tuple[np.ndarray, float]]) -> Batch:
+        x = torch.from_numpy(np.stack([w for w, _ in items])).permute(0, 1, 4, 2, 3)  # -> (B, F, 3, H, W)
+        return Batch(
+            frames=x.float() / 127.5 - 1,
+            fps=torch.full((len(items),), float(self.fps)),
+            motion=torch.tensor([m for _, m in items], dtype=torch.float32),
+        )
 
     def fixed(self, size: int) -> Batch:
         """The first window of the first `size` clips (cycled): a deterministic evaluation batch."""
-        idx = [i % len(self) for i in range(size)]
-        return self._to_batch([self.clips[i][: self.frames] for i in idx], idx)
+        return self.collate([self[(i % len(self), 0.0)] for i in range(size)])
 
-    def _to_batch(self, windows: list[np.ndarray], idx: list[int]) -> Batch:
-        x = torch.from_numpy(np.stack(windows)).permute(0, 1, 4, 2, 3)  # (B, F, H, W, 3) -> (B, F, 3, H, W)
-        return Batch(
-            frames=x.float() / 127.5 - 1,
-            fps=torch.full((len(idx),), float(self.fps)),
-            motion=torch.from_numpy(self.motion[idx]).float(),
-        )
+
+def draws(seed: int, phase: str, step: int, batch_size: int, clips: int) -> list[Draw]:
+    """The global batch of one step: uniform over clips, then over window positions."""
+    key = hashlib.sha256(f"{seed}/{phase}/{step}".encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & (2**63 - 1))
+    idx = torch.randint(clips, (batch_size,), generator=g).tolist()
+    at = torch.rand(batch_size, generator=g, dtype=torch.float64).tolist()
+    return list(zip(idx, at, strict=True))
+
+
+def batches(
+    data: Windows,
+    seed: int,
+    phase: str,
+    first: int,
+    steps: int,
+    batch_size: int,
+    part: slice,
+    workers: int,
+) -> Iterator[Batch]:
+    """This rank's `part` of the global batch of every step from `first` to `steps` - 1, in order,
+    decoded ahead by `workers` processes (0: in this one)."""
+    plan = [draws(seed, phase, s, batch_size, len(data))[part] for s in range(first, steps)]
+    loader = DataLoader(
+        data,
+        batch_sampler=plan,
+        num_workers=workers,
+        collate_fn=data.collate,
+        worker_init_fn=_one_thread,
+    )
+    yield from loader
+
+
+def _one_thread(_: int) -> None:
+    """A decoding worker uses one thread: the workers are the parallelism."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def load_subset(
@@ -74,32 +129,13 @@ def load_subset(
     fps: float,
     frames: int,
     size: tuple[int, int],
-) -> ClipSet:
+) -> Windows:
+    """The split's clips long enough for one window at `fps` (judged by the table's duration)."""
     table = pd.read_parquet(Path(subsets_dir) / f"{subset}.parquet")
-    table = table[table["split"] == split]
-    clips: list[np.ndarray] = []
-    motion: list[float] = []
-    keys: list[str] = []
-    for row, video in read_clips(str(curated), table.itertuples()):
-        x = _decode(video, fps, size)
-        if frames == 1:  # image stage: every frame is a sample
-            clips.extend(x[:, None])  # (T, H, W, 3) -> T clips of one frame
-            motion.extend([row.motion_score] * len(x))
-            keys.extend(f"{row.clip}/{t}" for t in range(len(x)))
-        elif len(x) >= frames:  # clips shorter than one window at this fps cannot be trained on
-            clips.append(x)
-            motion.append(row.motion_score)
-            keys.append(row.clip)
-    if not clips:
+    rows = table[(table["split"] == split) & (np.ceil(table["seconds"] * fps - 1e-6) >= frames)]
+    if rows.empty:
         raise ValueError(
             f"{subsets_dir}/{subset}.parquet: no {split} clip has {frames} frames at {fps} fps "
-            f"({len(table)} rows in the split)"
+            f"({int((table['split'] == split).sum())} rows in the split)"
         )
-    return ClipSet(clips, np.asarray(motion, dtype=np.float32), keys, fps, frames)
-
-
-def _decode(video: bytes, fps: float, size: tuple[int, int]) -> np.ndarray:
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as f:  # FFmpeg wants a seekable file
-        f.write(video)
-        f.flush()
-        return read_frames(f.name, fps=fps, size=size)
+    return Windows(str(curated), rows.reset_index(drop=True), fps, frames, size)

@@ -53,7 +53,7 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
     # 2. Samples: each held-out first frame at every requested motion bucket
     rows: list[dict] = []
     for i in range(e.samples):
-        clip = val.clips[i % len(val)]
+        clip = val.window(i % len(val), 0.0)
         for bucket in e.motion_buckets:
             video = image_to_video(c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, seed=SEED + i)
             path = out / "samples" / f"{val.keys[i % len(val)]}_m{bucket:03d}.mp4"

@@ -38,28 +38,27 @@ def prepare(
     drop: float,
     generator: torch.Generator,
     part: slice = slice(None),
+    size: int | None = None,
     cond_aug: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Encode the clips of `part` of the batch and build their conditioning; `drop` zeroes the
-    conditioning of that share of samples. Random numbers are drawn for the whole batch, always in
-    the same order, so the ranks that split a batch (svd.train.distributed) draw what one would."""
-    b, f = batch.frames.shape[:2]
+    """Encode the clips of `batch`, which is `part` of a global batch of `size` (default: all of it),
+    and build their conditioning; `drop` zeroes the conditioning of that share of samples. Random
+    numbers are drawn for the global batch, always in the same order, so ranks that split a batch
+    (svd.train.distributed) draw what one process would."""
+    b, f = size or batch.frames.shape[0], batch.frames.shape[1]
     dev = batch.frames.device  # random numbers come from the CPU generator, on any device
-    eps = torch.randn(latent_shape(c.vae, (b * f, *batch.frames.shape[2:])), generator=generator).to(dev)
-    keep = (torch.rand(b, generator=generator) >= drop).to(dev) if drop > 0 else None
-    frames = batch.frames[part]
-    x0 = encode(c.vae, frames.flatten(0, 1), eps.unflatten(0, (b, f))[part].flatten(0, 1))
+    eps = torch.randn(latent_shape(c.vae, (b * f, *batch.frames.shape[2:])), generator=generator)
+    keep = (torch.rand(b, generator=generator) >= drop)[part].to(dev) if drop > 0 else None
+    x0 = encode(c.vae, batch.frames.flatten(0, 1), eps.unflatten(0, (b, f))[part].flatten(0, 1).to(dev))
     x0 = x0.unflatten(0, (-1, f))  # (B, F, C, h, w)
-    keep = None if keep is None else keep[part]
-    first = frames[:, 0]
+    first = batch.frames[:, 0]
     if not c.is_video:
         return x0[:, 0], image_condition(c, first, keep)  # (B, 1, C, h, w) -> (B, C, h, w)
     if cond_aug is None:
         cond_aug = sample_sigmas(b, cp.cond_aug_p_mean, cp.cond_aug_p_std, generator)
-    cond_aug = cond_aug.to(dev)
-    noise = torch.randn(batch.frames[:, 0].shape, generator=generator).to(dev)
-    bucket = motion_bucket(batch.motion[part], cp.motion_score_max)
-    return x0, video_condition(c, first, f, batch.fps[part], bucket, cond_aug[part], noise[part], keep)
+    noise = torch.randn((b, *first.shape[1:]), generator=generator)[part].to(dev)
+    bucket = motion_bucket(batch.motion, cp.motion_score_max)
+    return x0, video_condition(c, first, f, batch.fps, bucket, cond_aug[part].to(dev), noise, keep)
 
 
 @torch.no_grad()

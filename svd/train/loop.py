@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 from torch import Tensor, nn
 
-from svd.data.clips import ClipSet, load_subset
+from svd.data.clips import Batch, Windows, batches, load_subset
 from svd.diffusion.edm import edm_loss, sample_sigmas
 from svd.model import components
 from svd.model.components import Components
 from svd.model.conditioning import encode, latent_shape
 from svd.model.denoiser import denoiser, prepare, validation_loss
 from svd.model.inflate import inflate
-from svd.params import ComputeParams, Params, StageName, StageParams
+from svd.params import Params, StageName, StageParams
 from svd.train import compute, distributed
 from svd.train.resume import ResumeFile, fingerprint, rng_state, set_rng_state
 
@@ -104,7 +104,8 @@ class Phase:
 
 def optimise(
     module: nn.Module,
-    loss_fn: Callable[[int], Tensor],
+    loss_fn: Callable[[Batch], Tensor],
+    data: Callable[[int], Iterator[Batch]],  # first step -> this rank's batches from there on
     steps: int,
     lr: float,
     logger: Logger,
@@ -122,8 +123,8 @@ def optimise(
         first, losses = phase.start["step"], list(phase.start["losses"])
         set_rng_state(phase.g, phase.start["rng"])
     module.train()
-    for step in range(first, steps):
-        loss = loss_fn(step)
+    for step, batch in zip(range(first, steps), data(first), strict=True):
+        loss = loss_fn(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -160,9 +161,9 @@ class AutoencoderLoss(nn.Module):
 
 def fit_autoencoder(
     c: Components,
-    data: ClipSet,
+    data: Windows,
+    p: Params,
     st: StageParams,
-    cp: ComputeParams,
     g: torch.Generator,
     logger: Logger,
     phase: Phase,
@@ -170,21 +171,31 @@ def fit_autoencoder(
     """Reconstruction + small KL on windows of consecutive frames, then the latent scaling factor
     set to 1/std as LDM did for SD. SVD's decoder has temporal layers: trained on single frames they
     would learn nothing about time and corrupt every multi-frame decode."""
-    dev = next(c.vae.parameters()).device
+    dev, bs = next(c.vae.parameters()).device, st.autoencoder_batch_size
     step_loss = distributed.wrap(AutoencoderLoss(c.vae), find_unused=True)
-    mine = distributed.part(st.autoencoder_batch_size)
+    mine = distributed.part(bs)
 
-    def loss_fn(step: int) -> Tensor:
-        x = data.batch(st.autoencoder_batch_size, g).frames  # the global batch: drawn alike on every rank
+    def loss_fn(batch: Batch) -> Tensor:
+        x = batch.frames.to(dev)  # this rank's windows of the step's global batch
         frames = x.shape[1]
-        x = x.flatten(0, 1)  # (B, F, 3, H, W) -> (B*F, 3, H, W)
-        noise = torch.randn(latent_shape(c.vae, x.shape), generator=g)
-        rows = slice(mine.start * frames, mine.stop * frames)  # this rank's windows
-        with compute.autocast(cp, dev):
-            return step_loss(x[rows].to(dev), noise[rows].to(dev), frames)
+        noise = torch.randn(latent_shape(c.vae, (bs * frames, *x.shape[2:])), generator=g)
+        rows = slice(mine.start * frames, mine.stop * frames)
+        with compute.autocast(p.train.compute, dev):
+            return step_loss(x.flatten(0, 1), noise[rows].to(dev), frames)
+
+    def steps_from(first: int) -> Iterator[Batch]:
+        tag = f"{phase.name}/{phase.name}"
+        return batches(data, p.seed, tag, first, st.autoencoder_steps, bs, mine, p.train.compute.data_workers)
 
     losses = optimise(
-        c.vae, loss_fn, st.autoencoder_steps, st.autoencoder_lr, logger, "autoencoder", phase=phase
+        c.vae,
+        loss_fn,
+        steps_from,
+        st.autoencoder_steps,
+        st.autoencoder_lr,
+        logger,
+        "autoencoder",
+        phase=phase,
     )
     with torch.no_grad():
         c.vae.register_to_config(scaling_factor=1.0)
@@ -202,8 +213,8 @@ def train_stage(
     torch.manual_seed(p.seed)
     g = torch.Generator().manual_seed(p.seed)
 
-    # 1. Data: the stage's subset at its fps and resolution; held-out clips for validation
-    def subset(split: str) -> ClipSet:
+    # 1. Data: the stage's subset at its fps and resolution, streamed; held-out clips for validation
+    def subset(split: str) -> Windows:
         return load_subset(subsets_dir, curated_dir, st.subset, split, st.fps, st.frames, st.resolution)
 
     train, val = subset("train"), subset("val")
@@ -256,7 +267,7 @@ def train_stage(
         windows = load_subset(
             subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, st.resolution
         )
-        ae_loss = fit_autoencoder(c, windows, st, p.train.compute, g, logger, phase("autoencoder"))
+        ae_loss = fit_autoencoder(c, windows, p, st, g, logger, phase("autoencoder"))
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
 
@@ -269,16 +280,20 @@ def train_stage(
     step_d = compute.compiled(distributed.wrap(d), p.train.compute)
     mine = distributed.part(st.batch_size)
 
-    def loss_fn(step: int) -> Tensor:
-        batch = train.batch(st.batch_size, g).to(dev)  # the global batch: drawn alike on every rank
+    def loss_fn(batch: Batch) -> Tensor:
+        batch = batch.to(dev)  # this rank's part of the step's global batch
         with compute.autocast(p.train.compute, dev):
-            x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g, mine)
+            x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g, mine, st.batch_size)
             sigma = sample_sigmas(st.batch_size, st.p_mean, st.p_std, g)[mine].to(dev)
             noise = torch.randn((st.batch_size, *x0.shape[1:]), generator=g)[mine].to(dev)
             return edm_loss(step_d, x0, sigma, noise, **cond).mean()
 
+    def steps_from(first: int) -> Iterator[Batch]:
+        workers = p.train.compute.data_workers
+        return batches(train, p.seed, f"{name}/denoiser", first, st.steps, st.batch_size, mine, workers)
+
     denoising = phase("denoiser", autoencoder_loss=ae_loss)
-    losses = optimise(c.unet, loss_fn, st.steps, st.lr, logger, f"train_{name}", ema, denoising)
+    losses = optimise(c.unet, loss_fn, steps_from, st.steps, st.lr, logger, f"train_{name}", ema, denoising)
     if ema is not None:
         ema.copy_to(c.unet)  # the EMA weights are the stage's output
     after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)

@@ -8,11 +8,13 @@ import hashlib
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from infra.stack import S3Endpoint, Service
 from svd.curation.curate import curate, write_outputs
+from svd.data.clips import Windows
 from svd.data.shards import read_shard
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
@@ -130,3 +132,8 @@ def test_sources_and_outputs_on_s3(
     shard = local["shard"].dropna().iloc[0]
     remote = [(k, v) for k, v, _ in read_shard(f"s3://{s3.bucket}/curated/{shard}")]
     assert remote == [(k, v) for k, v, _ in read_shard(str(Path(serial.out) / shard))]  # same clip bytes
+    # training streams clips from the S3 shards by range requests, as from local ones
+    ok = local[local["status"] == "ok"].reset_index(drop=True)
+    on_s3, here = (Windows(out, ok, 6, 4, (32, 32)) for out in (f"s3://{s3.bucket}/curated", serial.out))
+    for i in (0, len(ok) - 1):
+        assert np.array_equal(on_s3.window(i, 0.5), here.window(i, 0.5))
