@@ -213,7 +213,7 @@ class ComputeParams(Section):
     attention: Literal["sdpa", "eager"] = "sdpa"  # PyTorch's fused kernels, or diffusers' plain maths
     compile: bool = False  # torch.compile the denoiser (first steps pay the compilation)
     channels_last: bool = False  # NHWC convolutions: faster on tensor cores, rarely on CPU
-    data_workers: int = Field(default=2, ge=0)  # DataLoader processes decoding clips ahead; 0: inline
+    data_workers: int = Field(default=0, ge=0)  # DataLoader processes decoding clips ahead; 0: inline
 
 
 class TrainParams(Section):

@@ -109,6 +109,9 @@ def batches(
         num_workers=workers,
         collate_fn=data.collate,
         worker_init_fn=_one_thread,
+        # spawned, not forked: the parent may be a Prefect or Ray process with threads of its own,
+        # whose forked copies die in the child
+        multiprocessing_context="spawn" if workers else None,
     )
     yield from loader
 
