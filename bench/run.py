@@ -12,14 +12,10 @@ def main() -> None:
     # Imported here, not at the top: the curation bench's Prefect workers are spawned processes that
     # re-import this module, and must not pay for torch.
     import curation
-    import train_step
+    import train
 
     print(curation.table(curation.main()))
-    r = train_step.main()
-    print(
-        f"training step (Stage II shapes): {r['training_step_s'] * 1000:.0f} ms, bare UNet fwd+bwd "
-        f"{r['bare_unet_s'] * 1000:.0f} ms -> overhead ratio {r['ratio']:.2f}x"
-    )
+    print(train.main())
 
 
 if __name__ == "__main__":
