@@ -94,6 +94,10 @@ class Service:
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
+        # SIGKILL lands asynchronously: return only once no process of the service is left alive
+        deadline = time.monotonic() + 5
+        while processes_with_env(MARKER, self.marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
         _running.pop(self.marker, None)
 
 
