@@ -44,7 +44,7 @@ class Windows(Dataset[tuple[np.ndarray, float]]):
     Item (i, at): clip i's window starting at floor(at * number of windows)."""
 
     def __init__(self, curated: str, rows: pd.DataFrame, fps: float, frames: int, size: tuple[int, int]):
-        self.curated, self.fps, self.frames, self.size = curated, fps, frames, size
+        self.fps, self.frames, self.size = fps, frames, size
         self.shards = [storage.join(curated, s) for s in rows["shard"]]
         self.ranges = list(zip(rows["mp4_offset"].astype(int), rows["mp4_bytes"].astype(int), strict=True))
         self.motion = rows["motion_score"].to_numpy(np.float32)
