@@ -7,11 +7,20 @@
    (data_workers 0) or by 2 DataLoader workers. Goal: under 5%.
 
 On the tiny preset and a freshly curated 4-video synthetic corpus. Not here yet: the latent store's
-speed-up and the GPU figures (the `svd` preset's step time, peak memory and MFU on an H100).
+speed-up.
+
+3. On a GPU (`--only gpu` runs this part alone, with no video decoder installed): the `svd`
+   preset's Stage II step on latents, as a latent store serves them (UNet forward and backward,
+   gradient clipping, fused AdamW), at 14 x 320 x 576 in bf16 with gradient checkpointing and SDPA,
+   for several batch sizes: step time, peak memory and MFU. MFU counts the model's FLOPs (forward
+   x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation is not useful work)
+   against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200). Goal: MFU >= 40%.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import sys
 import tempfile
 import time
@@ -19,21 +28,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from svd.curation.curate import curate  # noqa: E402
-from svd.curation.filter import make_subsets, write_subsets  # noqa: E402
-from svd.data.clips import Batch, batches, load_subset  # noqa: E402
 from svd.diffusion.edm import edm_loss, sample_sigmas  # noqa: E402
-from svd.media.synth import make_corpus  # noqa: E402
 from svd.model import components  # noqa: E402
 from svd.model.denoiser import denoiser, prepare  # noqa: E402
 from svd.model.inflate import inflate  # noqa: E402
-from svd.params import Params, load  # noqa: E402
+from svd.params import Architecture, ComputeParams, Params, load  # noqa: E402
+from svd.train import compute  # noqa: E402
 
 STEPS = 20
+DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # datasheet TFLOP/s, no sparsity
 
 
 def timed(fn, repeats: int) -> float:
@@ -46,6 +54,8 @@ def timed(fn, repeats: int) -> float:
 
 def overhead(p: Params, repeats: int = 5) -> dict[str, float]:
     """Full training step against the bare UNet on one fixed batch."""
+    from svd.data.clips import Batch
+
     st = p.train.video
     c = components.build(p.model.arch, st.resolution[0])
     c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
@@ -76,12 +86,14 @@ def overhead(p: Params, repeats: int = 5) -> dict[str, float]:
 
 def data_wait(p: Params, workers: int) -> tuple[float, float]:
     """(seconds per step, share of it spent waiting for the next batch) over STEPS streamed steps."""
+    from svd.data.clips import batches, load_subset
+
     st = p.train.video
     train = load_subset(p.filter.out, p.curate.out, st.subset, "train", st.fps, st.frames, st.resolution)
     c = components.build(p.model.arch, st.resolution[0])
     c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
     d, g = denoiser(c), torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(c.unet.parameters(), lr=st.lr)
+    opt = compute.optimizer(list(c.unet.parameters()), st.lr)
     it = batches(train, p.seed, "bench", 0, STEPS + 1, st.batch_size, slice(None), workers)
     next(it)  # workers started and the first batch in: start-up is not a step
     waited, t0 = 0.0, time.perf_counter()
@@ -98,7 +110,112 @@ def data_wait(p: Params, workers: int) -> tuple[float, float]:
     return total / STEPS, waited / total
 
 
-def main() -> str:
+def latent_step(
+    arch: Architecture, cp: ComputeParams, batch: int, frames: int, size: tuple[int, int], repeats: int
+) -> dict[str, float]:
+    """A Stage II step on latents at (batch, frames, *size): seconds, peak bytes, model FLOPs."""
+    dev = compute.device(cp)
+    with torch.device(dev):  # 1.5 B parameters: initialised where they will live
+        c = components.build(arch, size[0])
+        c.unet = inflate(c.unet, arch.unet.addition_time_embed_dim, frames)
+    compute.prepare_networks(c, cp)
+    d = denoiser(c)
+    step_d = compute.compiled(d, cp)  # FLOPs are counted on the plain module: no second compilation
+    params = list(c.unet.parameters())
+    opt = compute.optimizer(params, 1e-5)
+    h, w = (s // components.downscale(arch.vae.block_out_channels) for s in size)
+    k = arch.vae.latent_channels
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch, frames, k, h, w, generator=g).to(dev)
+    cond = dict(
+        concat=torch.randn(batch, 1, k, h, w, generator=g).expand(-1, frames, -1, -1, -1).to(dev),
+        encoder_hidden_states=torch.randn(batch, 1, arch.unet.cross_attention_dim, generator=g).to(dev),
+        added_time_ids=torch.tensor([[6.0, 127.0, 0.02]]).expand(batch, -1).to(dev),
+    )
+
+    def step() -> None:
+        with compute.autocast(cp, dev):
+            sigma = sample_sigmas(batch, 0.7, 1.6, g).to(dev)
+            loss = edm_loss(step_d, x0, sigma, torch.randn(x0.shape, generator=g).to(dev), **cond).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    with torch.no_grad(), compute.autocast(cp, dev), FlopCounterMode(display=False) as fc:
+        d(x0, torch.ones(batch, device=dev), **cond)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
+    for _ in range(2):  # warm-up: kernels chosen, allocator grown, compilation done
+        step()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    sync()
+    seconds = (time.perf_counter() - t0) / repeats
+    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else float("nan")
+    return {"seconds": seconds, "peak_bytes": peak, "flops": 3.0 * fc.get_total_flops()}
+
+
+def matmul_rate(n: int = 8192, repeats: int = 20) -> float:
+    """What this card's bf16 matrix units deliver on a large product: the practical ceiling."""
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def gpu(
+    p: Params, batches: tuple[int, ...] = (1, 2, 4, 8), frames: int = 14, budget_s: float = 240
+) -> list[str]:
+    if not torch.cuda.is_available():
+        return ["GPU figures: no CUDA GPU on this machine (run `bench/train.py --only gpu` on one)"]
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in name), float("nan"))
+    size = (320, 576)
+    base = ComputeParams(device="cuda", precision="bf16", gradient_checkpointing=True, attention="sdpa")
+    lines = [
+        f"svd preset, Stage II step on latents, {frames} x {size[0]}x{size[1]}, bf16, SDPA, on {name}"
+        f" (bf16 matmul 8192^3: {matmul_rate() / 1e12:.0f} TFLOP/s; MFU against {peak / 1e12:.0f})",
+        f"  {'variant':<28} {'batch':>5} {'step s':>7} {'clips/s':>8} {'peak GiB':>9}"
+        f" {'TFLOP/s':>8} {'MFU':>6}",
+    ]
+    variants = [(f"checkpointing, batch {b}", base, b) for b in batches]
+    variants += [("no checkpointing", base.model_copy(update={"gradient_checkpointing": False}), 2)]
+    variants += [("checkpointing + compile", base.model_copy(update={"compile": True}), max(batches))]
+    t0 = time.perf_counter()
+    for label, cp, b in variants:
+        gc.collect()
+        torch.cuda.empty_cache()
+        if cp.compile and time.perf_counter() - t0 > budget_s:
+            lines.append(f"  {label:<28} {b:>5} skipped: compiling would outrun the {budget_s:.0f} s budget")
+            continue
+        try:
+            r = latent_step(p.model.presets["svd"], cp, b, frames, size, repeats=5)
+        except Exception as e:  # out of memory, or a compiler failure: the row says which
+            lines.append(f"  {label:<28} {b:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
+            print(lines[-1], flush=True)
+            continue
+        rate = r["flops"] / r["seconds"]
+        lines.append(
+            f"  {label:<28} {b:>5} {r['seconds']:>7.3f} {b / r['seconds']:>8.2f}"
+            f" {r['peak_bytes'] / 2**30:>9.1f} {rate / 1e12:>8.0f} {rate / peak:>6.1%}"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def cpu() -> list[str]:
+    from svd.curation.curate import curate
+    from svd.curation.filter import make_subsets, write_subsets
+    from svd.media.synth import make_corpus
+
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="svd-bench-train-") as name:
         tmp = Path(name)
@@ -125,8 +242,16 @@ def main() -> str:
             for w, (s, share) in waits.items()
         ),
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def main(only: str | None) -> str:
+    p = load(ROOT / "params.yaml")
+    lines = [] if only == "gpu" else cpu()
+    return "\n".join(lines + ([] if only == "cpu" else gpu(p)))
 
 
 if __name__ == "__main__":
-    print(main())
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["cpu", "gpu"], help="one part: gpu needs no video decoder installed")
+    print(main(ap.parse_args().only))

@@ -3,14 +3,18 @@ clean latents x0, the conditioning kwargs, and the preconditioned denoiser D(x, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
-from svd.data.clips import Batch
 from svd.diffusion.edm import EDMPrecond, edm_loss, sample_sigmas
 from svd.model.components import Components
 from svd.model.conditioning import encode, image_condition, latent_shape, motion_bucket, video_condition
 from svd.params import ConditioningParams
+
+if TYPE_CHECKING:  # the data loader (and its video decoder) is not needed to denoise latents
+    from svd.data.clips import Batch
 
 EVAL_COND_AUG = 0.02  # the public sampler's default noise on the conditioning frame
 

@@ -114,7 +114,7 @@ def optimise(
     phase: Phase | None = None,
 ) -> list[float]:
     params = [q for q in module.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = compute.optimizer(params, lr)
     first, losses = 0, []
     if phase is not None and phase.start is not None:
         opt.load_state_dict(phase.start["optimizer"])
