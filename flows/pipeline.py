@@ -1,4 +1,5 @@
-"""The whole loop: curation -> Stage I -> Stage II -> Stage III -> evaluation -> registry.
+"""The whole loop: curation -> Stage I -> Stage II -> Stage III -> evaluation -> registry, each
+video stage preceded by filling its latent store when it reads one.
 
 Each step is the same flow `dvc repro` runs for that stage; after each one the pipeline records the
 stage's outputs in dvc.lock, so either door leaves `dvc status` clean.
@@ -12,9 +13,10 @@ from prefect.artifacts import create_markdown_artifact
 from flows.common import dvc_commit
 from flows.curate import Step, curate
 from flows.evaluate import evaluate
+from flows.latents import latents
 from flows.register import register
 from flows.train import train
-from svd.params import STAGES
+from svd.params import STAGES, load
 
 DVC_STAGE = {"synth": "synth", "annotate": "curate", "filter": "filter"}
 
@@ -28,6 +30,9 @@ def pipeline(params_path: str = "params.yaml", synthetic: bool = True) -> dict:
         summary["curate"] |= curate(params_path, [step])
         dvc_commit(DVC_STAGE[step])
     for stage in STAGES:
+        if load(params_path).stage(stage).latents is not None:
+            summary[f"latents_{stage}"] = latents(stage, params_path)
+            dvc_commit(f"latents_{stage}")
         summary[stage] = train(stage, params_path)
         dvc_commit(f"train_{stage}")
     summary["evaluate"] = evaluate(params_path)

@@ -24,6 +24,8 @@ def cmd_stage(args: argparse.Namespace) -> None:
             print(stages.annotate(p))
         case "filter":
             print(stages.filter_clips(p))
+        case "latents":
+            print(stages.latents(p, args.stage))
         case "train":
             r = stages.train(p, args.stage)
             print(
@@ -142,9 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     for name in ("synth", "curate", "filter", "evaluate", "register"):
         sub.add_parser(name).set_defaults(func=cmd_stage)
-    t = sub.add_parser("train")
-    t.add_argument("--stage", choices=params.STAGES, required=True)
-    t.set_defaults(func=cmd_stage)
+    for name in ("latents", "train"):
+        t = sub.add_parser(name)
+        t.add_argument("--stage", choices=params.STAGES, required=True)
+        t.set_defaults(func=cmd_stage)
     g = sub.add_parser("generate", help="image -> video with a registered model")
     g.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/3, runs:/...")
     g.add_argument("--image", required=True)

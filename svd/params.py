@@ -201,6 +201,16 @@ class StageParams(Section):
     autoencoder_frames: int = Field(default=4, ge=1)  # consecutive frames: the decoder is temporal
     autoencoder_batch_size: int = Field(default=4, ge=1)  # windows per step
     checkpoint_every: int = Field(default=50, ge=1)  # steps between resume points (<out>.resume)
+    latents: str | None = None  # a latent store (path or s3://) to read encoded clips from; None: encode
+
+    @model_validator(mode="after")
+    def _store_needs_a_frozen_autoencoder(self) -> StageParams:
+        if self.latents is not None and self.autoencoder_steps:
+            raise ValueError(
+                "latents: a stage that trains its autoencoder (autoencoder_steps > 0) cannot read "
+                "latents stored by the encoder it replaces"
+            )
+        return self
 
 
 class ComputeParams(Section):

@@ -75,6 +75,18 @@ def _log_metrics(metrics: dict[str, float], step: int) -> None:
     mlflow.log_metrics(metrics, step=step)
 
 
+def latents(p: Params, stage: StageName, tags: Tags = None) -> dict[str, int]:
+    """Encode the stage's clips once into its latent store (train.<stage>.latents)."""
+    from svd.train.loop import fill_latents
+
+    st = p.stage(stage)
+    inputs = [p.filter.out, Path(p.curate.out)] + ([st.init] if st.init else [])
+    with tracking.run(f"latents-{stage}", inputs, {"train": {stage: st.model_dump(mode="json")}}, tags):
+        counts = fill_latents(p, stage, p.filter.out, p.curate.out)
+        mlflow.log_metrics({f"latents.{k}": v for k, v in counts.items()})
+    return counts
+
+
 def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
     """Under torchrun every rank trains; rank 0 alone records the MLflow run."""
     from svd.train import distributed
@@ -83,7 +95,7 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
     st = p.stage(stage)
     if not distributed.is_main():
         return train_stage(p, stage, p.filter.out, p.curate.out)
-    inputs = [p.filter.out, Path(p.curate.out)] + ([st.init] if st.init else [])
+    inputs = [p.filter.out, Path(p.curate.out)] + [Path(x) for x in (st.init, st.latents) if x]
     params = {
         "train": {stage: st.model_dump(mode="json")},
         "model": {

@@ -146,8 +146,8 @@ def tiny_params(tmp_path_factory: pytest.TempPathFactory) -> Params:
         "synth": {"out": str(d / "raw")},
         "curate": {"sources": [str(d / "raw")], "out": str(d / "curated"), "cache": str(d / "cache")},
         "filter": {"out": str(d / "subsets")},
-        "train": {
-            s: {"out": str(d / s), **({"init": str(d / prev)} if prev else {})}
+        "train": {  # one latent store for both video stages: entries are keyed by content
+            s: {"out": str(d / s), **({"init": str(d / prev), "latents": str(d / "latents")} if prev else {})}
             for s, prev in (("image", None), ("video", "image"), ("finetune", "video"))
         },
         "evaluate": {"out": str(d / "eval")},

@@ -14,6 +14,7 @@ resumed run rewrites nothing it had finished.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 
@@ -73,6 +74,7 @@ def write_outputs(results: list[VideoResult], p: CurateParams, seed: int = 0) ->
     ok = df["status"] == "ok"
     df.loc[ok, "mp4_offset"] = [ranges[k][0] for k in df.loc[ok, "clip"]]
     df.loc[ok, "mp4_bytes"] = [ranges[k][1] for k in df.loc[ok, "clip"]]
+    df.loc[ok, "mp4_sha256"] = [ranges[k][2] for k in df.loc[ok, "clip"]]
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     _write(storage.join(p.out, "clips.parquet"), buf.getvalue())
@@ -80,12 +82,14 @@ def write_outputs(results: list[VideoResult], p: CurateParams, seed: int = 0) ->
     return df
 
 
-def _write_shards(df: pd.DataFrame, entries: dict[str, str], p: CurateParams) -> dict[str, tuple[int, int]]:
-    """Write the shards; return each clip's byte range in its shard (not in the shard's own JSON,
-    which it would change)."""
+def _write_shards(
+    df: pd.DataFrame, entries: dict[str, str], p: CurateParams
+) -> dict[str, tuple[int, int, str]]:
+    """Write the shards; return each clip's byte range in its shard and its mp4's sha256 (not in the
+    shard's own JSON, which it would change)."""
     loaded: dict[str, dict[str, bytes]] = {}
     written: set[str] = set()
-    ranges: dict[str, tuple[int, int]] = {}
+    ranges: dict[str, tuple[int, int, str]] = {}
     for shard, group in df[df["status"] == "ok"].groupby("shard", sort=True):
         samples = []
         for row in group.to_dict("records"):
@@ -95,13 +99,15 @@ def _write_shards(df: pd.DataFrame, entries: dict[str, str], p: CurateParams) ->
             meta = {
                 k: None if pd.isna(v) else getattr(v, "item", lambda v=v: v)()
                 for k, v in row.items()
-                if k not in ("mp4_offset", "mp4_bytes")
+                if k not in ("mp4_offset", "mp4_bytes", "mp4_sha256")
             }
             samples.append((row["clip"], loaded[entry][row["clip"]], meta))
         data = shard_bytes(samples)
         _write(storage.join(p.out, str(shard)), data)
         written.add(storage.name(str(shard)))
-        ranges |= mp4_ranges(data)
+        ranges |= {
+            k: (o, n, hashlib.sha256(data[o : o + n]).hexdigest()) for k, (o, n) in mp4_ranges(data).items()
+        }
     shards = storage.join(p.out, "shards")
     if storage.is_s3(shards) or storage.exists(shards):
         for f in storage.listdir(shards):

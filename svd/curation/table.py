@@ -22,6 +22,7 @@ BASE: dict[str, str] = {  # column -> pandas dtype; rows without a clip leave cl
     "shard": "string",  # shard file, relative to curate.out
     "mp4_offset": "Int64",  # byte range of the clip's mp4 in its shard: a reader fetches one clip,
     "mp4_bytes": "Int64",  # locally or by an S3 range request, without reading the shard
+    "mp4_sha256": "string",  # the clip's own content hash: the latent store's key (svd.data.latents)
     "start_frame": "Int64",  # in the source, presentation order
     "end_frame": "Int64",  # exclusive
     "start_s": "float64",
@@ -44,6 +45,7 @@ REQUIRED = (
     "shard",
     "mp4_offset",
     "mp4_bytes",
+    "mp4_sha256",
     "start_frame",
     "end_frame",
     "fps",

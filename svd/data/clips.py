@@ -31,12 +31,17 @@ Draw = tuple[int, float]  # (clip index, window position in [0, 1))
 
 @dataclass
 class Batch:
-    frames: Tensor  # (B, F, 3, H, W) in [-1, 1]
+    frames: Tensor  # (B, F, 3, H, W) in [-1, 1]; from a latent store the first frame alone (F = 1)
     fps: Tensor  # (B,)
     motion: Tensor  # (B,) the clip's curated motion score
+    posterior: Tensor | None = None  # (B, F, 2, C, h, w): the frames' encoded Gaussian, from a latent store
+    embeds: Tensor | None = None  # (B, 1, D): the first frame's CLIP embedding, from a latent store
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.frames.to(device), self.fps.to(device), self.motion.to(device))
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Batch(*(move(t) for t in (self.frames, self.fps, self.motion, self.posterior, self.embeds)))  # type: ignore[arg-type]
 
 
 class Windows(Dataset[tuple[np.ndarray, float]]):
@@ -49,6 +54,7 @@ class Windows(Dataset[tuple[np.ndarray, float]]):
         self.ranges = list(zip(rows["mp4_offset"].astype(int), rows["mp4_bytes"].astype(int), strict=True))
         self.motion = rows["motion_score"].to_numpy(np.float32)
         self.keys: list[str] = rows["clip"].tolist()
+        self.hashes = rows["mp4_sha256"].tolist() if "mp4_sha256" in rows else None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,16 +62,23 @@ class Windows(Dataset[tuple[np.ndarray, float]]):
     def __getitem__(self, draw: Draw) -> tuple[np.ndarray, float]:
         return self.window(*draw), float(self.motion[draw[0]])
 
+    def name(self, i: int) -> str:
+        return f"{self.shards[i]}: clip {self.keys[i]} at {self.fps:g} fps"
+
+    def clip_bytes(self, i: int) -> bytes:
+        return storage.read_range(self.shards[i], *self.ranges[i])
+
+    def content_hashes(self) -> list[str]:
+        if self.hashes is None:
+            raise ValueError(
+                "the clip table has no mp4_sha256 column (curated before it existed): curate again"
+            )
+        return self.hashes
+
     def window(self, i: int, at: float) -> np.ndarray:
         """(F, H, W, 3) uint8. The whole clip is decoded: curated clips last seconds, not minutes."""
-        x = read_frames(storage.read_range(self.shards[i], *self.ranges[i]), fps=self.fps, size=self.size)
-        n = len(x) - self.frames + 1
-        if n < 1:
-            raise ValueError(
-                f"{self.shards[i]}: clip {self.keys[i]} has {len(x)} frames at {self.fps} fps, "
-                f"fewer than one window of {self.frames}"
-            )
-        start = min(int(at * n), n - 1)
+        x = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size)
+        start = window_start(len(x), self.frames, at, self.name(i))
         return x[start : start + self.frames]
 
     def collate(self, items: list[tuple[np.ndarray, float]]) -> Batch:
@@ -79,6 +92,14 @@ class Windows(Dataset[tuple[np.ndarray, float]]):
     def fixed(self, size: int) -> Batch:
         """The first window of the first `size` clips (cycled): a deterministic evaluation batch."""
         return self.collate([self[(i % len(self), 0.0)] for i in range(size)])
+
+
+def window_start(frames_in_clip: int, frames: int, at: float, name: str) -> int:
+    """Where the window at position `at` in [0, 1) starts among the clip's frames_in_clip."""
+    n = frames_in_clip - frames + 1
+    if n < 1:
+        raise ValueError(f"{name} has {frames_in_clip} frames, fewer than one window of {frames}")
+    return min(int(at * n), n - 1)
 
 
 def draws(seed: int, phase: str, step: int, batch_size: int, clips: int) -> list[Draw]:

@@ -54,12 +54,23 @@ def latent_shape(vae: VAE, pixels: tuple[int, ...]) -> tuple[int, ...]:
     return (pixels[0], vae.config.latent_channels, pixels[-2] // k, pixels[-1] // k)
 
 
+def posterior(vae: VAE, pixels: Tensor) -> Tensor:
+    """(N, 3, H, W) -> the encoder's Gaussian, (N, 2, C, h, w): mean and std, unscaled. What the
+    latent store keeps: a stage samples from it afresh each step, as if it had encoded the frames."""
+    d = vae.encode(pixels).latent_dist
+    return torch.stack([d.mean, d.std], dim=1)
+
+
+def sample(vae: VAE, gaussian: Tensor, noise: Tensor) -> Tensor:
+    """Scaled latents (N, C, h, w) from a posterior (N, 2, C, h, w) and standard-normal `noise`:
+    drawn by the caller, so ranks that split a batch draw what one process would (diffusers'
+    sample() draws the same numbers from a generator)."""
+    return (gaussian[:, 0] + gaussian[:, 1] * noise) * vae.config.scaling_factor
+
+
 def encode(vae: VAE, pixels: Tensor, noise: Tensor) -> Tensor:
-    """(N, 3, H, W) -> scaled latents (N, C, h, w), sampled from the posterior with `noise` (standard
-    normal, latent_shape): drawn by the caller, so ranks that split a batch draw what one process
-    would (diffusers' sample() draws the same numbers from a generator)."""
-    posterior = vae.encode(pixels).latent_dist
-    return (posterior.mean + posterior.std * noise) * vae.config.scaling_factor
+    """(N, 3, H, W) -> scaled latents (N, C, h, w), sampled from the posterior with `noise`."""
+    return sample(vae, posterior(vae, pixels), noise)
 
 
 def decode(vae: VAE, latents: Tensor) -> Tensor:
@@ -80,10 +91,11 @@ def video_condition(
     cond_aug: Tensor,  # (B,)
     noise: Tensor,  # (B, 3, H, W) standard normal: the noise augmentation at level cond_aug
     keep: Tensor | None = None,  # (B,) bool; False zeroes the conditioning of that sample
+    embeds: Tensor | None = None,  # (B, 1, D) clip_embed(c, first), when a latent store holds it
 ) -> dict[str, Tensor]:
     noisy = first + cond_aug.view(-1, 1, 1, 1) * noise
     latent = c.vae.encode(noisy).latent_dist.mode()  # unscaled, as in diffusers' SVD pipeline
-    embeds = clip_embed(c, first)
+    embeds = clip_embed(c, first) if embeds is None else embeds
     if keep is not None:
         latent = latent * keep.view(-1, 1, 1, 1)
         embeds = embeds * keep.view(-1, 1, 1)
@@ -94,10 +106,12 @@ def video_condition(
     )
 
 
-def image_condition(c: Components, image: Tensor, keep: Tensor | None = None) -> dict[str, Tensor]:
+def image_condition(
+    c: Components, image: Tensor, keep: Tensor | None = None, embeds: Tensor | None = None
+) -> dict[str, Tensor]:
     """Stage I is an image-variation model: it is conditioned on the CLIP embedding of its target,
     the same embedding the video model later gets from its first frame."""
-    embeds = clip_embed(c, image)
+    embeds = clip_embed(c, image) if embeds is None else embeds
     if keep is not None:
         embeds = embeds * keep.view(-1, 1, 1)
     return dict(encoder_hidden_states=embeds)

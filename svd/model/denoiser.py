@@ -10,7 +10,14 @@ from torch import Tensor, nn
 
 from svd.diffusion.edm import EDMPrecond, edm_loss, sample_sigmas
 from svd.model.components import Components
-from svd.model.conditioning import encode, image_condition, latent_shape, motion_bucket, video_condition
+from svd.model.conditioning import (
+    encode,
+    image_condition,
+    latent_shape,
+    motion_bucket,
+    sample,
+    video_condition,
+)
 from svd.params import ConditioningParams
 
 if TYPE_CHECKING:  # the data loader (and its video decoder) is not needed to denoise latents
@@ -45,24 +52,33 @@ def prepare(
     size: int | None = None,
     cond_aug: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Encode the clips of `batch`, which is `part` of a global batch of `size` (default: all of it),
-    and build their conditioning; `drop` zeroes the conditioning of that share of samples. Random
-    numbers are drawn for the global batch, always in the same order, so ranks that split a batch
-    (svd.train.distributed) draw what one process would."""
-    b, f = size or batch.frames.shape[0], batch.frames.shape[1]
+    """Encode the clips of `batch` (or sample their stored posterior, svd.data.latents), which is
+    `part` of a global batch of `size` (default: all of it), and build their conditioning; `drop`
+    zeroes the conditioning of that share of samples. Random numbers are drawn for the global batch,
+    always in the same order, so ranks that split a batch (svd.train.distributed) draw what one
+    process would."""
+    stored = batch.posterior
+    b = size or batch.frames.shape[0]
+    f = batch.frames.shape[1] if stored is None else stored.shape[1]
     dev = batch.frames.device  # random numbers come from the CPU generator, on any device
     eps = torch.randn(latent_shape(c.vae, (b * f, *batch.frames.shape[2:])), generator=generator)
     keep = (torch.rand(b, generator=generator) >= drop)[part].to(dev) if drop > 0 else None
-    x0 = encode(c.vae, batch.frames.flatten(0, 1), eps.unflatten(0, (b, f))[part].flatten(0, 1).to(dev))
+    eps = eps.unflatten(0, (b, f))[part].flatten(0, 1).to(dev)
+    if stored is None:
+        x0 = encode(c.vae, batch.frames.flatten(0, 1), eps)
+    else:
+        x0 = sample(c.vae, stored.flatten(0, 1), eps)
     x0 = x0.unflatten(0, (-1, f))  # (B, F, C, h, w)
     first = batch.frames[:, 0]
     if not c.is_video:
-        return x0[:, 0], image_condition(c, first, keep)  # (B, 1, C, h, w) -> (B, C, h, w)
+        return x0[:, 0], image_condition(c, first, keep, batch.embeds)  # (B, 1, C, h, w) -> (B, C, h, w)
     if cond_aug is None:
         cond_aug = sample_sigmas(b, cp.cond_aug_p_mean, cp.cond_aug_p_std, generator)
     noise = torch.randn((b, *first.shape[1:]), generator=generator)[part].to(dev)
     bucket = motion_bucket(batch.motion, cp.motion_score_max)
-    return x0, video_condition(c, first, f, batch.fps, bucket, cond_aug[part].to(dev), noise, keep)
+    return x0, video_condition(
+        c, first, f, batch.fps, bucket, cond_aug[part].to(dev), noise, keep, batch.embeds
+    )
 
 
 @torch.no_grad()

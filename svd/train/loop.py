@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 from torch import Tensor, nn
 
+from svd.data import latents
 from svd.data.clips import Batch, Windows, batches, load_subset
 from svd.diffusion.edm import edm_loss, sample_sigmas
 from svd.model import components
@@ -205,6 +206,20 @@ def fit_autoencoder(
     return tail_mean(losses)
 
 
+def fill_latents(p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path) -> dict[str, int]:
+    """Fill the stage's latent store for its train and val clips, with the encoders it starts from."""
+    st = p.stage(name)
+    if st.latents is None:
+        raise ValueError(f"train.{name}.latents is not set: the stage encodes its clips as it trains")
+    c = initial_components(p, st)
+    compute.prepare_networks(c, p.train.compute)
+    counts = {}
+    for split in ("train", "val"):
+        w = load_subset(subsets_dir, curated_dir, st.subset, split, st.fps, st.frames, st.resolution)
+        counts[f"{split}_computed"], counts[f"{split}_present"] = latents.fill(w, c, st.latents)
+    return counts
+
+
 def train_stage(
     p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path, logger: Logger = lambda m, s: None
 ) -> StageResult:
@@ -270,6 +285,9 @@ def train_stage(
         ae_loss = fit_autoencoder(c, windows, p, st, g, logger, phase("autoencoder"))
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
+    if st.latents is not None:  # the frozen encoders' work, done once (svd.data.latents)
+        encoders = latents.encoders_hash(c)
+        train, val = (latents.LatentWindows(w, st.latents, encoders) for w in (train, val))
 
     # 4. Denoiser
     d = denoiser(c)

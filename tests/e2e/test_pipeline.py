@@ -35,8 +35,10 @@ INPUTS = {  # what each MLflow run must carry a DVC hash of
     "curate": {"data/raw"},
     "filter": {"data/curated"},
     "train-image": {"data/subsets", "data/curated"},
-    "train-video": {"data/subsets", "data/curated", "models/image"},
-    "train-finetune": {"data/subsets", "data/curated", "models/video"},
+    "latents-video": {"data/subsets", "data/curated", "models/image"},
+    "latents-finetune": {"data/subsets", "data/curated", "models/video"},
+    "train-video": {"data/subsets", "data/curated", "models/image", "data/latents/video"},
+    "train-finetune": {"data/subsets", "data/curated", "models/video", "data/latents/finetune"},
     "evaluate": {"models/finetune", "data/subsets", "data/curated"},
     "register": {"models/finetune", "reports/eval/metrics.json"},
 }
@@ -105,7 +107,17 @@ def check_outcome(proj: Path, env: dict) -> None:
     runs = mlflow.search_runs(experiment_names=["svd"], output_format="list")
     names = sorted(r.info.run_name for r in runs)
     assert names == sorted(
-        ["curate", "filter", "train-image", "train-video", "train-finetune", "evaluate", "register"]
+        [
+            "curate",
+            "filter",
+            "train-image",
+            "latents-video",
+            "train-video",
+            "latents-finetune",
+            "train-finetune",
+            "evaluate",
+            "register",
+        ]
     ), names
     for run in runs:
         tags = run.data.tags

@@ -11,13 +11,19 @@ import torch
 
 from svd.data.clips import load_subset
 from svd.model import components
-from svd.train.loop import train_stage
+from svd.train.loop import fill_latents, train_stage
 
 
 def test_three_stages_learn_and_chain(tiny_params):
+    """Stage I encodes its frames as it trains; the video stages read their latent store."""
     p = tiny_params
     results = {}
     for stage in ("image", "video", "finetune"):
+        if stage != "image":
+            filled = fill_latents(p, stage, p.filter.out, p.curate.out)
+            assert filled["train_computed"] > 0 and filled["val_computed"] > 0, filled
+            again = fill_latents(p, stage, p.filter.out, p.curate.out)
+            assert again["train_computed"] == again["val_computed"] == 0, again
         r = train_stage(p, stage, p.filter.out, p.curate.out)
         results[stage] = r
         assert r.val_loss_after < r.val_loss_before, r
@@ -165,6 +171,8 @@ def test_speed_levers_keep_the_numbers(tiny_params, tmp_path):
         p = tiny_params.model_copy(
             update={"train": tiny_params.train.model_copy(update={"compute": compute, **stages})}
         )
+        if stage == "video":
+            fill_latents(p, stage, p.filter.out, p.curate.out)  # a no-op once the first run filled it
         return train_stage(p, stage, p.filter.out, p.curate.out).losses  # type: ignore[arg-type]
 
     base = {s: run(s) for s in ("image", "video")}

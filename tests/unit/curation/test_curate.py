@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def test_clip_table_indexes_the_shards(synth_table: pd.DataFrame, curate_params:
     # the table's byte ranges fetch each clip alone, as a streaming reader does
     ranges = zip(synth_table["shard"], synth_table["mp4_offset"], synth_table["mp4_bytes"], strict=True)
     assert [read_range(out / s, int(o), int(n)) for s, o, n in ranges] == [mp4 for _, _, mp4 in in_shards]
+    assert synth_table["mp4_sha256"].tolist() == [hashlib.sha256(mp4).hexdigest() for _, _, mp4 in in_shards]
     check_clips(synth_table)
 
 
