@@ -180,6 +180,23 @@ class ModelParams(Section):
 Subset = Literal["lvd", "lvd_f", "hq"]
 
 
+Trainable = Literal["all", "time_embedding"]
+
+
+class PhaseParams(Section):
+    """One phase of a stage: what changes from the stage's own settings, as the paper's table changes
+    resolution, frames, noise schedule, lr and steps between phases of one stage."""
+
+    resolution: tuple[int, int] | None = None
+    frames: int | None = Field(default=None, ge=1)
+    steps: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    p_mean: float | None = None
+    p_std: float | None = Field(default=None, gt=0)
+    trainable: Trainable | None = None
+
+
 class StageParams(Section):
     """One training stage. The three stages share one loop; what differs is only this config."""
 
@@ -202,6 +219,16 @@ class StageParams(Section):
     autoencoder_batch_size: int = Field(default=4, ge=1)  # windows per step
     checkpoint_every: int = Field(default=50, ge=1)  # steps between resume points (<out>.resume)
     latents: str | None = None  # a latent store (path or s3://) to read encoded clips from; None: encode
+    trainable: Trainable = "all"  # time_embedding: only the UNet's timestep embedding learns
+    phases: list[PhaseParams] = []  # run in order, each the stage's settings with its own on top
+
+    def schedule(self) -> list[StageParams]:
+        """The stage's phases as full settings: itself alone when it lists none."""
+        if not self.phases:
+            return [self]
+        return [
+            self.model_copy(update=ph.model_dump(exclude_none=True) | {"phases": []}) for ph in self.phases
+        ]
 
     @model_validator(mode="after")
     def _store_needs_a_frozen_autoencoder(self) -> StageParams:

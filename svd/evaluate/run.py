@@ -38,7 +38,7 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 
 def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | Path) -> dict:
-    e, st = p.evaluate, p.train.finetune
+    e, st = p.evaluate, p.train.finetune.schedule()[-1]  # the model as its last phase left it
     out = Path(e.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     c = components.load(model_dir)

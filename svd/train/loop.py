@@ -113,6 +113,7 @@ def optimise(
     prefix: str,
     ema: EMA | None = None,
     phase: Phase | None = None,
+    offset: int = 0,  # steps of the stage's earlier phases: EMA warm-up and the logs count on
 ) -> list[float]:
     params = [q for q in module.parameters() if q.requires_grad]
     opt = compute.optimizer(params, lr)
@@ -131,10 +132,10 @@ def optimise(
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if ema is not None:
-            ema.update(module, step)
+            ema.update(module, offset + step)
         losses.append(distributed.mean(loss))  # the global batch's loss, the same on every rank
         if (step % 10 == 0 or step == steps - 1) and distributed.is_main():
-            logger({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, step)
+            logger({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, offset + step)
         if step % max(steps // 5, 1) == 0:
             log.info("%s step %d/%d loss %.4f", prefix, step, steps, losses[-1])
         if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps and distributed.is_main():
@@ -207,39 +208,56 @@ def fit_autoencoder(
 
 
 def fill_latents(p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path) -> dict[str, int]:
-    """Fill the stage's latent store for its train and val clips, with the encoders it starts from."""
+    """Fill the stage's latent store for the train clips of each phase and the val clips of the last,
+    with the encoders the stage starts from."""
     st = p.stage(name)
     if st.latents is None:
         raise ValueError(f"train.{name}.latents is not set: the stage encodes its clips as it trains")
     c = initial_components(p, st)
     compute.prepare_networks(c, p.train.compute)
-    counts = {}
-    for split in ("train", "val"):
-        w = load_subset(subsets_dir, curated_dir, st.subset, split, st.fps, st.frames, st.resolution)
-        counts[f"{split}_computed"], counts[f"{split}_present"] = latents.fill(w, c, st.latents)
+    schedule = st.schedule()
+    counts = {"train_computed": 0, "train_present": 0}
+    for ph in schedule:
+        w = load_subset(subsets_dir, curated_dir, ph.subset, "train", ph.fps, ph.frames, ph.resolution)
+        computed, present = latents.fill(w, c, st.latents)
+        counts["train_computed"] += computed
+        counts["train_present"] += present
+    last = schedule[-1]
+    w = load_subset(subsets_dir, curated_dir, last.subset, "val", last.fps, last.frames, last.resolution)
+    counts["val_computed"], counts["val_present"] = latents.fill(w, c, st.latents)
     return counts
+
+
+def trainable(unet: nn.Module, which: str) -> None:
+    """Stage I's warm-up trains the timestep embedding alone: SD 2.1 learnt DDPM's discrete
+    timesteps, and EDM's c_noise = ln(sigma) / 4 asks a new embedding of it first."""
+    for n, q in unet.named_parameters():
+        q.requires_grad_(which == "all" or n.startswith("time_embedding."))
 
 
 def train_stage(
     p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path, logger: Logger = lambda m, s: None
 ) -> StageResult:
     st = p.stage(name)
+    schedule = st.schedule()
+    first, last = schedule[0], schedule[-1]
     t0 = time.time()
     torch.manual_seed(p.seed)
     g = torch.Generator().manual_seed(p.seed)
 
-    # 1. Data: the stage's subset at its fps and resolution, streamed; held-out clips for validation
-    def subset(split: str) -> Windows:
-        return load_subset(subsets_dir, curated_dir, st.subset, split, st.fps, st.frames, st.resolution)
+    # 1. Data: the subset at each phase's fps, frames and resolution, streamed; validation on the
+    # held-out clips at the last phase's, so before and after compare the same thing
+    def subset(ph: StageParams, split: str) -> Windows:
+        return load_subset(subsets_dir, curated_dir, ph.subset, split, ph.fps, ph.frames, ph.resolution)
 
-    train, val = subset("train"), subset("val")
+    train, val = subset(first, "train"), subset(last, "val")
     log.info("stage %s: %d train / %d val samples from %s", name, len(train), len(val), st.subset)
 
     # 2. Model: previous stage, pretrained weights or tiny; inflated when a 2D UNet meets video
     c = initial_components(p, st)
-    if st.frames > 1 and not c.is_video:
-        c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
-    latent_hw = st.resolution[0] // components.downscale(c.vae.config.block_out_channels)
+    if first.frames > 1 and not c.is_video:
+        c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, first.frames)
+    latent_hw = last.resolution[0] // components.downscale(c.vae.config.block_out_channels)
     c.unet.register_to_config(sample_size=latent_hw)
 
     # A resume point of this very run (same params, same clips) puts back where it was killed
@@ -261,7 +279,13 @@ def train_stage(
         c.vae.register_to_config(scaling_factor=saved["scaling_factor"])
     dev = compute.prepare_networks(c, p.train.compute)
 
-    def phase(kind: str, **done: Any) -> Phase:
+    order = ["autoencoder"] + [f"denoiser{k}" if k else "denoiser" for k in range(len(schedule))]
+
+    def finished(kind: str) -> bool:
+        """Done before the kill: the resume point is of a later phase, and holds its results."""
+        return saved is not None and order.index(saved["phase"]) > order.index(kind)
+
+    def phase(kind: str, ph: StageParams, **done: Any) -> Phase:
         def snapshot() -> dict[str, Any]:
             return {
                 "vae": c.vae.state_dict(),
@@ -272,46 +296,63 @@ def train_stage(
             }
 
         start = saved if saved is not None and saved["phase"] == kind else None
-        return Phase(kind, resume, st.checkpoint_every, g, snapshot, start)
+        return Phase(kind, resume, ph.checkpoint_every, g, snapshot, start)
 
     # 3. Autoencoder, when the stage has autoencoder_steps; frozen from here on, like the image encoder
     ae_loss = None
-    if saved is not None and saved["phase"] == "denoiser":
-        ae_loss = saved["autoencoder_loss"]  # finished before the kill; its weights are back
+    if finished("autoencoder"):
+        ae_loss = saved["autoencoder_loss"]  # type: ignore[index]  # its weights are back already
     elif st.autoencoder_steps:
         windows = load_subset(
-            subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, st.resolution
+            subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, first.resolution
         )
-        ae_loss = fit_autoencoder(c, windows, p, st, g, logger, phase("autoencoder"))
+        ae_loss = fit_autoencoder(c, windows, p, st, g, logger, phase("autoencoder", st))
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
-    if st.latents is not None:  # the frozen encoders' work, done once (svd.data.latents)
-        encoders = latents.encoders_hash(c)
-        train, val = (latents.LatentWindows(w, st.latents, encoders) for w in (train, val))
+    encoders = latents.encoders_hash(c) if st.latents is not None else ""
 
-    # 4. Denoiser
+    def stored(w: Windows) -> Windows:
+        """The frozen encoders' work, done once (svd.data.latents), when the stage reads a store."""
+        return w if st.latents is None else latents.LatentWindows(w, st.latents, encoders)
+
+    # 4. Denoiser, phase by phase; one EMA over all of them, and one step count for the logs
     d = denoiser(c)
-    val_batch = val.fixed(max(st.batch_size, 4))
+    val = stored(val)
+    val_batch = val.fixed(max(last.batch_size, 4))
     before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
+    losses: list[float] = []
+    for k, (kind, ph) in enumerate(zip(order[1:], schedule, strict=True)):
+        if finished(kind):
+            continue
+        if saved is not None and saved["phase"] == kind:
+            losses = list(saved["losses_before"])  # the phases done before the kill
+        data = stored(train if k == 0 else subset(ph, "train"))
+        trainable(c.unet, ph.trainable)
+        step_d = compute.compiled(distributed.wrap(d), p.train.compute)
+        mine = distributed.part(ph.batch_size)
 
-    step_d = compute.compiled(distributed.wrap(d), p.train.compute)
-    mine = distributed.part(st.batch_size)
+        def loss_fn(
+            batch: Batch, ph: StageParams = ph, step_d: nn.Module = step_d, mine: slice = mine
+        ) -> Tensor:
+            batch = batch.to(dev)  # this rank's part of the step's global batch
+            with compute.autocast(p.train.compute, dev):
+                x0, cond = prepare(c, batch, p.conditioning, ph.cond_drop, g, mine, ph.batch_size)
+                sigma = sample_sigmas(ph.batch_size, ph.p_mean, ph.p_std, g)[mine].to(dev)
+                noise = torch.randn((ph.batch_size, *x0.shape[1:]), generator=g)[mine].to(dev)
+                return edm_loss(step_d, x0, sigma, noise, **cond).mean()
 
-    def loss_fn(batch: Batch) -> Tensor:
-        batch = batch.to(dev)  # this rank's part of the step's global batch
-        with compute.autocast(p.train.compute, dev):
-            x0, cond = prepare(c, batch, p.conditioning, st.cond_drop, g, mine, st.batch_size)
-            sigma = sample_sigmas(st.batch_size, st.p_mean, st.p_std, g)[mine].to(dev)
-            noise = torch.randn((st.batch_size, *x0.shape[1:]), generator=g)[mine].to(dev)
-            return edm_loss(step_d, x0, sigma, noise, **cond).mean()
+        def steps_from(
+            first_step: int, data: Windows = data, ph: StageParams = ph, kind: str = kind, mine: slice = mine
+        ) -> Iterator[Batch]:
+            workers = p.train.compute.data_workers
+            return batches(data, p.seed, f"{name}/{kind}", first_step, ph.steps, ph.batch_size, mine, workers)
 
-    def steps_from(first: int) -> Iterator[Batch]:
-        workers = p.train.compute.data_workers
-        return batches(train, p.seed, f"{name}/denoiser", first, st.steps, st.batch_size, mine, workers)
-
-    denoising = phase("denoiser", autoencoder_loss=ae_loss)
-    losses = optimise(c.unet, loss_fn, steps_from, st.steps, st.lr, logger, f"train_{name}", ema, denoising)
+        done = phase(kind, ph, autoencoder_loss=ae_loss, losses_before=list(losses))
+        losses += optimise(
+            c.unet, loss_fn, steps_from, ph.steps, ph.lr, logger, f"train_{name}", ema, done, len(losses)
+        )
+    trainable(c.unet, "all")
     if ema is not None:
         ema.copy_to(c.unet)  # the EMA weights are the stage's output
     after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
@@ -323,7 +364,7 @@ def train_stage(
     result = StageResult(
         stage=name,
         out=str(st.out),
-        steps=st.steps,
+        steps=sum(ph.steps for ph in schedule),
         train_clips=len(train),
         val_clips=len(val),
         parameters=components.count_parameters(c.unet),

@@ -55,8 +55,9 @@ train_stage(p, "image", p.filter.out, p.curate.out)
 
 
 def test_a_killed_stage_resumes_to_the_same_weights(tiny_params, tmp_path):
-    """SIGKILL in the autoencoder phase, again in the denoiser phase, then a run to the end: the
-    saved networks are byte-identical to an uninterrupted run's, and no resume point is left.
+    """SIGKILL in the autoencoder phase, again in each of two denoiser phases (a time-embedding
+    warm-up, then all weights), then a run to the end: the saved networks are byte-identical to an
+    uninterrupted run's, and no resume point is left.
     Every run is a fresh process with the same environment, as a relaunched job would be (torch's
     thread count changes float sums, so it must be the same, as it is for one job)."""
     import signal
@@ -64,9 +65,16 @@ def test_a_killed_stage_resumes_to_the_same_weights(tiny_params, tmp_path):
     import sys
     import time
 
+    from svd.params import PhaseParams
+
     def run_stage(out: Path) -> subprocess.Popen:
         image = tiny_params.train.image.model_copy(
-            update={"out": out, "autoencoder_steps": 12, "steps": 16, "checkpoint_every": 4}
+            update={
+                "out": out,
+                "autoencoder_steps": 12,
+                "checkpoint_every": 4,
+                "phases": [PhaseParams(trainable="time_embedding", steps=8), PhaseParams(steps=8)],
+            }
         )
         p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"image": image})})
         (tmp_path / f"{out.name}.json").write_text(p.model_dump_json())
@@ -74,7 +82,7 @@ def test_a_killed_stage_resumes_to_the_same_weights(tiny_params, tmp_path):
 
     assert run_stage(tmp_path / "whole").wait() == 0
     point = tmp_path / "killed.resume"
-    for phase in ("autoencoder", "denoiser"):
+    for phase in ("autoencoder", "denoiser", "denoiser1"):
         run = run_stage(tmp_path / "killed")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None:
@@ -84,8 +92,8 @@ def test_a_killed_stage_resumes_to_the_same_weights(tiny_params, tmp_path):
                 break
             time.sleep(0.02)
         assert run.wait() == -signal.SIGKILL, f"the run ended before a {phase} resume point"
-    assert torch.load(point, weights_only=True)["phase"] == "denoiser"
-    assert run_stage(tmp_path / "killed").wait() == 0  # goes on from the denoiser point
+    assert torch.load(point, weights_only=True)["phase"] == "denoiser1"
+    assert run_stage(tmp_path / "killed").wait() == 0  # goes on from the last phase's point
     assert not point.exists()
     for net in ("unet", "vae"):
         a = (tmp_path / "whole" / net / "diffusion_pytorch_model.safetensors").read_bytes()
@@ -183,3 +191,30 @@ def test_speed_levers_keep_the_numbers(tiny_params, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="cuda"):
             run("image", device="cuda")
+
+
+def test_a_stage_runs_its_phases_in_order(tiny_params, tmp_path):
+    """Stage I as the paper's table: a time-embedding-only warm-up, then all weights at a non-square
+    resolution with its own noise schedule and lr. The warm-up moves nothing but the embedding; the
+    phases' steps add up; the model comes out sized for the last phase."""
+    from svd.params import PhaseParams
+
+    def run(*phases: PhaseParams, out: str) -> tuple:
+        image = tiny_params.train.image.model_copy(
+            update={"out": tmp_path / out, "autoencoder_steps": 0, "phases": list(phases)}
+        )
+        p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"image": image})})
+        return train_stage(p, "image", p.filter.out, p.curate.out), components.load(tmp_path / out)
+
+    warm_up = PhaseParams(trainable="time_embedding", steps=3, lr=1e-3)
+    wide = PhaseParams(resolution=(32, 48), steps=4, p_mean=-1.0, p_std=1.2)
+    r, model = run(warm_up, out="warm")
+    torch.manual_seed(tiny_params.seed)  # train_stage builds its random start from the seed
+    start = components.build(tiny_params.model.arch, 32).unet.state_dict()
+    moved = {k for k, v in model.unet.state_dict().items() if not torch.equal(v, start[k])}
+    assert moved and all(k.startswith("time_embedding.") for k in moved), moved
+    assert len(r.losses) == r.steps == 3
+
+    r, model = run(warm_up, wide, out="both")
+    assert len(r.losses) == r.steps == 7 and r.val_loss_after < r.val_loss_before
+    assert model.unet.config.sample_size == 16  # the last phase's 32 rows at the tiny VAE's 2x
