@@ -5,6 +5,11 @@ inside a SpatioTemporalResBlock and keeps the spatial transformer's names, so th
 map one to one after dropping that infix. Temporal layers stay freshly initialised; their mixing
 parameter starts at 0.5, so the spatial path's weight is alpha = sigmoid(0.5) = 0.62 on video, and 1
 (temporal path bypassed) on image-only batches.
+
+Bypassed, the video UNet is the image UNet frame by frame except for GroupNorm eps: diffusers
+builds the spatio-temporal resnets with 1e-6 in cross-attention blocks, where the image UNet (and
+SD 2.1) has 1e-5. That is a change of about 5e-5 on the tiny UNet, kept so that diffusers' own
+pipeline runs a saved model exactly as this code does.
 """
 
 from __future__ import annotations
