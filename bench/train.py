@@ -37,6 +37,7 @@ from svd.diffusion.edm import edm_loss, sample_sigmas  # noqa: E402
 from svd.model import components  # noqa: E402
 from svd.model.denoiser import denoiser, prepare  # noqa: E402
 from svd.model.inflate import inflate  # noqa: E402
+from svd.model.motion import MotionBuckets  # noqa: E402
 from svd.params import Architecture, ComputeParams, Params, load  # noqa: E402
 from svd.train import compute  # noqa: E402
 
@@ -66,6 +67,7 @@ def overhead(p: Params, repeats: int = 5) -> dict[str, float]:
         torch.full((st.batch_size,), float(st.fps)),
         torch.linspace(0, 8, st.batch_size),
     )
+    c.motion = MotionBuckets.from_scores(np.linspace(0, 8, 100))
     d, g = denoiser(c), torch.Generator().manual_seed(0)
 
     def full_step() -> None:
@@ -124,6 +126,7 @@ def streamed(p: Params, workers: int, store: str | None) -> tuple[float, float]:
     torch.manual_seed(0)  # the same networks in every call: the store's entries fit all of them
     c = components.build(p.model.arch, st.resolution[0])
     c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, st.frames)
+    c.motion = MotionBuckets.from_scores(train.motion)
     if store is not None:
         fill(train, c, store)
         train = LatentWindows(train, store, encoders_hash(c))

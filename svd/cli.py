@@ -52,6 +52,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         "frames": args.frames,
         "fps": args.fps,
         "motion_bucket": args.motion_bucket,
+        **({} if args.motion_score is None else {"motion_score": args.motion_score}),
         "steps": args.steps,
         "seed": args.seed,
     }
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--out", required=True)
     g.add_argument("--frames", type=int, default=8)
     g.add_argument("--fps", type=int, default=6)
-    g.add_argument("--motion-bucket", type=int, default=127)
+    g.add_argument("--motion-bucket", type=int, default=127, help="0..255; 127 is the median training clip")
+    g.add_argument("--motion-score", type=float, help="a curated motion score, mapped by the model (wins)")
     g.add_argument("--steps", type=int, default=25)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)

@@ -267,7 +267,6 @@ STAGES: tuple[StageName, ...] = ("image", "video", "finetune")
 class ConditioningParams(Section):
     cond_aug_p_mean: float = -3.0
     cond_aug_p_std: float = 0.5
-    motion_score_max: float = Field(default=8.0, gt=0)
 
 
 class EvaluateParams(Section):

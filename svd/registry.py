@@ -32,6 +32,7 @@ SIGNATURE = ModelSignature(
             ColSpec("long", "frames", required=False),
             ColSpec("long", "fps", required=False),
             ColSpec("long", "motion_bucket", required=False),
+            ColSpec("double", "motion_score", required=False),  # a curated score; the model maps it
             ColSpec("long", "steps", required=False),
             ColSpec("long", "seed", required=False),
         ]
@@ -54,19 +55,31 @@ class SVDPipelineModel(PythonModel):
         videos = []
         for row in model_input.to_dict("records"):
             image = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["image"]))).convert("RGB"))
-            opt = {k: int(v) for k, v in row.items() if k != "image" and not pd.isna(v)}
-            fps = opt.get("fps", 6)
+            opt = {k: v for k, v in row.items() if k != "image" and not pd.isna(v)}
+            fps = int(opt.get("fps", 6))
+            bucket = int(opt.get("motion_bucket", 127))
+            if "motion_score" in opt:
+                bucket = motion_bucket_for(self.components, float(opt["motion_score"]))
             video = image_to_video(
                 self.components,
                 image,
-                frames=opt.get("frames", 8),
+                frames=int(opt.get("frames", 8)),
                 fps=fps,
-                motion_bucket=opt.get("motion_bucket", 127),
-                steps=opt.get("steps", 25),
-                seed=opt.get("seed", 0),
+                motion_bucket=bucket,
+                steps=int(opt.get("steps", 25)),
+                seed=int(opt.get("seed", 0)),
             )
             videos.append(base64.b64encode(encode_video(video, fps)).decode())
         return pd.DataFrame({"video": videos})
+
+
+def motion_bucket_for(c, score: float) -> int:
+    """The bucket the model's saved map gives a curated motion score."""
+    import torch
+
+    if c.motion is None:
+        raise ValueError("this model has no motion-bucket map (motion_buckets.json): ask for motion_bucket")
+    return int(c.motion.bucket(torch.tensor([score]))[0])
 
 
 def gate_failures(metrics: dict, gates: Gates) -> list[str]:

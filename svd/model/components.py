@@ -27,6 +27,7 @@ from diffusers import (
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+from svd.model.motion import MotionBuckets
 from svd.params import Architecture
 
 UNet: TypeAlias = UNet2DConditionModel | UNetSpatioTemporalConditionModel
@@ -38,6 +39,7 @@ class Components:
     vae: VAE
     unet: UNet
     image_encoder: CLIPVisionModelWithProjection
+    motion: MotionBuckets | None = None  # a video model's motion score -> bucket map (svd.model.motion)
 
     @property
     def is_video(self) -> bool:
@@ -123,6 +125,8 @@ def save(c: Components, folder: Path) -> None:
     else:
         for name in ("vae", "unet", "image_encoder"):
             getattr(c, name).save_pretrained(tmp / name, safe_serialization=True)
+    if c.motion is not None:
+        c.motion.save(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -141,7 +145,7 @@ def load(ref: str | Path) -> Components:
         else AutoencoderKLTemporalDecoder.from_pretrained(ref, subfolder="vae")
     )
     image_encoder = CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder")
-    return Components(vae, unet, image_encoder)
+    return Components(vae, unet, image_encoder, MotionBuckets.load(ref))
 
 
 def _class_name(ref: str | Path, subfolder: str) -> str:

@@ -25,11 +25,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def motion_bucket(score: Tensor, score_max: float) -> Tensor:
-    """Motion score -> bucket id in 0..255, linear up to `score_max` (the paper's mapping is not public)."""
-    return (score / score_max * 255).round().clamp(0, 255)
-
-
 def added_time_ids(fps: Tensor, bucket: Tensor, cond_aug: Tensor) -> Tensor:
     return torch.stack([fps - 1, bucket, cond_aug], dim=1).float()  # (B, 3)
 

@@ -14,7 +14,6 @@ from svd.model.conditioning import (
     encode,
     image_condition,
     latent_shape,
-    motion_bucket,
     sample,
     video_condition,
 )
@@ -75,7 +74,11 @@ def prepare(
     if cond_aug is None:
         cond_aug = sample_sigmas(b, cp.cond_aug_p_mean, cp.cond_aug_p_std, generator)
     noise = torch.randn((b, *first.shape[1:]), generator=generator)[part].to(dev)
-    bucket = motion_bucket(batch.motion, cp.motion_score_max)
+    if c.motion is None:
+        raise ValueError(
+            "a video model needs its motion-bucket map (svd.model.motion) to condition on motion"
+        )
+    bucket = c.motion.bucket(batch.motion)
     return x0, video_condition(
         c, first, f, batch.fps, bucket, cond_aug[part].to(dev), noise, keep, batch.embeds
     )

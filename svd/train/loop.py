@@ -30,6 +30,7 @@ from svd.model.components import Components
 from svd.model.conditioning import encode, latent_shape
 from svd.model.denoiser import denoiser, prepare, validation_loss
 from svd.model.inflate import inflate
+from svd.model.motion import MotionBuckets
 from svd.params import Params, StageName, StageParams
 from svd.train import compute, distributed
 from svd.train.resume import ResumeFile, fingerprint, rng_state, set_rng_state
@@ -257,6 +258,8 @@ def train_stage(
     c = initial_components(p, st)
     if first.frames > 1 and not c.is_video:
         c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, first.frames)
+    if c.is_video and c.motion is None:  # the first video stage fixes what a motion bucket means
+        c.motion = MotionBuckets.from_scores(train.motion)
     latent_hw = last.resolution[0] // components.downscale(c.vae.config.block_out_channels)
     c.unet.register_to_config(sample_size=latent_hw)
 

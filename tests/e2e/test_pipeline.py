@@ -154,6 +154,8 @@ def check_outcome(proj: Path, env: dict) -> None:
             "4",
             "--steps",
             "3",
+            "--motion-score",  # mapped by the motion_buckets.json the model was registered with
+            "2.0",
         ],
         proj,
         env,

@@ -42,6 +42,9 @@ def test_three_stages_learn_and_chain(tiny_params):
     video = components.load(p.train.video.out)
     assert video.is_video and video.unet.config.in_channels == 2 * video.vae.config.latent_channels
     finetune = components.load(p.train.finetune.out)
+    # Stage II fixed the motion-bucket map from its own clips; Stage III kept it
+    assert video.motion is not None and video.motion.clips == results["video"].train_clips
+    assert finetune.motion == video.motion
     assert finetune.unet.config.sample_size == p.train.finetune.resolution[0] // 2  # higher resolution
 
 

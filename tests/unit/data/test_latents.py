@@ -12,6 +12,7 @@ from svd.model import components
 from svd.model.conditioning import posterior
 from svd.model.denoiser import prepare
 from svd.model.inflate import inflate
+from svd.model.motion import MotionBuckets
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,7 @@ def setup(tiny_params, tmp_path_factory):
     c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, 4)
     c.vae.register_to_config(scaling_factor=0.7)  # sampling must apply it to stored latents too
     windows = load_subset(p.filter.out, p.curate.out, "lvd", "train", 6, 4, (32, 32))
+    c.motion = MotionBuckets.from_scores(windows.motion)
     root = str(tmp_path_factory.mktemp("latents"))
     return p, c, windows, root, fill(windows, c, root)
 
