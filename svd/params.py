@@ -218,6 +218,7 @@ class StageParams(Section):
     autoencoder_frames: int = Field(default=4, ge=1)  # consecutive frames: the decoder is temporal
     autoencoder_batch_size: int = Field(default=4, ge=1)  # windows per step
     checkpoint_every: int = Field(default=50, ge=1)  # steps between resume points (<out>.resume)
+    sample_every: int | None = Field(default=None, ge=1)  # steps between sample videos in the run
     latents: str | None = None  # a latent store (path or s3://) to read encoded clips from; None: encode
     trainable: Trainable = "all"  # time_embedding: only the UNet's timestep embedding learns
     phases: list[PhaseParams] = []  # run in order, each the stage's settings with its own on top

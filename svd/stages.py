@@ -71,10 +71,6 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
     return counts
 
 
-def _log_metrics(metrics: dict[str, float], step: int) -> None:
-    mlflow.log_metrics(metrics, step=step)
-
-
 def latents(p: Params, stage: StageName, tags: Tags = None) -> dict[str, int]:
     """Encode the stage's clips once into its latent store (train.<stage>.latents)."""
     from svd.train.loop import fill_latents
@@ -105,8 +101,8 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
         },
         "seed": p.seed,
     }
-    with tracking.run(f"train-{stage}", inputs, params, tags):
-        result = train_stage(p, stage, p.filter.out, p.curate.out, logger=_log_metrics)
+    with tracking.run(f"train-{stage}", inputs, params, tags, system_metrics=True):
+        result = train_stage(p, stage, p.filter.out, p.curate.out, tracking.MLflowRecorder())
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))

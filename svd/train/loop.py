@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from svd.data import latents
 from svd.data.clips import Batch, Windows, batches, load_subset
 from svd.diffusion.edm import edm_loss, sample_sigmas
+from svd.generate import image_to_video
 from svd.model import components
 from svd.model.components import Components
 from svd.model.conditioning import encode, latent_shape
@@ -33,11 +34,11 @@ from svd.model.inflate import inflate
 from svd.model.motion import MotionBuckets
 from svd.params import Params, StageName, StageParams
 from svd.train import compute, distributed
+from svd.train.record import Recorder, Silent
 from svd.train.resume import ResumeFile, fingerprint, rng_state, set_rng_state
 
 log = logging.getLogger("svd.train")
 
-Logger = Callable[[dict[str, float], int], None]
 KL_WEIGHT = 1e-6  # as the LDM autoencoders: a nearly deterministic latent, its scale fixed afterwards
 VAL_SEED = 1234
 
@@ -110,11 +111,12 @@ def optimise(
     data: Callable[[int], Iterator[Batch]],  # first step -> this rank's batches from there on
     steps: int,
     lr: float,
-    logger: Logger,
+    record: Recorder,
     prefix: str,
     ema: EMA | None = None,
     phase: Phase | None = None,
     offset: int = 0,  # steps of the stage's earlier phases: EMA warm-up and the logs count on
+    after_step: Callable[[int], None] | None = None,  # called on rank 0 with the steps done so far
 ) -> list[float]:
     params = [q for q in module.parameters() if q.requires_grad]
     opt = compute.optimizer(params, lr)
@@ -135,14 +137,23 @@ def optimise(
         if ema is not None:
             ema.update(module, offset + step)
         losses.append(distributed.mean(loss))  # the global batch's loss, the same on every rank
-        if (step % 10 == 0 or step == steps - 1) and distributed.is_main():
-            logger({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, offset + step)
+        if distributed.is_main():
+            record.metrics(
+                {f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, offset + step
+            )
         if step % max(steps // 5, 1) == 0:
             log.info("%s step %d/%d loss %.4f", prefix, step, steps, losses[-1])
         if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps and distributed.is_main():
             ema_state = None if ema is None else ema.shadow
             point = {"phase": phase.name, "step": step + 1, "losses": losses, "optimizer": opt.state_dict()}
             phase.file.save(phase.snapshot() | point | {"ema": ema_state})
+            record.checkpoint(
+                f"{prefix}-{phase.name}-step{offset + step + 1}", phase.file.path, offset + step + 1
+            )
+        if after_step is not None and distributed.is_main():
+            module.eval()
+            after_step(offset + step + 1)
+            module.train()
     module.eval()
     return losses
 
@@ -168,7 +179,7 @@ def fit_autoencoder(
     p: Params,
     st: StageParams,
     g: torch.Generator,
-    logger: Logger,
+    record: Recorder,
     phase: Phase,
 ) -> float:
     """Reconstruction + small KL on windows of consecutive frames, then the latent scaling factor
@@ -196,7 +207,7 @@ def fit_autoencoder(
         steps_from,
         st.autoencoder_steps,
         st.autoencoder_lr,
-        logger,
+        record,
         "autoencoder",
         phase=phase,
     )
@@ -237,8 +248,9 @@ def trainable(unet: nn.Module, which: str) -> None:
 
 
 def train_stage(
-    p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path, logger: Logger = lambda m, s: None
+    p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path, record: Recorder | None = None
 ) -> StageResult:
+    record = record or Silent()
     st = p.stage(name)
     schedule = st.schedule()
     first, last = schedule[0], schedule[-1]
@@ -309,7 +321,7 @@ def train_stage(
         windows = load_subset(
             subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, first.resolution
         )
-        ae_loss = fit_autoencoder(c, windows, p, st, g, logger, phase("autoencoder", st))
+        ae_loss = fit_autoencoder(c, windows, p, st, g, record, phase("autoencoder", st))
     for frozen in (c.vae, c.image_encoder):
         frozen.requires_grad_(False).eval()
     encoders = latents.encoders_hash(c) if st.latents is not None else ""
@@ -324,6 +336,20 @@ def train_stage(
     val_batch = val.fixed(max(last.batch_size, 4))
     before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
+    first_frame = ((val_batch.frames[0, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+    first_frame_u8 = first_frame.to(torch.uint8).cpu().numpy()
+
+    def sample(step: int) -> None:
+        """A video from the first val clip's first frame with the weights of this step, as a user
+        would sample it (svd.generate): the run shows how motion emerges, not only a loss."""
+        if not (st.sample_every and step % st.sample_every == 0 and c.is_video):
+            return
+        e = p.evaluate
+        video = image_to_video(
+            c, first_frame_u8, last.frames, last.fps, 127, e.steps, e.guidance, seed=VAL_SEED
+        )
+        record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
+
     losses: list[float] = []
     for k, (kind, ph) in enumerate(zip(order[1:], schedule, strict=True)):
         if finished(kind):
@@ -353,7 +379,17 @@ def train_stage(
 
         done = phase(kind, ph, autoencoder_loss=ae_loss, losses_before=list(losses))
         losses += optimise(
-            c.unet, loss_fn, steps_from, ph.steps, ph.lr, logger, f"train_{name}", ema, done, len(losses)
+            c.unet,
+            loss_fn,
+            steps_from,
+            ph.steps,
+            ph.lr,
+            record,
+            f"train_{name}",
+            ema,
+            done,
+            len(losses),
+            sample,
         )
     trainable(c.unet, "all")
     if ema is not None:

@@ -125,18 +125,38 @@ def check_outcome(proj: Path, env: dict) -> None:
         assert tags["prefect.flow_run_id"] not in ("", "none"), (run.info.run_name, tags)
         hashed = {k.removeprefix("dvc.md5.") for k in tags if k.startswith("dvc.md5.")}
         assert hashed == INPUTS[run.info.run_name], (run.info.run_name, tags)
+        datasets = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+        assert datasets == {k: tags[f"dvc.md5.{k}"][:36] for k in hashed}, (run.info.run_name, datasets)
+
+    # 5. A training run as a user inspects it: a loss point per step, system metrics, a sample video
+    # every sample_every steps, and its resume point as a LoggedModel
+    video = next(r for r in runs if r.info.run_name == "train-video")
+    steps = params["train"]["video"]["steps"]
+    assert len(client.get_metric_history(video.info.run_id, "train_video/loss")) == steps
+    image = next(r for r in runs if r.info.run_name == "train-image")
+    assert "system/cpu_utilization_percentage" in image.data.metrics, sorted(image.data.metrics)
+    samples = [a.path for a in client.list_artifacts(video.info.run_id, "samples")]
+    assert samples == ["samples/video-step000010.mp4", "samples/video-step000020.mp4"], samples
+    checkpoints = mlflow.search_logged_models(
+        experiment_ids=[video.info.experiment_id],
+        filter_string=f"source_run_id = '{video.info.run_id}'",
+        output_format="list",
+    )
+    assert [(m.model_type, m.tags["step"]) for m in checkpoints] == [("checkpoint", "10")], checkpoints
+    assert [a.path for a in client.list_logged_model_artifacts(checkpoints[0].model_id)] == ["video.resume"]
+
     finetune = next(r for r in runs if r.info.run_name == "train-finetune")
     assert finetune.data.tags["dvc.md5.models/video"] == next(
         o["md5"] for o in lock["train_video"]["outs"] if o["path"] == "models/video"
     )
 
-    # 5. Samples are logged as videos
+    # 6. Evaluation samples are logged as videos
     evaluation = next(r for r in runs if r.info.run_name == "evaluate")
     samples = client.list_artifacts(evaluation.info.run_id, "samples")
     assert samples and all(a.path.endswith(".mp4") for a in samples)
     assert "motion_spearman" in json.loads((proj / "reports" / "eval" / "metrics.json").read_text())
 
-    # 6. A user generates a video from an image with the champion
+    # 7. A user generates a video from an image with the champion
     image = proj / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image)
     out = proj / "out.mp4"
