@@ -53,6 +53,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         "fps": args.fps,
         "motion_bucket": args.motion_bucket,
         **({} if args.motion_score is None else {"motion_score": args.motion_score}),
+        **({} if args.height is None else {"height": args.height, "width": args.width}),
         "steps": args.steps,
         "seed": args.seed,
     }
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--motion-bucket", type=int, default=127, help="0..255; 127 is the median training clip")
     g.add_argument("--motion-score", type=float, help="a curated motion score, mapped by the model (wins)")
     g.add_argument("--steps", type=int, default=25)
+    g.add_argument("--height", type=int, help="pixels, with --width (default: the model's square size)")
+    g.add_argument("--width", type=int)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
     sub.add_parser("report").set_defaults(func=cmd_report)
@@ -172,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--tolerance", type=int, default=2, help="frames")
     c.set_defaults(func=cmd_cuts_score)
     args = ap.parse_args(argv)
+    if args.command == "generate" and (args.height is None) != (args.width is None):
+        ap.error("generate: give --height and --width together")
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("svd").setLevel(logging.INFO)
     args.func(args)

@@ -33,6 +33,8 @@ SIGNATURE = ModelSignature(
             ColSpec("long", "fps", required=False),
             ColSpec("long", "motion_bucket", required=False),
             ColSpec("double", "motion_score", required=False),  # a curated score; the model maps it
+            ColSpec("long", "height", required=False),  # default: the UNet's square size
+            ColSpec("long", "width", required=False),
             ColSpec("long", "steps", required=False),
             ColSpec("long", "seed", required=False),
         ]
@@ -68,6 +70,7 @@ class SVDPipelineModel(PythonModel):
                 motion_bucket=bucket,
                 steps=int(opt.get("steps", 25)),
                 seed=int(opt.get("seed", 0)),
+                size=(int(opt["height"]), int(opt["width"])) if "height" in opt and "width" in opt else None,
             )
             videos.append(base64.b64encode(encode_video(video, fps)).decode())
         return pd.DataFrame({"video": videos})

@@ -55,7 +55,9 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
     for i in range(e.samples):
         clip = val.window(i % len(val), 0.0)
         for bucket in e.motion_buckets:
-            video = image_to_video(c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, seed=SEED + i)
+            video = image_to_video(
+                c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i, size=st.resolution
+            )
             path = out / "samples" / f"{val.keys[i % len(val)]}_m{bucket:03d}.mp4"
             write_video(path, video, e.fps)
             rows.append({"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, motion)})

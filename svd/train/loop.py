@@ -346,7 +346,7 @@ def train_stage(
             return
         e = p.evaluate
         video = image_to_video(
-            c, first_frame_u8, last.frames, last.fps, 127, e.steps, e.guidance, seed=VAL_SEED
+            c, first_frame_u8, last.frames, last.fps, 127, e.steps, e.guidance, VAL_SEED, size=last.resolution
         )
         record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
 

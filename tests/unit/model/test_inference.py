@@ -34,16 +34,20 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[components.Componen
     return components.load(folder), folder
 
 
-def test_same_seed_same_latents_as_the_diffusers_pipeline(saved: tuple[components.Components, Path]) -> None:
+@pytest.mark.parametrize("height, width", [(32, 32), (32, 48)])
+def test_same_seed_same_latents_as_the_diffusers_pipeline(
+    saved: tuple[components.Components, Path], height: int, width: int
+) -> None:
+    """Square, and non-square as a stage trained at 320x576 samples."""
     c, folder = saved
-    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     kw = dict(frames=4, fps=7, motion_bucket=90, steps=4, guidance=(1.0, 3.0), seed=5, cond_aug=0.02)
-    ours = sample_latents(c, image, **kw)  # type: ignore[arg-type]
+    ours = sample_latents(c, image, **kw, size=(height, width))  # type: ignore[arg-type]
     pipe = StableVideoDiffusionPipeline.from_pretrained(folder)
     theirs = pipe(
         Image.fromarray(image),
-        height=32,
-        width=32,
+        height=height,
+        width=width,
         num_frames=4,
         num_inference_steps=4,
         min_guidance_scale=1.0,
@@ -54,10 +58,10 @@ def test_same_seed_same_latents_as_the_diffusers_pipeline(saved: tuple[component
         generator=torch.Generator().manual_seed(5),
         output_type="latent",
     ).frames
-    assert ours.shape == theirs.shape == (1, 4, 4, 16, 16)
+    assert ours.shape == theirs.shape == (1, 4, 4, height // 2, width // 2)
     assert ours.abs().mean() > 0.1  # a real sample, not zeros
     torch.testing.assert_close(ours, theirs.to(ours.dtype), atol=1e-4, rtol=0)
-    other = sample_latents(c, image, **(kw | {"seed": 6}))  # type: ignore[arg-type]
+    other = sample_latents(c, image, **(kw | {"seed": 6}), size=(height, width))  # type: ignore[arg-type]
     assert (other - ours).abs().max() > 1e-2  # the seed matters: the match is not a coincidence
 
 

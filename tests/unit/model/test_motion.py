@@ -69,6 +69,7 @@ def test_the_registered_model_takes_a_motion_score_through_its_map(monkeypatch):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(png, "PNG")
     row = {"image": base64.b64encode(png.getvalue()).decode(), "frames": 4, "steps": 2, "seed": 3}
     assert motion_bucket_for(c, 7.5) == 191  # three quarters of the training clips move less
-    videos = model.predict(None, pd.DataFrame([row | {"motion_score": 7.5}, row | {"motion_bucket": 20}]))
+    asks = [row | {"motion_score": 7.5}, row | {"motion_bucket": 20, "height": 32, "width": 48}]
+    videos = model.predict(None, pd.DataFrame(asks))["video"]
     assert asked == [191, 20]
-    assert all(read_frames(base64.b64decode(v)).shape == (4, 32, 32, 3) for v in videos["video"])
+    assert [read_frames(base64.b64decode(v)).shape for v in videos] == [(4, 32, 32, 3), (4, 32, 48, 3)]
