@@ -252,6 +252,7 @@ class ComputeParams(Section):
     compile: bool = False  # torch.compile the denoiser (first steps pay the compilation)
     channels_last: bool = False  # NHWC convolutions: faster on tensor cores, rarely on CPU
     data_workers: int = Field(default=0, ge=0)  # DataLoader processes decoding clips ahead; 0: inline
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate the denoiser, or shard it (FSDP2)
 
 
 class TrainParams(Section):

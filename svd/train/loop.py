@@ -78,6 +78,13 @@ class EMA:
     def copy_to(self, module: nn.Module) -> None:
         module.load_state_dict(self.shadow, strict=False)
 
+    def state(self) -> dict[str, Tensor]:
+        """The whole averages, for a resume point (of a sharded network: every rank together)."""
+        return {k: distributed.gather(v) for k, v in self.shadow.items()}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.shadow = {k: distributed.like(v, self.shadow[k]) for k, v in state.items()}
+
 
 def tail_mean(losses: list[float]) -> float:
     """Mean over the last tenth of the steps: a final loss that one noisy batch cannot swing."""
@@ -122,9 +129,9 @@ def optimise(
     opt = compute.optimizer(params, lr)
     first, losses = 0, []
     if phase is not None and phase.start is not None:
-        opt.load_state_dict(phase.start["optimizer"])
+        distributed.load_optimizer_state(module, opt, phase.start["optimizer"])
         if ema is not None:
-            ema.shadow = {k: v.to(ema.shadow[k].device) for k, v in phase.start["ema"].items()}
+            ema.load(phase.start["ema"])
         first, losses = phase.start["step"], list(phase.start["losses"])
         set_rng_state(phase.g, phase.start["rng"])
     module.train()
@@ -137,22 +144,23 @@ def optimise(
         if ema is not None:
             ema.update(module, offset + step)
         losses.append(distributed.mean(loss))  # the global batch's loss, the same on every rank
+        done = offset + step + 1  # the stage's steps behind us
+        norm = float(distributed.gather(grad_norm))
         if distributed.is_main():
-            record.metrics(
-                {f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": float(grad_norm)}, offset + step
-            )
+            record.metrics({f"{prefix}/loss": losses[-1], f"{prefix}/grad_norm": norm}, done - 1)
         if step % max(steps // 5, 1) == 0:
             log.info("%s step %d/%d loss %.4f", prefix, step, steps, losses[-1])
-        if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps and distributed.is_main():
-            ema_state = None if ema is None else ema.shadow
-            point = {"phase": phase.name, "step": step + 1, "losses": losses, "optimizer": opt.state_dict()}
-            phase.file.save(phase.snapshot() | point | {"ema": ema_state})
-            record.checkpoint(
-                f"{prefix}-{phase.name}-step{offset + step + 1}", phase.file.path, offset + step + 1
-            )
-        if after_step is not None and distributed.is_main():
+        if phase is not None and (step + 1) % phase.every == 0 and step + 1 < steps:
+            # gathered by every rank (a sharded network's state is spread over them), written by one
+            point = {"phase": phase.name, "step": step + 1, "losses": losses}
+            point |= {"optimizer": distributed.optimizer_state(module, opt), "ema": ema and ema.state()}
+            state = phase.snapshot() | point
+            if distributed.is_main():
+                phase.file.save(state)
+                record.checkpoint(f"{prefix}-{phase.name}-step{done}", phase.file.path, done)
+        if after_step is not None:
             module.eval()
-            after_step(offset + step + 1)
+            after_step(done)
             module.train()
     module.eval()
     return losses
@@ -304,7 +312,7 @@ def train_stage(
         def snapshot() -> dict[str, Any]:
             return {
                 "vae": c.vae.state_dict(),
-                "unet": c.unet.state_dict(),
+                "unet": distributed.full_state(c.unet),
                 "scaling_factor": float(c.vae.config.scaling_factor),
                 "rng": rng_state(g),
                 **done,
@@ -331,6 +339,12 @@ def train_stage(
         return w if st.latents is None else latents.LatentWindows(w, st.latents, encoders)
 
     # 4. Denoiser, phase by phase; one EMA over all of them, and one step count for the logs
+    if p.train.compute.parallel == "fsdp" and distributed.world()[1] > 1:
+        if any(ph.trainable != "all" for ph in schedule):
+            raise ValueError(
+                f"train.{name}: a phase that trains part of the UNet is not supported under fsdp"
+            )
+        distributed.shard(c.unet, [*c.unet.down_blocks, c.unet.mid_block, *c.unet.up_blocks])
     d = denoiser(c)
     val = stored(val)
     val_batch = val.fixed(max(last.batch_size, 4))
@@ -344,11 +358,14 @@ def train_stage(
         would sample it (svd.generate): the run shows how motion emerges, not only a loss."""
         if not (st.sample_every and step % st.sample_every == 0 and c.is_video):
             return
+        if not (distributed.is_main() or distributed.sharded(c.unet)):
+            return  # a sharded network samples on every rank: each holds a part of every weight
         e = p.evaluate
         video = image_to_video(
             c, first_frame_u8, last.frames, last.fps, 127, e.steps, e.guidance, VAL_SEED, size=last.resolution
         )
-        record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
+        if distributed.is_main():
+            record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
 
     losses: list[float] = []
     for k, (kind, ph) in enumerate(zip(order[1:], schedule, strict=True)):
@@ -358,7 +375,7 @@ def train_stage(
             losses = list(saved["losses_before"])  # the phases done before the kill
         data = stored(train if k == 0 else subset(ph, "train"))
         trainable(c.unet, ph.trainable)
-        step_d = compute.compiled(distributed.wrap(d), p.train.compute)
+        step_d = compute.compiled(d if distributed.sharded(c.unet) else distributed.wrap(d), p.train.compute)
         mine = distributed.part(ph.batch_size)
 
         def loss_fn(
@@ -395,6 +412,7 @@ def train_stage(
     if ema is not None:
         ema.copy_to(c.unet)  # the EMA weights are the stage's output
     after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
+    c.unet = distributed.unsharded(c.unet)  # the whole weights, for saving
 
     # 5. Save: a diffusers folder plus the resolved config, as edm's training_options.json
     if distributed.is_main():
