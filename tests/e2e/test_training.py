@@ -241,3 +241,28 @@ def test_a_stage_runs_its_phases_in_order(tiny_params, tmp_path):
     r, model = run(warm_up, wide, out="both")
     assert len(r.losses) == r.steps == 7 and r.val_loss_after < r.val_loss_before
     assert model.unet.config.sample_size == 16  # the last phase's 32 rows at the tiny VAE's 2x
+
+
+def test_a_finetune_starts_from_an_svd_folder(tiny_params, tmp_path):
+    """Finetuning a released SVD / SVD-XT checkpoint: a diffusers StableVideoDiffusionPipeline folder
+    (no motion-bucket map of ours) as Stage III's init. The stage defines the map from its clips, and
+    what it saves is again a folder diffusers' pipeline loads."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    from svd.model.inflate import inflate
+
+    torch.manual_seed(0)
+    released = components.build(tiny_params.model.arch, 32)
+    released.unet = inflate(released.unet, tiny_params.model.arch.unet.addition_time_embed_dim, 8)
+    components.save(released, tmp_path / "svd-xt")
+    assert not (tmp_path / "svd-xt" / "motion_buckets.json").exists()
+    finetune = tiny_params.train.finetune.model_copy(
+        update={"init": tmp_path / "svd-xt", "out": tmp_path / "tuned", "steps": 3, "latents": None}
+    )
+    p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"finetune": finetune})})
+    r = train_stage(p, "finetune", p.filter.out, p.curate.out)
+    tuned = components.load(tmp_path / "tuned")
+    assert tuned.motion is not None and tuned.motion.clips == r.train_clips
+    assert isinstance(
+        StableVideoDiffusionPipeline.from_pretrained(tmp_path / "tuned"), StableVideoDiffusionPipeline
+    )
