@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,52 +54,53 @@ def serial(corpus: Path) -> CurateParams:
     return p
 
 
-def run_flow(p: CurateParams, server: Service, monkeypatch: pytest.MonkeyPatch) -> list:
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+RUN_FLOW = """
+import pickle, sys
+from flows.annotate import annotate_videos, task_runner
+from svd.params import CurateParams
+p = CurateParams.model_validate_json(open(sys.argv[1]).read())
+try:
+    results = annotate_videos.with_options(task_runner=task_runner(p))(p)
+finally:
+    if p.runner == "ray":
+        import ray
+        ray.shutdown()
+open(sys.argv[2], "wb").write(pickle.dumps(results))
+"""
 
-    from flows.annotate import annotate_videos, task_runner
 
-    monkeypatch.setenv("PREFECT_API_URL", server.url)  # worker processes read it from the environment
-    with temporary_settings(updates={PREFECT_API_URL: server.url}):
-        results = annotate_videos.with_options(task_runner=task_runner(p))(p)
-        # Send the run's buffered logs and events now, while the server is up and the URL is set:
-        # flushed at exit, they would find the server gone.
-        APILogWorker.drain_all()
-        EventsWorker.drain_all()
+def run_flow(p: CurateParams, server: Service, tmp_path: Path) -> list:
+    """The flow in its own process, as a user runs it, with the server's URL in its environment from
+    the start: Prefect reads it at import, and the threads that forward the workers' task events
+    never see a URL set later (they started a temporary server of their own)."""
+    spec, out = tmp_path / "curate.json", tmp_path / "results.pkl"
+    spec.write_text(p.model_dump_json())
+    env = {**os.environ, **server.env}
+    subprocess.run([sys.executable, "-c", RUN_FLOW, str(spec), str(out)], env=env, check=True, timeout=600)
+    results = pickle.loads(out.read_bytes())
     write_outputs(results, p)
     return results
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_local_workers_give_the_serial_bytes(
-    serial: CurateParams,
-    prefect_server: Service,
-    monkeypatch: pytest.MonkeyPatch,
-    workers: int,
-    tmp_path: Path,
+    serial: CurateParams, prefect_server: Service, workers: int, tmp_path: Path
 ) -> None:
     p = serial.model_copy(
         update={"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "workers": workers}
     )
-    results = run_flow(p, prefect_server, monkeypatch)
+    results = run_flow(p, prefect_server, tmp_path)
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
     assert len({r.worker for r in results}) <= workers
 
 
 def test_ray_gives_the_serial_bytes_and_loads_each_model_once_per_worker(
-    serial: CurateParams, prefect_server: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    serial: CurateParams, prefect_server: Service, tmp_path: Path
 ) -> None:
     p = serial.model_copy(
         update={"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "runner": "ray", "workers": 2}
     )
-    try:
-        results = run_flow(p, prefect_server, monkeypatch)
-    finally:
-        import ray
-
-        ray.shutdown()
+    results = run_flow(p, prefect_server, tmp_path)
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
     assert all(r.model_loads["detector"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
     assert len({r.worker for r in results}) <= 2 < len(results)  # workers were reused across videos
