@@ -61,10 +61,19 @@ def _client_for(endpoint: str | None) -> Any:
 
 
 def read_bytes(uri: str | Path) -> bytes:
+    """A missing object is FileNotFoundError on S3 as on disk: callers handle one error, and need
+    no exists() round trip first."""
     if not is_s3(uri):
         return Path(uri).read_bytes()
+    from botocore.exceptions import ClientError
+
     bucket, key = split_s3(str(uri))
-    return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(str(uri)) from None
+        raise
 
 
 def read_range(uri: str | Path, offset: int, length: int) -> bytes:

@@ -96,15 +96,14 @@ class LatentWindows(Windows):
     def __getitem__(self, draw: Draw) -> Item:  # type: ignore[override]
         i, at = draw
         uri = storage.join(self.where, f"{self.content_hashes()[i]}.safetensors")
-        if not storage.exists(uri):
+        try:
+            entry = load_tensors(storage.read_bytes(uri))  # one request: no exists() first, on a hot path
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"latent store {self.where}: no entry for clip {self.keys[i]} ({uri}); "
                 "fill it with `svd latents --stage NAME` (or `python -m flows latents`)"
-            )
-        entry = load_tensors(storage.read_bytes(uri))
-        start = window_start(
-            len(entry["posterior"]), self.frames, at, f"{self.shards[i]}: clip {self.keys[i]}"
-        )
+            ) from None
+        start = window_start(len(entry["posterior"]), self.frames, at, self.name(i))
         first = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size, max_frames=start + 1)[start]
         return (
             first,

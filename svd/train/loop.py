@@ -123,7 +123,7 @@ def optimise(
     ema: EMA | None = None,
     phase: Phase | None = None,
     offset: int = 0,  # steps of the stage's earlier phases: EMA warm-up and the logs count on
-    after_step: Callable[[int], None] | None = None,  # called on rank 0 with the steps done so far
+    after_step: Callable[[int], None] | None = None,  # called on every rank with the steps done so far
 ) -> list[float]:
     params = [q for q in module.parameters() if q.requires_grad]
     opt = compute.optimizer(params, lr)
@@ -394,7 +394,7 @@ def train_stage(
             workers = p.train.compute.data_workers
             return batches(data, p.seed, f"{name}/{kind}", first_step, ph.steps, ph.batch_size, mine, workers)
 
-        done = phase(kind, ph, autoencoder_loss=ae_loss, losses_before=list(losses))
+        resumable = phase(kind, ph, autoencoder_loss=ae_loss, losses_before=list(losses))
         losses += optimise(
             c.unet,
             loss_fn,
@@ -404,7 +404,7 @@ def train_stage(
             record,
             f"train_{name}",
             ema,
-            done,
+            resumable,
             len(losses),
             sample,
         )

@@ -22,6 +22,7 @@ from svd.data.clips import Windows
 from svd.data.shards import read_shard
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
+from svd.storage import read_bytes
 
 pytestmark = pytest.mark.stack
 
@@ -142,3 +143,6 @@ def test_sources_and_outputs_on_s3(
     on_s3, here = (Windows(out, ok, 6, 4, (32, 32)) for out in (f"s3://{s3.bucket}/curated", serial.out))
     for i in (0, len(ok) - 1):
         assert np.array_equal(on_s3.window(i, 0.5), here.window(i, 0.5))
+    # a missing object is the error a missing file is (the latent store reads without exists() first)
+    with pytest.raises(FileNotFoundError, match="curated/no-such-entry"):
+        read_bytes(f"s3://{s3.bucket}/curated/no-such-entry")
