@@ -1,5 +1,5 @@
-"""Image-to-video inference with our EDM Euler sampler: the code path evaluation, the registered
-MLflow model and `svd generate` share."""
+"""Image-to-video and text-to-video inference with our EDM Euler sampler: the code path evaluation,
+the registered MLflow model, the samples of a training run and `svd generate` share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from svd.diffusion.sampler import euler_sample
 from svd.model.components import Components, downscale
-from svd.model.conditioning import decode, video_condition
+from svd.model.conditioning import decode, text_embed, text_video_condition, video_condition
 from svd.model.denoiser import EVAL_COND_AUG, denoiser
 
 
@@ -28,8 +28,8 @@ def sample_latents(
 ) -> torch.Tensor:
     """(1, F, C, h, w) scaled latents; for one seed the same as diffusers' StableVideoDiffusionPipeline
     with output_type="latent" (random draws in its order: conditioning noise, then starting noise)."""
-    if not c.is_video:
-        raise ValueError("image_to_video needs a video UNet (a Stage II or III model), got a 2D UNet")
+    if not c.is_image_to_video:
+        raise ValueError("image_to_video needs an image-to-video UNet (in_channels 2C, a video stage's)")
     # 1. Conditioning frame at the model's resolution, in [-1, 1]
     scale = downscale(c.vae.config.block_out_channels)
     h, w = size or (c.unet.config.sample_size * scale,) * 2
@@ -46,14 +46,55 @@ def sample_latents(
         concat=torch.zeros_like(cond["concat"]),
         encoder_hidden_states=torch.zeros_like(cond["encoder_hidden_states"]),
     )
+    # 3. Sample
+    return _sample(c, cond, uncond, (frames, h // scale, w // scale), steps, guidance, g)
+
+
+def _sample(
+    c: Components,
+    cond: dict[str, torch.Tensor],
+    uncond: dict[str, torch.Tensor],
+    size: tuple[int, int, int],  # frames, latent height, latent width
+    steps: int,
+    guidance: tuple[float, float],
+    g: torch.Generator,
+) -> torch.Tensor:
     d = denoiser(c).eval()
 
     def denoise(xt: torch.Tensor, sigma: torch.Tensor, conditional: bool) -> torch.Tensor:
         return d(xt, sigma, **(cond if conditional else uncond))
 
-    # 3. Sample
-    shape = (1, frames, c.unet.config.out_channels, h // scale, w // scale)
+    shape = (1, size[0], c.unet.config.out_channels, *size[1:])
     return euler_sample(denoise, shape, steps, guidance, generator=g)
+
+
+@torch.no_grad()
+def text_to_video(
+    c: Components,
+    caption: str,
+    frames: int,
+    fps: int,
+    motion_bucket: int,
+    steps: int = 25,
+    guidance: tuple[float, float] = (1.0, 2.5),
+    seed: int = 0,
+    size: tuple[int, int] | None = None,  # (height, width) in pixels; default the UNet's square size
+) -> np.ndarray:
+    """(F, H, W, 3) uint8 from a text-to-video model (the base video model, Stage II in text mode);
+    guidance against the empty caption, as the model learnt it by caption dropout."""
+    if not c.is_video or c.is_image_to_video:
+        raise ValueError(
+            "text_to_video needs a text-to-video UNet (a video stage trained with condition: text)"
+        )
+    scale = downscale(c.vae.config.block_out_channels)
+    h, w = size or (c.unet.config.sample_size * scale,) * 2
+    one = torch.ones(1)
+    text, empty = text_embed(c, [caption, ""]).split(1)
+    cond = text_video_condition(text, one * fps, one * motion_bucket)
+    uncond = dict(cond, encoder_hidden_states=empty)
+    g = torch.Generator().manual_seed(seed)
+    latents = _sample(c, cond, uncond, (frames, h // scale, w // scale), steps, guidance, g)
+    return _pixels(decode(c.vae, latents)[0])
 
 
 @torch.no_grad()
@@ -72,5 +113,9 @@ def image_to_video(
     """(F, H, W, 3) uint8 at `size` (default the UNet's square size). All frames decode at once:
     the temporal decoder sees the clip."""
     latents = sample_latents(c, image, frames, fps, motion_bucket, steps, guidance, seed, cond_aug, size)
-    video = decode(c.vae, latents)[0]  # (F, 3, H, W)
+    return _pixels(decode(c.vae, latents)[0])
+
+
+def _pixels(video: torch.Tensor) -> np.ndarray:
+    """(F, 3, H, W) in [-1, 1] -> (F, H, W, 3) uint8."""
     return ((video + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()

@@ -140,21 +140,38 @@ class ImageEncoderParams(Section):
     patch_size: int = 32
 
 
+class TextEncoderParams(Section):
+    """A CLIP text transformer; its last hidden states are the UNet's cross-attention context in
+    text-to-image and text-to-video stages, as in SD 2.1 (OpenCLIP ViT-H's text tower, 23 layers)."""
+
+    hidden_size: int = 32
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    vocab_size: int = Field(default=514, ge=514)  # at least the byte-level tokenizer's 256 x 2 + 2
+    max_position_embeddings: int = 77  # tokens a caption is padded or cut to
+
+
 class Architecture(Section):
-    """The three networks' shapes: what a preset names."""
+    """The four networks' shapes: what a preset names."""
 
     vae: VAEParams = VAEParams()
     unet: UNetParams = UNetParams()
     image_encoder: ImageEncoderParams = ImageEncoderParams()
+    text_encoder: TextEncoderParams = TextEncoderParams()
 
     @model_validator(mode="after")
     def _context_fits(self) -> Architecture:
-        if self.image_encoder.projection_dim != self.unet.cross_attention_dim:
-            raise ValueError(
-                f"image_encoder.projection_dim {self.image_encoder.projection_dim} must equal "
-                f"unet.cross_attention_dim {self.unet.cross_attention_dim}: the image embedding is "
-                "the UNet's cross-attention context"
-            )
+        for name, dim in (
+            ("image_encoder.projection_dim", self.image_encoder.projection_dim),
+            ("text_encoder.hidden_size", self.text_encoder.hidden_size),
+        ):
+            if dim != self.unet.cross_attention_dim:
+                raise ValueError(
+                    f"{name} {dim} must equal unet.cross_attention_dim "
+                    f"{self.unet.cross_attention_dim}: image and text embeddings are the UNet's "
+                    "cross-attention context"
+                )
         return self
 
 
@@ -164,6 +181,8 @@ class ModelParams(Section):
 
     preset: str = "tiny"
     pretrained: str | None = None
+    image_encoder: str | None = None  # CLIP vision weights for an image-conditioned stage whose start
+    # has none (SD 2.1 has none): a folder (or its image_encoder/) or hub id; null: the preset's, random
     presets: dict[str, Architecture] = Field(default_factory=lambda: {"tiny": Architecture()})
 
     @model_validator(mode="after")
@@ -181,6 +200,7 @@ Subset = Literal["lvd", "lvd_f", "hq"]
 
 
 Trainable = Literal["all", "time_embedding"]
+Condition = Literal["image", "text"]
 
 
 class PhaseParams(Section):
@@ -211,6 +231,8 @@ class StageParams(Section):
     lr: float = Field(gt=0)
     p_mean: float
     p_std: float = Field(gt=0)
+    condition: Condition = "image"  # the cross-attention context: the conditioning frame's CLIP
+    # embedding (image-to-video, with its latent concatenated), or the clip's caption (text-to-video)
     cond_drop: float = Field(default=0.0, ge=0, le=1)
     ema_decay: float | None = Field(default=None, gt=0, lt=1)
     autoencoder_steps: int = Field(default=0, ge=0)

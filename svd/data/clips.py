@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,33 +34,48 @@ class Batch:
     frames: Tensor  # (B, F, 3, H, W) in [-1, 1]; from a latent store the first frame alone (F = 1)
     fps: Tensor  # (B,)
     motion: Tensor  # (B,) the clip's curated motion score
+    captions: list[str] = field(default_factory=list)  # (B,) the clip's caption, "" when it has none
     posterior: Tensor | None = None  # (B, F, 2, C, h, w): the frames' encoded Gaussian, from a latent store
     embeds: Tensor | None = None  # (B, 1, D): the first frame's CLIP embedding, from a latent store
+    text: Tensor | None = None  # (B, L, D): the caption's text embedding, from a latent store
 
     def to(self, device: torch.device) -> Batch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return Batch(*(move(t) for t in (self.frames, self.fps, self.motion, self.posterior, self.embeds)))  # type: ignore[arg-type]
+        return replace(
+            self,
+            frames=self.frames.to(device),
+            fps=self.fps.to(device),
+            motion=self.motion.to(device),
+            posterior=move(self.posterior),
+            embeds=move(self.embeds),
+            text=move(self.text),
+        )
 
 
-class Windows(Dataset[tuple[np.ndarray, float]]):
+class Windows(Dataset[tuple[np.ndarray, float, str]]):
     """Windows of `frames` consecutive frames at `fps` and `size` (height, width) of a subset's clips.
-    Item (i, at): clip i's window starting at floor(at * number of windows)."""
+    Item (i, at): clip i's window starting at floor(at * number of windows), its motion score and
+    caption."""
 
     def __init__(self, curated: str, rows: pd.DataFrame, fps: float, frames: int, size: tuple[int, int]):
         self.fps, self.frames, self.size = fps, frames, size
         self.shards = [storage.join(curated, s) for s in rows["shard"]]
         self.ranges = list(zip(rows["mp4_offset"].astype(int), rows["mp4_bytes"].astype(int), strict=True))
         self.motion = rows["motion_score"].to_numpy(np.float32)
+        # one caption a clip today (the source's sidecar); the paper samples one of three captioners'
+        self.captions: list[str] = (
+            rows["caption"].fillna("").tolist() if "caption" in rows else [""] * len(rows)
+        )
         self.keys: list[str] = rows["clip"].tolist()
         self.hashes = rows["mp4_sha256"].tolist() if "mp4_sha256" in rows else None
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, draw: Draw) -> tuple[np.ndarray, float]:
-        return self.window(*draw), float(self.motion[draw[0]])
+    def __getitem__(self, draw: Draw) -> tuple[np.ndarray, float, str]:
+        return self.window(*draw), float(self.motion[draw[0]]), self.captions[draw[0]]
 
     def name(self, i: int) -> str:
         return f"{self.shards[i]}: clip {self.keys[i]} at {self.fps:g} fps"
@@ -81,12 +96,13 @@ class Windows(Dataset[tuple[np.ndarray, float]]):
         start = window_start(len(x), self.frames, at, self.name(i))
         return x[start : start + self.frames]
 
-    def collate(self, items: list[tuple[np.ndarray, float]]) -> Batch:
-        x = torch.from_numpy(np.stack([w for w, _ in items])).permute(0, 1, 4, 2, 3)  # -> (B, F, 3, H, W)
+    def collate(self, items: list[tuple[np.ndarray, float, str]]) -> Batch:
+        x = torch.from_numpy(np.stack([w for w, _, _ in items])).permute(0, 1, 4, 2, 3)  # -> (B, F, 3, H, W)
         return Batch(
             frames=x.float() / 127.5 - 1,
             fps=torch.full((len(items),), float(self.fps)),
-            motion=torch.tensor([m for _, m in items], dtype=torch.float32),
+            motion=torch.tensor([m for _, m, _ in items], dtype=torch.float32),
+            captions=[t for _, _, t in items],
         )
 
     def fixed(self, size: int) -> Batch:

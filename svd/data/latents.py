@@ -2,15 +2,18 @@
 every later step, epoch, stage and run that trains at the same resolution and fps.
 
 An entry holds, for every frame of one clip decoded at (fps, size) exactly as the streaming loader
-decodes it, the VAE encoder's Gaussian (mean and std, unscaled) and the frame's CLIP image embedding
-(the conditioning embedding when that frame starts a window). A step samples latents from the
-Gaussian with its own noise, so training on the store draws what encoding the pixels would draw.
-Entries are computed in float32 whatever the stage's precision.
+decodes it, the VAE encoder's Gaussian (mean and std, unscaled) and, when the model has an image
+encoder, the frame's CLIP image embedding (the conditioning embedding when that frame starts a
+window). A step samples latents from the Gaussian with its own noise, so training on the store draws
+what encoding the pixels would draw. A text-conditioned stage also stores each caption's text
+embedding. Entries are computed in float32 whatever the stage's precision.
 
-Keys are contents, not names: the clip's mp4 sha256 (the clip table's mp4_sha256) and a hash of the
-encoders' weights. A re-curated identical clip hits; a retrained autoencoder misses.
+Keys are contents, not names: the clip's mp4 sha256 (the clip table's mp4_sha256) or the caption's
+sha256, and a hash of the encoders' weights. A re-curated identical clip hits; a retrained
+autoencoder misses; a caption edited by re-annotation is a new entry.
 
     <root>/v1-<encoders hash>/<H>x<W>@<fps>/<mp4 sha256>.safetensors
+    <root>/v1-text-<text encoder hash>/<caption sha256>.safetensors
 
 Not stored: the conditioning frame's latent. SVD adds noise of a level drawn per step to that frame
 in pixel space before encoding it, so a step still encodes one frame per clip (of F), and decodes
@@ -20,7 +23,9 @@ the clip only up to that frame.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,27 +36,61 @@ from svd import storage
 from svd.data.clips import Batch, Draw, Windows, window_start
 from svd.media.io import read_frames
 from svd.model.components import Components
-from svd.model.conditioning import clip_embed, posterior
+from svd.model.conditioning import clip_embed, posterior, text_embed
 
 log = logging.getLogger("svd.data.latents")
 
 VERSION = 1  # bump when what an entry holds, or how it is computed, changes
-Item = tuple[np.ndarray, np.ndarray, np.ndarray, float]  # first frame, posterior window, embedding, motion
+
+
+@dataclass
+class Item:
+    first: np.ndarray  # (H, W, 3) uint8: the window's first frame, the conditioning frame
+    posterior: np.ndarray  # (F, 2, C, h, w)
+    embeds: np.ndarray | None  # (D,) the first frame's CLIP image embedding
+    motion: float
+    caption: str
+    text: np.ndarray | None  # (L, D) the caption's text embedding, for a text-conditioned stage
+
+
+def _weights(h: hashlib._Hash, prefix: str, net: torch.nn.Module, keep: tuple[str, ...] = ("",)) -> None:
+    for k, v in sorted(net.state_dict().items()):
+        if k.startswith(keep):
+            h.update((prefix + k).encode())
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def encoders_hash(c: Components) -> str:
-    """sha256 over the weights that make an entry: the VAE's encoder half and the image encoder."""
+    """sha256 over the weights that make a clip's entry: the VAE's encoder half and the image encoder."""
     h = hashlib.sha256()
-    for prefix, net in (("vae.", c.vae), ("image_encoder.", c.image_encoder)):
-        for k, v in sorted(net.state_dict().items()):
-            if prefix == "image_encoder." or k.startswith(("encoder.", "quant_conv.")):
-                h.update((prefix + k).encode())
-                h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    _weights(h, "vae.", c.vae, ("encoder.", "quant_conv."))
+    if c.image_encoder is not None:
+        _weights(h, "image_encoder.", c.image_encoder)
+    return h.hexdigest()
+
+
+def text_hash(c: Components) -> str:
+    """sha256 over what makes a caption's entry: the text encoder's weights and the tokenizer."""
+    if c.text_encoder is None or c.tokenizer is None:
+        raise ValueError("a text-conditioned stage needs a text encoder and tokenizer; the model has none")
+    h = hashlib.sha256()
+    _weights(h, "text_encoder.", c.text_encoder)
+    # the tokenizer's definition, less the padding / truncation state each call sets on it
+    spec = json.loads(c.tokenizer.backend_tokenizer.to_str())
+    spec.pop("padding", None), spec.pop("truncation", None)
+    h.update(json.dumps(spec, sort_keys=True).encode())
+    h.update(str(c.tokenizer.model_max_length).encode())
     return h.hexdigest()
 
 
 def folder(root: str, encoders: str, size: tuple[int, int], fps: float) -> str:
     return storage.join(root, f"v{VERSION}-{encoders[:16]}", f"{size[0]}x{size[1]}@{fps:g}")
+
+
+def text_entry(root: str, text: str, caption: str) -> str:
+    return storage.join(
+        root, f"v{VERSION}-text-{text[:16]}", f"{hashlib.sha256(caption.encode()).hexdigest()}.safetensors"
+    )
 
 
 @torch.no_grad()
@@ -62,15 +101,29 @@ def compute_entry(c: Components, frames: np.ndarray, chunk: int = 16) -> dict[st
     for s in range(0, len(frames), chunk):
         x = torch.from_numpy(frames[s : s + chunk]).permute(0, 3, 1, 2).to(dev).float() / 127.5 - 1
         gaussians.append(posterior(c.vae, x).float().cpu())
-        embeds.append(clip_embed(c, x)[:, 0].float().cpu())
-    return {"posterior": torch.cat(gaussians).numpy(), "embeds": torch.cat(embeds).numpy()}
+        if c.image_encoder is not None:
+            embeds.append(clip_embed(c, x)[:, 0].float().cpu())
+    entry = {"posterior": torch.cat(gaussians).numpy()}
+    return entry | ({"embeds": torch.cat(embeds).numpy()} if embeds else {})
 
 
-def fill(windows: Windows, c: Components, root: str) -> tuple[int, int]:
-    """Compute the entries `windows`' clips lack; return (computed, already there). Resumable: each
-    entry is written whole or not at all, and an interrupted fill skips what it finished."""
+def fill(windows: Windows, c: Components, root: str, text: bool = False) -> tuple[int, int]:
+    """Compute the entries `windows`' clips (and with `text`, their captions) lack; return (computed,
+    already there). Resumable: each entry is written whole or not at all, and an interrupted fill
+    skips what it finished."""
     where = folder(root, encoders_hash(c), windows.size, windows.fps)
     computed = present = 0
+    if text:
+        th = text_hash(c)
+        for caption in sorted(set(windows.captions)):
+            uri = text_entry(root, th, caption)
+            if storage.exists(uri):
+                present += 1
+                continue
+            with torch.no_grad():
+                embeds = text_embed(c, [caption])[0].float().cpu().numpy()
+            storage.write_bytes(uri, save_tensors({"text": embeds}, metadata={"caption": caption}))
+            computed += 1
     for i, sha in enumerate(windows.content_hashes()):
         uri = storage.join(where, f"{sha}.safetensors")
         if storage.exists(uri):
@@ -86,38 +139,59 @@ def fill(windows: Windows, c: Components, root: str) -> tuple[int, int]:
 
 class LatentWindows(Windows):
     """The same windows as `windows` (the same draw gives the same frames), served from the store:
-    the posterior of the window's frames, the embedding and the pixels of its first frame."""
+    the posterior of the window's frames, the embedding and the pixels of its first frame, and with
+    `text` (a text_hash) the caption's text embedding."""
 
-    def __init__(self, windows: Windows, root: str, encoders: str):
+    def __init__(self, windows: Windows, root: str, encoders: str, text: str | None = None):
         self.__dict__.update(windows.__dict__)
+        self.root, self.text = root, text
         self.where = folder(root, encoders, windows.size, windows.fps)
         windows.content_hashes()  # raises now, not in a worker, when the table predates them
 
-    def __getitem__(self, draw: Draw) -> Item:  # type: ignore[override]
-        i, at = draw
-        uri = storage.join(self.where, f"{self.content_hashes()[i]}.safetensors")
+    def _load(self, uri: str, what: str) -> dict[str, np.ndarray]:
         try:
-            entry = load_tensors(storage.read_bytes(uri))  # one request: no exists() first, on a hot path
+            return load_tensors(storage.read_bytes(uri))  # one request: no exists() first, on a hot path
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"latent store {self.where}: no entry for clip {self.keys[i]} ({uri}); "
+                f"latent store {self.root}: no entry for {what} ({uri}); "
                 "fill it with `svd latents --stage NAME` (or `python -m flows latents`)"
             ) from None
+
+    def __getitem__(self, draw: Draw) -> Item:  # type: ignore[override]
+        i, at = draw
+        entry = self._load(
+            storage.join(self.where, f"{self.content_hashes()[i]}.safetensors"), f"clip {self.keys[i]}"
+        )
         start = window_start(len(entry["posterior"]), self.frames, at, self.name(i))
         first = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size, max_frames=start + 1)[start]
-        return (
+        caption = self.captions[i]
+        text = None
+        if self.text is not None:
+            text = self._load(
+                text_entry(self.root, self.text, caption), f"the caption of clip {self.keys[i]}"
+            )["text"]
+        embeds = entry["embeds"][start] if "embeds" in entry else None
+        return Item(
             first,
             entry["posterior"][start : start + self.frames],
-            entry["embeds"][start],
+            embeds,
             float(self.motion[i]),
+            caption,
+            text,
         )
 
     def collate(self, items: list[Item]) -> Batch:  # type: ignore[override]
-        first = torch.from_numpy(np.stack([x for x, _, _, _ in items])).permute(0, 3, 1, 2)[:, None]
+        def stack(xs: list[np.ndarray | None]) -> torch.Tensor | None:
+            return None if any(x is None for x in xs) else torch.from_numpy(np.stack(xs))  # type: ignore[arg-type]
+
+        first = torch.from_numpy(np.stack([it.first for it in items])).permute(0, 3, 1, 2)[:, None]
+        embeds = stack([it.embeds for it in items])
         return Batch(
             frames=first.float() / 127.5 - 1,  # (B, 1, 3, H, W): the conditioning frame alone
             fps=torch.full((len(items),), float(self.fps)),
-            motion=torch.tensor([m for _, _, _, m in items], dtype=torch.float32),
-            posterior=torch.from_numpy(np.stack([p for _, p, _, _ in items])),
-            embeds=torch.from_numpy(np.stack([e for _, _, e, _ in items]))[:, None],
+            motion=torch.tensor([it.motion for it in items], dtype=torch.float32),
+            captions=[it.caption for it in items],
+            posterior=stack([it.posterior for it in items]),
+            embeds=None if embeds is None else embeds[:, None],
+            text=stack([it.text for it in items]),
         )

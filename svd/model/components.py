@@ -1,10 +1,13 @@
-"""The three networks every stage carries: autoencoder, denoising UNet, CLIP image encoder.
+"""The networks a stage carries: autoencoder, denoising UNet, and the encoders of what it is
+conditioned on: a CLIP image encoder (image-to-video) and a CLIP text encoder with its tokenizer
+(text-to-image, text-to-video).
 
-A stage's output is a diffusers folder (safetensors). Video stages are saved as a complete
+A stage's output is a diffusers folder (safetensors). An image-to-video model is saved as a complete
 StableVideoDiffusionPipeline folder, so `StableVideoDiffusionPipeline.from_pretrained(folder)` loads
-what this project trains; the image stage saves the same three subfolders with a 2D UNet.
-No weights can be downloaded on the machines this runs on by default, so `build` makes random
-models of a params.yaml preset; `load` takes a local folder or a hub id (real SD 2.1 / SVD runs).
+what this project trains; other stages save the same subfolders (vae, unet, image_encoder,
+text_encoder, tokenizer: those they have), as SD 2.1 is laid out. No weights can be downloaded on
+the machines this runs on by default, so `build` makes random models of a params.yaml preset; `load`
+takes a local folder or a hub id (real SD 2.1 / SVD runs).
 """
 
 from __future__ import annotations
@@ -24,26 +27,43 @@ from diffusers import (
     UNet2DConditionModel,
     UNetSpatioTemporalConditionModel,
 )
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from svd.model.motion import MotionBuckets
-from svd.params import Architecture
+from svd.params import Architecture, ImageEncoderParams
 
 UNet: TypeAlias = UNet2DConditionModel | UNetSpatioTemporalConditionModel
 VAE: TypeAlias = AutoencoderKLTemporalDecoder | AutoencoderKL
+
+
+SUBFOLDERS = ("vae", "unet", "image_encoder", "text_encoder", "tokenizer")
 
 
 @dataclass
 class Components:
     vae: VAE
     unet: UNet
-    image_encoder: CLIPVisionModelWithProjection
+    image_encoder: CLIPVisionModelWithProjection | None = None  # SD 2.1 has none
+    text_encoder: CLIPTextModel | None = None  # SVD has none
+    tokenizer: CLIPTokenizer | None = None
     motion: MotionBuckets | None = None  # a video model's motion score -> bucket map (svd.model.motion)
 
     @property
     def is_video(self) -> bool:
         return isinstance(self.unet, UNetSpatioTemporalConditionModel)
+
+    @property
+    def is_image_to_video(self) -> bool:
+        """A video UNet that takes the conditioning frame's latent beside its input (in_channels 2C);
+        a text-to-video UNet takes the noisy latent alone."""
+        return self.is_video and self.unet.config.in_channels == 2 * self.vae.config.latent_channels
 
 
 def downscale(block_out_channels: tuple[int, ...] | list[int]) -> int:
@@ -76,8 +96,27 @@ def build(a: Architecture, resolution: int) -> Components:
         attention_head_dim=a.unet.num_attention_heads,  # legacy name; SD 2.1's config gives head counts
         use_linear_projection=True,  # as SD 2.1 and the spatio-temporal blocks
     )
-    e = a.image_encoder
-    image_encoder = CLIPVisionModelWithProjection(
+    t = a.text_encoder
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=t.hidden_size,
+            intermediate_size=t.intermediate_size,
+            num_hidden_layers=t.num_hidden_layers,
+            num_attention_heads=t.num_attention_heads,
+            vocab_size=t.vocab_size,
+            max_position_embeddings=t.max_position_embeddings,
+            hidden_act="gelu",  # OpenCLIP ViT-H's text tower, as SD 2.1 ships it
+            bos_token_id=BYTE_VOCAB - 2,  # the tokenizer built with it
+            eos_token_id=BYTE_VOCAB - 1,
+        )
+    )
+    return Components(
+        vae, unet, image_encoder(a.image_encoder), text_encoder, byte_tokenizer(t.max_position_embeddings)
+    )
+
+
+def image_encoder(e: ImageEncoderParams) -> CLIPVisionModelWithProjection:
+    return CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=e.hidden_size,
             intermediate_size=e.intermediate_size,
@@ -89,7 +128,20 @@ def build(a: Architecture, resolution: int) -> Components:
             hidden_act="gelu",  # ViT-H/14 as SVD ships it; CLIPVisionConfig's default is quick_gelu
         )
     )
-    return Components(vae, unet, image_encoder)
+
+
+BYTE_VOCAB = 2 * 256 + 2
+
+
+def byte_tokenizer(max_length: int) -> CLIPTokenizer:
+    """CLIP's tokenizer with its byte alphabet and no merges: every byte of a caption is a token.
+    The real format (CLIP's 49,408-token vocabulary is these 514 plus 48,894 merges), so a model
+    built from a preset round-trips through diffusers like SD 2.1's, without a download."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    others = iter(range(256, 512))
+    chars = [chr(b) if b in printable else chr(next(others)) for b in range(256)]  # GPT-2's byte map
+    tokens = chars + [ch + "</w>" for ch in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
 
 
 def svd_scheduler() -> EulerDiscreteScheduler:
@@ -113,7 +165,7 @@ def save(c: Components, folder: Path) -> None:
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if c.is_video:
+    if c.is_image_to_video and c.image_encoder is not None:
         size = c.image_encoder.config.image_size
         StableVideoDiffusionPipeline(
             vae=c.vae,
@@ -122,9 +174,10 @@ def save(c: Components, folder: Path) -> None:
             scheduler=svd_scheduler(),
             feature_extractor=CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size=size),
         ).save_pretrained(tmp, safe_serialization=True)
-    else:
-        for name in ("vae", "unet", "image_encoder"):
-            getattr(c, name).save_pretrained(tmp / name, safe_serialization=True)
+    for name in SUBFOLDERS:
+        part = getattr(c, name)
+        if part is not None and not (tmp / name).exists():
+            part.save_pretrained(tmp / name, **({} if name == "tokenizer" else {"safe_serialization": True}))
     if c.motion is not None:
         c.motion.save(tmp)
     shutil.rmtree(folder, ignore_errors=True)
@@ -132,7 +185,8 @@ def save(c: Components, folder: Path) -> None:
 
 
 def load(ref: str | Path) -> Components:
-    """Load from a local diffusers folder or a hub id; the UNet class is read from its config."""
+    """Load from a local diffusers folder or a hub id: an SVD folder, an SD 2.1 folder, or a stage of
+    ours. The UNet and VAE classes are read from their configs; each encoder is loaded if present."""
     unet_cls = _class_name(ref, "unet")
     unet: UNet = (
         UNetSpatioTemporalConditionModel.from_pretrained(ref, subfolder="unet")
@@ -144,8 +198,30 @@ def load(ref: str | Path) -> Components:
         if _class_name(ref, "vae") == "AutoencoderKL"  # SD 2.1's image autoencoder
         else AutoencoderKLTemporalDecoder.from_pretrained(ref, subfolder="vae")
     )
-    image_encoder = CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder")
-    return Components(vae, unet, image_encoder, MotionBuckets.load(ref))
+    has = _subfolders(ref)
+    return Components(
+        vae,
+        unet,
+        load_image_encoder(ref) if "image_encoder" in has else None,
+        CLIPTextModel.from_pretrained(ref, subfolder="text_encoder") if "text_encoder" in has else None,
+        CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer") if "tokenizer" in has else None,
+        MotionBuckets.load(ref),
+    )
+
+
+def load_image_encoder(ref: str | Path) -> CLIPVisionModelWithProjection:
+    """From a model folder's image_encoder/ (SVD's), or a CLIP vision model folder or hub id."""
+    if "image_encoder" in _subfolders(ref):
+        return CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder")
+    return CLIPVisionModelWithProjection.from_pretrained(ref)
+
+
+def _subfolders(ref: str | Path) -> set[str]:
+    if Path(ref).is_dir():
+        return {name for name in SUBFOLDERS if (Path(ref) / name).is_dir()}
+    from huggingface_hub import list_repo_files  # only reached for hub ids
+
+    return {f.split("/")[0] for f in list_repo_files(str(ref)) if "/" in f} & set(SUBFOLDERS)
 
 
 def _class_name(ref: str | Path, subfolder: str) -> str:
@@ -183,6 +259,8 @@ def describe(a: Architecture, frames: int = 14) -> str:
         f"UNet, image (Stage I): {count_parameters(c.unet):,}",
         f"VAE, temporal decoder ({a.vae.layers_per_block} res blocks a level): {count_parameters(c.vae):,}",
         f"image encoder (CLIP ViT, {a.image_encoder.num_hidden_layers} layers, projection "
-        f"{a.image_encoder.projection_dim}): {count_parameters(c.image_encoder):,}",
+        f"{a.image_encoder.projection_dim}): {count_parameters(c.image_encoder):,}",  # type: ignore[arg-type]
+        f"text encoder (CLIP text, {a.text_encoder.num_hidden_layers} layers, width "
+        f"{a.text_encoder.hidden_size}): {count_parameters(c.text_encoder):,}",  # type: ignore[arg-type]
     ]
     return "\n".join(lines)

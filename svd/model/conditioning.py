@@ -1,5 +1,6 @@
-"""What the denoiser is conditioned on, built the way SVD's image-to-video model expects it.
+"""What the denoiser is conditioned on, in the paper's two modes.
 
+Image-to-video, as SVD's released model expects it:
 - cross-attention: the CLIP image embedding of the clean conditioning frame, (B, 1, D);
 - concat: the conditioning frame plus noise of level cond_aug, encoded to the latent mean (unscaled,
   as diffusers' pipeline does), repeated over frames and concatenated channel-wise;
@@ -8,6 +9,11 @@
   and diffusers' pipeline agree.
 A dropped sample has both the embedding and the concat latent zeroed: that is the unconditional
 branch classifier-free guidance uses at sampling time.
+
+Text-to-image (Stage I) and text-to-video (the base video model): cross-attention on the caption's
+CLIP text hidden states, (B, 77, D), as SD 2.1; video adds [fps - 1, motion bucket, 0], there being
+no conditioning frame to noise. A dropped caption is the empty caption, SD 2.1's unconditional
+branch (and diffusers' default negative prompt), not zeros.
 """
 
 from __future__ import annotations
@@ -35,12 +41,36 @@ def clip_embed(c: Components, image: Tensor) -> Tensor:
     Preprocessed exactly as diffusers' SVD pipeline does (a Gaussian blur sized to the downscale, then
     bicubic with aligned corners, in [-1, 1]), with its own function: torch's antialiased bicubic
     differs by up to 0.3 per pixel on a 576x1024 frame, and the released model was trained on this."""
+    if c.image_encoder is None:
+        raise ValueError("image conditioning needs a CLIP image encoder; the model has none")
     size = c.image_encoder.config.image_size
     x = _resize_with_antialiasing(image, (size, size))
     mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
     x = ((x + 1) / 2 - mean) / std
     return c.image_encoder(pixel_values=x).image_embeds[:, None]
+
+
+def text_embed(c: Components, captions: list[str]) -> Tensor:
+    """Captions -> (B, L, D): the text encoder's last hidden states over the padded tokens, as
+    diffusers' StableDiffusionPipeline conditions SD 2.1 (whose text encoder ends a layer early)."""
+    if c.text_encoder is None or c.tokenizer is None:
+        raise ValueError("text conditioning needs a text encoder and tokenizer; the model has none")
+    ids = c.tokenizer(
+        captions,
+        padding="max_length",
+        max_length=c.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return c.text_encoder(ids.to(c.text_encoder.device)).last_hidden_state
+
+
+def drop_text(c: Components, embeds: Tensor, keep: Tensor | None) -> Tensor:
+    """The empty caption's embedding where `keep` is False."""
+    if keep is None or bool(keep.all()):
+        return embeds
+    return torch.where(keep.view(-1, 1, 1), embeds, text_embed(c, [""]).to(embeds.dtype))
 
 
 def latent_shape(vae: VAE, pixels: tuple[int, ...]) -> tuple[int, ...]:
@@ -101,11 +131,21 @@ def video_condition(
     )
 
 
+def text_video_condition(
+    embeds: Tensor,  # (B, L, D) text_embed of the captions, dropped ones already the empty caption's
+    fps: Tensor,  # (B,)
+    bucket: Tensor,  # (B,)
+) -> dict[str, Tensor]:
+    return dict(
+        encoder_hidden_states=embeds, added_time_ids=added_time_ids(fps, bucket, torch.zeros_like(fps))
+    )
+
+
 def image_condition(
     c: Components, image: Tensor, keep: Tensor | None = None, embeds: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Stage I is an image-variation model: it is conditioned on the CLIP embedding of its target,
-    the same embedding the video model later gets from its first frame."""
+    """Stage I in image mode is an image-variation model: it is conditioned on the CLIP embedding of
+    its target, the same embedding the video model later gets from its first frame."""
     embeds = clip_embed(c, image) if embeds is None else embeds
     if keep is not None:
         embeds = embeds * keep.view(-1, 1, 1)

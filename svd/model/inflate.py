@@ -1,4 +1,5 @@
-"""Image UNet -> video UNet (paper Sec. 4, VideoLDM-style inflation).
+"""Image UNet -> video UNet (paper Sec. 4, VideoLDM-style inflation), and text-to-video UNet ->
+image-to-video UNet (the paper's image-to-video finetune of its text-to-video base model).
 
 diffusers' UNetSpatioTemporalConditionModel wraps every spatial ResBlock as `spatial_res_block`
 inside a SpatioTemporalResBlock and keeps the spatial transformer's names, so the spatial weights
@@ -21,14 +22,16 @@ UP = {"UpBlock2D": "UpBlockSpatioTemporal", "CrossAttnUpBlock2D": "CrossAttnUpBl
 DOWN = {"DownBlock2D": "DownBlockSpatioTemporal", "CrossAttnDownBlock2D": "CrossAttnDownBlockSpatioTemporal"}
 
 
-def video_unet_config(image: UNet2DConditionModel, addition_time_embed_dim: int, frames: int) -> dict:
+def video_unet_config(
+    image: UNet2DConditionModel, addition_time_embed_dim: int, frames: int, concat: bool = True
+) -> dict:
     c = image.config
     heads = c.attention_head_dim  # diffusers' legacy name: for these blocks it is the head count
     if c.num_attention_heads is not None:
         heads = c.num_attention_heads
     return dict(
         sample_size=c.sample_size,
-        in_channels=2 * c.in_channels,  # noisy latent + concatenated conditioning-frame latent
+        in_channels=(2 if concat else 1) * c.in_channels,  # noisy latent (+ the conditioning frame's)
         out_channels=c.out_channels,
         down_block_types=tuple(DOWN[t] for t in c.down_block_types),
         up_block_types=tuple(UP[t] for t in c.up_block_types),
@@ -48,10 +51,13 @@ def spatial_key(video_key: str) -> str:
 
 @torch.no_grad()
 def inflate(
-    image: UNet2DConditionModel, addition_time_embed_dim: int, frames: int
+    image: UNet2DConditionModel, addition_time_embed_dim: int, frames: int, concat: bool = True
 ) -> UNetSpatioTemporalConditionModel:
-    """Build the video UNet and copy every spatial weight; raise if any image weight is left over."""
-    video = UNetSpatioTemporalConditionModel(**video_unet_config(image, addition_time_embed_dim, frames))
+    """Build the video UNet and copy every spatial weight; raise if any image weight is left over.
+    `concat`: an image-to-video UNet, taking the conditioning frame's latent beside its input; else
+    text-to-video."""
+    config = video_unet_config(image, addition_time_embed_dim, frames, concat)
+    video = UNetSpatioTemporalConditionModel(**config)
     src = image.state_dict()
     dst = video.state_dict()
     used = set()
@@ -60,8 +66,7 @@ def inflate(
         if k not in src:
             continue  # temporal layers and the micro-conditioning embedding: new
         if key == "conv_in.weight":  # (C_out, 2C, 3, 3): copy the latent half, zero the concat half
-            value.zero_()
-            value[:, : src[k].shape[1]] = src[k]
+            widen(value, src[k])
         else:
             if value.shape != src[k].shape:
                 raise ValueError(
@@ -76,3 +81,25 @@ def inflate(
     video.add_embedding.linear_2.bias.zero_()
     video.load_state_dict(dst)
     return video
+
+
+def widen(conv_in: torch.Tensor, narrow: torch.Tensor) -> None:
+    """A conv_in taking the conditioning frame's latent beside its input: the input's weights, zero
+    for the new channels, so the widened UNet starts as the narrow one."""
+    conv_in.zero_()
+    conv_in[:, : narrow.shape[1]] = narrow
+
+
+@torch.no_grad()
+def add_frame_condition(video: UNetSpatioTemporalConditionModel) -> UNetSpatioTemporalConditionModel:
+    """Text-to-video -> image-to-video: the same UNet with the conditioning frame's latent
+    concatenated to its input, every weight kept (its cross-attention then reads a CLIP image
+    embedding instead of text, of the same width)."""
+    wide = UNetSpatioTemporalConditionModel.from_config(
+        video.config, in_channels=2 * video.config.in_channels
+    )
+    state = video.state_dict()
+    conv_in = wide.conv_in.weight.clone()
+    widen(conv_in, state["conv_in.weight"])
+    wide.load_state_dict(state | {"conv_in.weight": conv_in})
+    return wide

@@ -30,8 +30,9 @@ def device(cp: ComputeParams) -> torch.device:
 def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
     """Move the networks to the device and set attention, checkpointing and memory format."""
     dev = device(cp)
-    for net in (c.vae, c.unet, c.image_encoder):
-        net.to(dev)
+    for net in (c.vae, c.unet, c.image_encoder, c.text_encoder):
+        if net is not None:
+            net.to(dev)
     for net in (c.vae, c.unet):
         net.set_attn_processor(AttnProcessor2_0() if cp.attention == "sdpa" else AttnProcessor())
         if cp.channels_last:  # the 2D convolutions' weights; other tensors have no 4D layout to change

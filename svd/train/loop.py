@@ -4,6 +4,9 @@
   video    : the image UNet inflated with temporal layers, trained on LVD-F clips
   finetune : the video model on the HQ subset at a higher resolution, with EMA weights saved
 
+Each is conditioned on an image or on text (`condition`): the paper trains text-to-image, then a
+text-to-video base model, then finetunes it to image-to-video; a model changes mode between stages.
+
 The loop reads like nanoGPT's train.py: fetch a batch, forward, backward, step, log.
 """
 
@@ -25,12 +28,12 @@ from torch import Tensor, nn
 from svd.data import latents
 from svd.data.clips import Batch, Windows, batches, load_subset
 from svd.diffusion.edm import edm_loss, sample_sigmas
-from svd.generate import image_to_video
+from svd.generate import image_to_video, text_to_video
 from svd.model import components
 from svd.model.components import Components
 from svd.model.conditioning import encode, latent_shape
 from svd.model.denoiser import denoiser, prepare, validation_loss
-from svd.model.inflate import inflate
+from svd.model.inflate import add_frame_condition, inflate
 from svd.model.motion import MotionBuckets
 from svd.params import Params, StageName, StageParams
 from svd.train import compute, distributed
@@ -93,11 +96,26 @@ def tail_mean(losses: list[float]) -> float:
 
 
 def initial_components(p: Params, st: StageParams) -> Components:
+    """What the stage starts from, with the encoder its `condition` needs: an image stage after a
+    text one (SD 2.1 has no image encoder) takes model.image_encoder, or the preset's at random."""
     if st.init is not None:
-        return components.load(st.init)
-    if p.model.pretrained is not None:
-        return components.load(p.model.pretrained)
-    return components.build(p.model.arch, st.resolution[0])
+        c = components.load(st.init)
+    elif p.model.pretrained is not None:
+        c = components.load(p.model.pretrained)
+    else:
+        c = components.build(p.model.arch, st.resolution[0])
+    if st.condition == "image" and c.image_encoder is None and p.model.image_encoder:
+        c.image_encoder = components.load_image_encoder(p.model.image_encoder)
+    elif st.condition == "image" and c.image_encoder is None:
+        with torch.random.fork_rng():  # the same random encoder for `svd latents` and the stage
+            torch.manual_seed(p.seed)
+            c.image_encoder = components.image_encoder(p.model.arch.image_encoder)
+    if st.condition == "text" and c.text_encoder is None:
+        raise ValueError(
+            f"condition: text, but {st.init or p.model.pretrained} has no text encoder and tokenizer "
+            "(an SVD folder has none): start the text stage from SD 2.1 or a text stage of ours"
+        )
+    return c
 
 
 @dataclass
@@ -170,14 +188,16 @@ class AutoencoderLoss(nn.Module):
     """The autoencoder's training loss as one forward, so DDP can wrap its step: reconstruction of
     windows decoded F frames at a time, plus a small KL."""
 
-    def __init__(self, vae: AutoencoderKLTemporalDecoder):
+    def __init__(self, vae: components.VAE):
         super().__init__()
         self.vae = vae
 
     def forward(self, x: Tensor, noise: Tensor, frames: int) -> Tensor:
         posterior = self.vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * noise  # a posterior sample, as latent_dist.sample()
-        recon = self.vae.decode(z, num_frames=frames).sample
+        # SD 2.1's AutoencoderKL decodes frame by frame; SVD's temporal decoder, the window at once
+        temporal = isinstance(self.vae, AutoencoderKLTemporalDecoder)
+        recon = self.vae.decode(z, **({"num_frames": frames} if temporal else {})).sample
         return F.mse_loss(recon, x) + KL_WEIGHT * posterior.kl().mean()
 
 
@@ -239,12 +259,14 @@ def fill_latents(p: Params, name: StageName, subsets_dir: Path, curated_dir: str
     counts = {"train_computed": 0, "train_present": 0}
     for ph in schedule:
         w = load_subset(subsets_dir, curated_dir, ph.subset, "train", ph.fps, ph.frames, ph.resolution)
-        computed, present = latents.fill(w, c, st.latents)
+        computed, present = latents.fill(w, c, st.latents, text=st.condition == "text")
         counts["train_computed"] += computed
         counts["train_present"] += present
     last = schedule[-1]
     w = load_subset(subsets_dir, curated_dir, last.subset, "val", last.fps, last.frames, last.resolution)
-    counts["val_computed"], counts["val_present"] = latents.fill(w, c, st.latents)
+    counts["val_computed"], counts["val_present"] = latents.fill(
+        w, c, st.latents, text=st.condition == "text"
+    )
     return counts
 
 
@@ -277,7 +299,13 @@ def train_stage(
     # 2. Model: previous stage, pretrained weights or tiny; inflated when a 2D UNet meets video
     c = initial_components(p, st)
     if first.frames > 1 and not c.is_video:
-        c.unet = inflate(c.unet, p.model.arch.unet.addition_time_embed_dim, first.frames)
+        c.unet = inflate(
+            c.unet, p.model.arch.unet.addition_time_embed_dim, first.frames, st.condition == "image"
+        )
+    if c.is_video and st.condition == "image" and not c.is_image_to_video:
+        c.unet = add_frame_condition(c.unet)  # the text-to-video base model, finetuned to image-to-video
+    if c.is_image_to_video and st.condition == "text":
+        raise ValueError(f"train.{name}: condition text, but {st.init} is an image-to-video model")
     if c.is_video and c.motion is None:  # the first video stage fixes what a motion bucket means
         c.motion = MotionBuckets.from_scores(train.motion)
     latent_hw = last.resolution[0] // components.downscale(c.vae.config.block_out_channels)
@@ -330,13 +358,15 @@ def train_stage(
             subsets_dir, curated_dir, st.subset, "train", st.fps, st.autoencoder_frames, first.resolution
         )
         ae_loss = fit_autoencoder(c, windows, p, st, g, record, phase("autoencoder", st))
-    for frozen in (c.vae, c.image_encoder):
-        frozen.requires_grad_(False).eval()
+    for frozen in (c.vae, c.image_encoder, c.text_encoder):
+        if frozen is not None:
+            frozen.requires_grad_(False).eval()
     encoders = latents.encoders_hash(c) if st.latents is not None else ""
+    text = latents.text_hash(c) if st.latents is not None and st.condition == "text" else None
 
     def stored(w: Windows) -> Windows:
         """The frozen encoders' work, done once (svd.data.latents), when the stage reads a store."""
-        return w if st.latents is None else latents.LatentWindows(w, st.latents, encoders)
+        return w if st.latents is None else latents.LatentWindows(w, st.latents, encoders, text)
 
     # 4. Denoiser, phase by phase; one EMA over all of them, and one step count for the logs
     if p.train.compute.parallel == "fsdp" and distributed.world()[1] > 1:
@@ -348,22 +378,43 @@ def train_stage(
     d = denoiser(c)
     val = stored(val)
     val_batch = val.fixed(max(last.batch_size, 4))
-    before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
+    before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED, st.condition)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
     first_frame = ((val_batch.frames[0, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
     first_frame_u8 = first_frame.to(torch.uint8).cpu().numpy()
 
     def sample(step: int) -> None:
-        """A video from the first val clip's first frame with the weights of this step, as a user
-        would sample it (svd.generate): the run shows how motion emerges, not only a loss."""
+        """A video from the first val clip's first frame (or caption) with the weights of this step,
+        as a user would sample it (svd.generate): the run shows how motion emerges, not only a loss."""
         if not (st.sample_every and step % st.sample_every == 0 and c.is_video):
             return
         if not (distributed.is_main() or distributed.sharded(c.unet)):
             return  # a sharded network samples on every rank: each holds a part of every weight
         e = p.evaluate
-        video = image_to_video(
-            c, first_frame_u8, last.frames, last.fps, 127, e.steps, e.guidance, VAL_SEED, size=last.resolution
-        )
+        if st.condition == "text":
+            video = text_to_video(
+                c,
+                val_batch.captions[0],
+                last.frames,
+                last.fps,
+                127,
+                e.steps,
+                e.guidance,
+                VAL_SEED,
+                last.resolution,
+            )
+        else:
+            video = image_to_video(
+                c,
+                first_frame_u8,
+                last.frames,
+                last.fps,
+                127,
+                e.steps,
+                e.guidance,
+                VAL_SEED,
+                size=last.resolution,
+            )
         if distributed.is_main():
             record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
 
@@ -383,7 +434,9 @@ def train_stage(
         ) -> Tensor:
             batch = batch.to(dev)  # this rank's part of the step's global batch
             with compute.autocast(p.train.compute, dev):
-                x0, cond = prepare(c, batch, p.conditioning, ph.cond_drop, g, mine, ph.batch_size)
+                x0, cond = prepare(
+                    c, batch, p.conditioning, ph.cond_drop, g, mine, ph.batch_size, condition=st.condition
+                )
                 sigma = sample_sigmas(ph.batch_size, ph.p_mean, ph.p_std, g)[mine].to(dev)
                 noise = torch.randn((ph.batch_size, *x0.shape[1:]), generator=g)[mine].to(dev)
                 return edm_loss(step_d, x0, sigma, noise, **cond).mean()
@@ -411,7 +464,7 @@ def train_stage(
     trainable(c.unet, "all")
     if ema is not None:
         ema.copy_to(c.unet)  # the EMA weights are the stage's output
-    after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED)
+    after = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED, st.condition)
     c.unet = distributed.unsharded(c.unet)  # the whole weights, for saving
 
     # 5. Save: a diffusers folder plus the resolved config, as edm's training_options.json

@@ -5,6 +5,8 @@ all three stages on the smoke profile (about a minute), so it lives here rather 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,13 @@ def test_three_stages_learn_and_chain(tiny_params):
         err = {n: float(((image.vae.decode(z, num_frames=n).sample - x) ** 2).mean()) for n in (1, 8)}
     assert err[8] < 1.6 * err[1], err
     video = components.load(p.train.video.out)
-    assert video.is_video and video.unet.config.in_channels == 2 * video.vae.config.latent_channels
+    # the paper's chain: text-to-image, a text-to-video base model, an image-to-video finetune
+    assert image.text_encoder is not None and video.is_video and not video.is_image_to_video
     finetune = components.load(p.train.finetune.out)
+    assert (
+        finetune.is_image_to_video
+        and finetune.unet.config.in_channels == 2 * finetune.vae.config.latent_channels
+    )
     # Stage II fixed the motion-bucket map from its own clips; Stage III kept it
     assert video.motion is not None and video.motion.clips == results["video"].train_clips
     assert finetune.motion == video.motion
@@ -266,3 +273,79 @@ def test_a_finetune_starts_from_an_svd_folder(tiny_params, tmp_path):
     assert isinstance(
         StableVideoDiffusionPipeline.from_pretrained(tmp_path / "tuned"), StableVideoDiffusionPipeline
     )
+
+
+def test_the_papers_text_then_image_chain_from_an_sd21_folder(tiny_params, tmp_path):
+    """Paper Sec. 4: Stage I text-to-image from SD 2.1 (time-embedding warm-up, then all weights),
+    Stage II a text-to-video base model with 15% of captions dropped, reading its latents and caption
+    embeddings from the store, Stage III finetuned from it to image-to-video. What comes out is a
+    folder diffusers' SVD pipeline runs, although SD 2.1's autoencoder has no temporal decoder."""
+    import PIL.Image
+    from diffusers import StableVideoDiffusionPipeline
+
+    from svd.generate import text_to_video
+    from svd.params import PhaseParams
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "model"))
+    from test_text import sd21_folder
+
+    sd21 = sd21_folder(tmp_path / "sd21")
+    store = str(tmp_path / "latents")
+    t = tiny_params.train
+    stages = {
+        "image": t.image.model_copy(
+            update={
+                "out": tmp_path / "image",
+                "condition": "text",
+                "autoencoder_steps": 0,
+                "phases": [PhaseParams(trainable="time_embedding", steps=3), PhaseParams(steps=6)],
+            }
+        ),
+        "video": t.video.model_copy(
+            update={
+                "out": tmp_path / "video",
+                "init": tmp_path / "image",
+                "condition": "text",
+                "steps": 8,
+                "latents": store,
+                "sample_every": 8,
+            }
+        ),
+        "finetune": t.finetune.model_copy(
+            update={"out": tmp_path / "finetune", "init": tmp_path / "video", "steps": 6, "latents": store}
+        ),
+    }
+    p = tiny_params.model_copy(
+        update={
+            "model": tiny_params.model.model_copy(update={"pretrained": str(sd21)}),
+            "train": t.model_copy(update=stages),
+        }
+    )
+    results = {}
+    for stage in ("image", "video", "finetune"):
+        if stage != "image":
+            filled = fill_latents(p, stage, p.filter.out, p.curate.out)
+            assert filled["train_computed"] > 0, filled
+        results[stage] = r = train_stage(p, stage, p.filter.out, p.curate.out)
+        assert all(map(math.isfinite, r.losses)) and len(r.losses) == r.steps, r
+    image, video, finetune = (components.load(tmp_path / s) for s in ("image", "video", "finetune"))
+    assert not image.is_video and image.image_encoder is None and image.text_encoder is not None
+    assert video.is_video and not video.is_image_to_video  # text-to-video: no concatenated frame
+    assert finetune.is_image_to_video and finetune.image_encoder is not None
+    # the text stages' caption embeddings came from the store, one entry per caption
+    assert len(list((tmp_path / "latents").glob("v1-text-*/*.safetensors"))) > 3
+    # the base model samples from a caption; the finetune is a diffusers SVD folder
+    frames = text_to_video(video, "a red circle drifting slowly", 4, 6, 127, steps=2)
+    assert frames.shape == (4, 32, 32, 3)
+    pipe = StableVideoDiffusionPipeline.from_pretrained(tmp_path / "finetune")
+    out = pipe(
+        PIL.Image.fromarray(frames[0]),
+        height=48,
+        width=48,
+        num_frames=4,
+        num_inference_steps=2,
+        decode_chunk_size=4,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).frames[0]
+    assert out.shape == (4, 48, 48, 3)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from svd.data.clips import draws, load_subset
-from svd.data.latents import LatentWindows, encoders_hash, fill, folder
+from svd.data.latents import LatentWindows, encoders_hash, fill, folder, text_hash
 from svd.model import components
-from svd.model.conditioning import posterior
+from svd.model.conditioning import posterior, text_embed
 from svd.model.denoiser import prepare
 from svd.model.inflate import inflate
 from svd.model.motion import MotionBuckets
@@ -25,13 +25,14 @@ def setup(tiny_params, tmp_path_factory):
     windows = load_subset(p.filter.out, p.curate.out, "lvd", "train", 6, 4, (32, 32))
     c.motion = MotionBuckets.from_scores(windows.motion)
     root = str(tmp_path_factory.mktemp("latents"))
-    return p, c, windows, root, fill(windows, c, root)
+    return p, c, windows, root, fill(windows, c, root, text=True)
 
 
-def test_fill_computes_each_clip_once(setup) -> None:
+def test_fill_computes_each_clip_and_caption_once(setup) -> None:
     _, c, windows, root, first = setup
-    assert first == (len(windows), 0)
-    assert fill(windows, c, root) == (0, len(windows))  # a second run, or a resumed one, reuses all
+    entries = len(windows) + len(set(windows.captions))
+    assert len(set(windows.captions)) > 3 and first == (entries, 0)
+    assert fill(windows, c, root, text=True) == (0, entries)  # a second run, or a resumed one, reuses all
 
 
 def test_entries_are_keyed_by_the_encoder_weights(setup) -> None:
@@ -53,23 +54,45 @@ def test_a_stored_window_is_the_encoded_window(setup) -> None:
     stored = LatentWindows(windows, root, encoders_hash(c))
     for i, at in ((0, 0.0), (len(windows) - 1, 0.7)):
         pixels = windows.window(i, at)
-        first, gaussian, embeds, _ = stored[(i, at)]
-        assert (first == pixels[0]).all()
+        item = stored[(i, at)]
+        assert (item.first == pixels[0]).all()
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(gaussian), posterior(c.vae, x), rtol=1e-5, atol=1e-6)
-        assert embeds.shape == (c.image_encoder.config.projection_dim,)
+            torch.testing.assert_close(
+                torch.from_numpy(item.posterior), posterior(c.vae, x), rtol=1e-5, atol=1e-6
+            )
+        assert item.embeds is not None and item.embeds.shape == (c.image_encoder.config.projection_dim,)
+        assert item.text is None  # an image-conditioned stage reads no caption embedding
 
 
-def test_a_step_on_the_store_draws_what_encoding_draws(setup) -> None:
+def test_a_stored_caption_is_the_encoded_caption(setup) -> None:
+    _, c, windows, root, _ = setup
+    stored = LatentWindows(windows, root, encoders_hash(c), text_hash(c))
+    item = stored[(1, 0.0)]
+    assert item.caption == windows.captions[1] != ""
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.from_numpy(item.text), text_embed(c, [item.caption])[0], rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("condition", ["image", "text"])
+def test_a_step_on_the_store_draws_what_encoding_draws(setup, condition) -> None:
     """Same draws and the same generator: the clean latents and every conditioning input agree."""
     p, c, windows, root, _ = setup
-    stored = LatentWindows(windows, root, encoders_hash(c))
+    if condition == "text":
+        video = inflate(components.build(p.model.arch, 32).unet, 32, 4, concat=False)  # text-to-video
+        c = components.Components(**{**c.__dict__, "unet": video})
+    stored = LatentWindows(windows, root, encoders_hash(c), text_hash(c) if condition == "text" else None)
     plan = draws(0, "video/denoiser", 3, 4, len(windows))
     pixels = windows.collate([windows[d] for d in plan])
     latents = stored.collate([stored[d] for d in plan])
     assert latents.frames.shape[1] == 1 and latents.posterior is not None
-    out = [prepare(c, b, p.conditioning, 0.5, torch.Generator().manual_seed(1)) for b in (pixels, latents)]
+    assert (latents.text is not None) == (condition == "text")
+    out = [
+        prepare(c, b, p.conditioning, 0.5, torch.Generator().manual_seed(1), condition=condition)
+        for b in (pixels, latents)
+    ]
     (x_pix, cond_pix), (x_lat, cond_lat) = out
     torch.testing.assert_close(x_lat, x_pix, rtol=1e-5, atol=1e-5)
     assert cond_lat.keys() == cond_pix.keys()
