@@ -31,7 +31,8 @@ Draw = tuple[int, float]  # (clip index, window position in [0, 1))
 
 @dataclass
 class Batch:
-    frames: Tensor  # (B, F, 3, H, W) in [-1, 1]; from a latent store the first frame alone (F = 1)
+    frames: Tensor  # (B, F, 3, H, W) in [-1, 1]; from a latent store the first frame alone (F = 1), or
+    # for a text stage none (F = 0)
     fps: Tensor  # (B,)
     motion: Tensor  # (B,) the clip's curated motion score
     captions: list[str] = field(default_factory=list)  # (B,) the clip's caption, "" when it has none

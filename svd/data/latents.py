@@ -16,8 +16,8 @@ autoencoder misses; a caption edited by re-annotation is a new entry.
     <root>/v1-text-<text encoder hash>/<caption sha256>.safetensors
 
 Not stored: the conditioning frame's latent. SVD adds noise of a level drawn per step to that frame
-in pixel space before encoding it, so a step still encodes one frame per clip (of F), and decodes
-the clip only up to that frame.
+in pixel space before encoding it, so an image-to-video step still encodes one frame per clip (of
+F), and decodes the clip only up to that frame. A text-to-video step decodes and encodes nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ VERSION = 1  # bump when what an entry holds, or how it is computed, changes
 
 @dataclass
 class Item:
-    first: np.ndarray  # (H, W, 3) uint8: the window's first frame, the conditioning frame
+    first: np.ndarray | None  # (H, W, 3) uint8: the window's first frame (the conditioning frame)
     posterior: np.ndarray  # (F, 2, C, h, w)
     embeds: np.ndarray | None  # (D,) the first frame's CLIP image embedding
     motion: float
@@ -163,7 +163,9 @@ class LatentWindows(Windows):
             storage.join(self.where, f"{self.content_hashes()[i]}.safetensors"), f"clip {self.keys[i]}"
         )
         start = window_start(len(entry["posterior"]), self.frames, at, self.name(i))
-        first = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size, max_frames=start + 1)[start]
+        first = None  # a text-to-video step has no conditioning frame: nothing is decoded
+        if self.text is None:
+            first = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size, max_frames=start + 1)[start]
         caption = self.captions[i]
         text = None
         if self.text is not None:
@@ -184,10 +186,14 @@ class LatentWindows(Windows):
         def stack(xs: list[np.ndarray | None]) -> torch.Tensor | None:
             return None if any(x is None for x in xs) else torch.from_numpy(np.stack(xs))  # type: ignore[arg-type]
 
-        first = torch.from_numpy(np.stack([it.first for it in items])).permute(0, 3, 1, 2)[:, None]
+        first = stack([it.first for it in items])
+        if first is None:  # (B, 0, 3, H, W): no frame, only the size of one
+            frames = torch.zeros(len(items), 0, 3, *self.size)
+        else:  # (B, 1, 3, H, W): the conditioning frame alone
+            frames = first.permute(0, 3, 1, 2)[:, None].float() / 127.5 - 1
         embeds = stack([it.embeds for it in items])
         return Batch(
-            frames=first.float() / 127.5 - 1,  # (B, 1, 3, H, W): the conditioning frame alone
+            frames=frames,
             fps=torch.full((len(items),), float(self.fps)),
             motion=torch.tensor([it.motion for it in items], dtype=torch.float32),
             captions=[it.caption for it in items],

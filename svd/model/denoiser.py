@@ -72,13 +72,13 @@ def prepare(
     else:
         x0 = sample(c.vae, stored.flatten(0, 1), eps)
     x0 = x0.unflatten(0, (-1, f))  # (B, F, C, h, w)
-    first = batch.frames[:, 0]
     if condition == "text":
         text = text_embed(c, batch.captions) if batch.text is None else batch.text
         text = drop_text(c, text, keep)
         if not c.is_video:
             return x0[:, 0], dict(encoder_hidden_states=text)
         return x0, text_video_condition(text, batch.fps, motion_bucket(c, batch))
+    first = batch.frames[:, 0]
     if not c.is_video:
         return x0[:, 0], image_condition(c, first, keep, batch.embeds)  # (B, 1, C, h, w) -> (B, C, h, w)
     if cond_aug is None:

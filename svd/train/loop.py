@@ -380,8 +380,6 @@ def train_stage(
     val_batch = val.fixed(max(last.batch_size, 4))
     before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED, st.condition)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
-    first_frame = ((val_batch.frames[0, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
-    first_frame_u8 = first_frame.to(torch.uint8).cpu().numpy()
 
     def sample(step: int) -> None:
         """A video from the first val clip's first frame (or caption) with the weights of this step,
@@ -404,9 +402,10 @@ def train_stage(
                 last.resolution,
             )
         else:
+            first = ((val_batch.frames[0, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
             video = image_to_video(
                 c,
-                first_frame_u8,
+                first.to(torch.uint8).cpu().numpy(),
                 last.frames,
                 last.fps,
                 127,

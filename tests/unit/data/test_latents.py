@@ -87,7 +87,8 @@ def test_a_step_on_the_store_draws_what_encoding_draws(setup, condition) -> None
     plan = draws(0, "video/denoiser", 3, 4, len(windows))
     pixels = windows.collate([windows[d] for d in plan])
     latents = stored.collate([stored[d] for d in plan])
-    assert latents.frames.shape[1] == 1 and latents.posterior is not None
+    # an image-to-video step decodes its conditioning frame; a text-to-video step nothing
+    assert latents.frames.shape[1] == (1 if condition == "image" else 0) and latents.posterior is not None
     assert (latents.text is not None) == (condition == "text")
     out = [
         prepare(c, b, p.conditioning, 0.5, torch.Generator().manual_seed(1), condition=condition)
