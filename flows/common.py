@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,19 @@ def run_tags() -> dict[str, str]:
     if root := flow_run.get_root_flow_run_id():
         tags["prefect.root_flow_run_id"] = str(root)
     return tags
+
+
+def run_name() -> str:
+    """A flow run's name from what it runs: `<flow>[-<stage or steps>]-<4 hex of its params>`, e.g.
+    `train-video-3f9c`. The hex covers the params file's contents and the run's parameters, so two
+    runs share a name exactly when they compute the same thing."""
+    given = dict(flow_run.parameters)
+    which = given.get("stage") or "+".join(given.get("steps") or [])
+    h = hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode())
+    path = Path(str(given.get("params_path", "params.yaml")))
+    if path.is_file():
+        h.update(path.read_bytes())
+    return "-".join(x for x in (flow_run.flow_name, which, h.hexdigest()[:4]) if x)
 
 
 def link_mlflow(stage: str) -> None:

@@ -12,7 +12,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from flows.annotate import annotate_videos, task_runner
-from flows.common import link_mlflow, run_tags
+from flows.common import link_mlflow, run_name, run_tags
 from svd import params, stages
 from svd.curation.annotate import VideoResult
 
@@ -34,7 +34,7 @@ def filter_clips(params_path: str) -> dict[str, int]:
     return stages.filter_clips(params.load(params_path), run_tags())
 
 
-@flow(name="curate", log_prints=True)
+@flow(name="curate", flow_run_name=run_name, log_prints=True)
 def curate(params_path: str = "params.yaml", steps: list[Step] = ["synth", "annotate", "filter"]) -> dict:  # noqa: B006
     out: dict = {}
     if "synth" in steps:

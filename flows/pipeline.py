@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import dvc_commit
+from flows.common import dvc_commit, run_name
 from flows.curate import Step, curate
 from flows.evaluate import evaluate
 from flows.latents import latents
@@ -21,7 +21,7 @@ from svd.params import STAGES, load
 DVC_STAGE = {"synth": "synth", "annotate": "curate", "filter": "filter"}
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", flow_run_name=run_name, log_prints=True)
 def pipeline(params_path: str = "params.yaml", synthetic: bool = True) -> dict:
     summary: dict = {}
     steps: list[Step] = ["synth", "annotate", "filter"] if synthetic else ["annotate", "filter"]

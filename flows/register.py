@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import link_mlflow, run_tags
+from flows.common import link_mlflow, run_name, run_tags
 from svd import params, stages
 
 
@@ -14,7 +14,7 @@ def register_model(params_path: str) -> dict:
     return stages.register(params.load(params_path), run_tags())
 
 
-@flow(name="register", log_prints=True)
+@flow(name="register", flow_run_name=run_name, log_prints=True)
 def register(params_path: str = "params.yaml") -> dict:
     reg = register_model(params_path)
     gates = "passed" if not reg["gate_failures"] else "failed: " + "; ".join(reg["gate_failures"])

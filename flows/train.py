@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import link_mlflow, run_tags
+from flows.common import link_mlflow, run_name, run_tags
 from svd import params, stages
 from svd.params import StageName
 
@@ -16,7 +16,7 @@ def train_stage(params_path: str, stage: StageName) -> dict:
     return {k: v for k, v in vars(r).items() if k != "losses"}
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", flow_run_name=run_name, log_prints=True)
 def train(stage: StageName = "image", params_path: str = "params.yaml") -> dict:
     result = train_stage(params_path, stage)
     create_markdown_artifact(

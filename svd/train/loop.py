@@ -378,7 +378,10 @@ def train_stage(
     d = denoiser(c)
     val = stored(val)
     val_batch = val.fixed(max(last.batch_size, 4))
-    before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED, st.condition)
+    if saved is not None and "val_before" in saved:  # the weights are the point's now, not the start's
+        before = saved["val_before"]
+    else:
+        before = validation_loss(c, val_batch, p.conditioning, p.evaluate.sigmas, VAL_SEED, st.condition)
     ema = EMA(c.unet, st.ema_decay) if st.ema_decay else None
 
     def sample(step: int) -> None:
@@ -446,7 +449,7 @@ def train_stage(
             workers = p.train.compute.data_workers
             return batches(data, p.seed, f"{name}/{kind}", first_step, ph.steps, ph.batch_size, mine, workers)
 
-        resumable = phase(kind, ph, autoencoder_loss=ae_loss, losses_before=list(losses))
+        resumable = phase(kind, ph, autoencoder_loss=ae_loss, losses_before=list(losses), val_before=before)
         losses += optimise(
             c.unet,
             loss_fn,
@@ -486,7 +489,9 @@ def train_stage(
         losses=losses,
     )
     if distributed.is_main():
-        summary = {k: v for k, v in asdict(result).items() if k != "losses"}
+        # no wall seconds (MLflow has them): the same inputs must give the same bytes, or DVC re-runs
+        # everything downstream of a stage that computed nothing new
+        summary = {k: v for k, v in asdict(result).items() if k not in ("losses", "seconds")}
         (Path(st.out) / "training.json").write_text(
             json.dumps({"stage": st.model_dump(mode="json"), "result": summary}, indent=2)
         )

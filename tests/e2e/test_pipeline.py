@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -192,6 +193,7 @@ def test_dvc_repro_runs_the_whole_loop(project):
 
 def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_path):
     """As a user does from the Prefect UI: deploy infra/prefect.yaml, a worker picks the run up."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -203,9 +205,17 @@ def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_pat
         sh([sys.executable, "-m", "prefect", *deploy], proj, env)
         with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
             run = run_deployment("pipeline/pipeline", timeout=900, poll_interval=5)
-        assert run.state is not None and run.state.is_completed(), (run.state, worker.log_tail())
+            assert run.state is not None and run.state.is_completed(), (run.state, worker.log_tail())
+            # runs are named for what they compute: flow, stage or steps, 4 hex of the params
+            with get_client(sync_client=True) as c:
+                names = [r.name for r in c.read_flow_runs()]
     finally:
         worker.stop()
+    assert re.fullmatch(r"pipeline-[0-9a-f]{4}", run.name), run.name
+    steps = ["curate-synth", "curate-annotate", "curate-filter", "train-image", "latents-video"]
+    steps += ["train-video", "latents-finetune", "train-finetune", "evaluate", "register"]
+    named = {n.rsplit("-", 1)[0] for n in names if re.fullmatch(r"[a-z+-]+-[0-9a-f]{4}", n)}
+    assert set(steps) <= named, names
     check_outcome(proj, env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     for r in mlflow.search_runs(experiment_names=["svd"], output_format="list"):

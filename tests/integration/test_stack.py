@@ -239,6 +239,72 @@ def test_prefect_yaml_deploys_every_flow(prefect_server: Service) -> None:
         deployed = {d.name: d for d in c.read_deployments() if d.work_pool_name == "local"}
     assert set(deployed) == {d["name"] for d in config["deployments"]}
     assert deployed["train-video"].parameters == {"stage": "video"}
+    chain_runs_on_events(prefect_server, deployed)
+
+
+EMIT = """
+import json, sys
+from prefect.events import emit_event
+resource, related = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+emit_event("prefect.flow-run.Completed", resource=resource, related=related)
+"""
+
+
+def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
+    """The automations `prefect deploy` made from the triggers: a finetune deployment's run completing
+    starts evaluate, an evaluate run completing starts register, and a finetune run of no deployment
+    (a pipeline's subflow) starts nothing. The completions are emitted as the engine emits them (the
+    flow run, related to its deployment and flow), so no training runs here; the started runs stay
+    scheduled on pool `local`, which no worker of the tests polls."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def completed(name: str, deployment: str | None) -> None:
+        resource = {"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}", "prefect.resource.name": name}
+        related = [{"prefect.resource.id": f"prefect.flow.{uuid.uuid4()}", "prefect.resource.role": "flow"}]
+        if deployment is not None:
+            related.append(
+                {
+                    "prefect.resource.id": f"prefect.deployment.{deployed[deployment].id}",
+                    "prefect.resource.role": "deployment",
+                    "prefect.resource.name": deployment,
+                }
+            )
+        cmd = [sys.executable, "-c", EMIT, json.dumps(resource), json.dumps(related)]
+        subprocess.run(cmd, env={**os.environ, **prefect_server.env}, check=True, timeout=60)
+
+    def runs_of(c, deployment: str) -> int:
+        only = DeploymentFilter(id=DeploymentFilterId(any_=[deployed[deployment].id]))
+        return len(c.read_flow_runs(deployment_filter=only))
+
+    def wait_for(c, deployment: str, n: int) -> None:
+        deadline = time.monotonic() + 60
+        while runs_of(c, deployment) < n and time.monotonic() < deadline:
+            time.sleep(1)
+        assert runs_of(c, deployment) == n, f"{deployment}: {runs_of(c, deployment)} runs, expected {n}"
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
+        automations = c.read_automations()
+        names = {a.name for a in automations}
+        assert any("evaluate" in n for n in names) and any("register" in n for n in names), names
+        try:
+            completed("train-finetune-0000", None)  # the pipeline's own subflow: no deployment
+            completed("train-finetune-3f9c", "finetune")
+            wait_for(c, "evaluate", 1)
+            completed("evaluate-1a2b", "evaluate")
+            wait_for(c, "register", 1)
+            time.sleep(3)  # the subflow's completion, emitted first, started nothing meanwhile
+            assert runs_of(c, "evaluate") == 1
+        finally:  # the server outlives this test: a worker on pool `local` must find nothing of it
+            for a in automations:
+                c.delete_automation(a.id)
+            for name in ("evaluate", "register"):
+                only = DeploymentFilter(id=DeploymentFilterId(any_=[deployed[name].id]))
+                for r in c.read_flow_runs(deployment_filter=only):
+                    c.delete_flow_run(r.id)
 
 
 def test_failed_start_raises_with_command_and_log(tmp_path: Path) -> None:
