@@ -45,6 +45,18 @@ def link_mlflow(stage: str) -> None:
         )
 
 
+@task
+def up_to_date(stage: str) -> bool:
+    """Whether DVC holds the stage's outputs for its current deps and params (`dvc status`): the
+    pipeline flow decides as `dvc repro` does, so the two doors never disagree on what to recompute.
+    Outside a DVC project every step runs."""
+    if not Path("dvc.yaml").exists():
+        return False
+    cmd = [sys.executable, "-m", "dvc", "status", "--json", stage]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return not json.loads(out or "{}")
+
+
 @task(retries=2, retry_delay_seconds=2)
 def dvc_commit(*stages: str) -> None:
     """Record outputs produced by a flow in dvc.lock, so `dvc status` agrees with what the flow did.

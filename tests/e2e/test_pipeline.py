@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -188,6 +189,8 @@ def check_outcome(proj: Path, env: dict) -> None:
 def test_dvc_repro_runs_the_whole_loop(project):
     proj, env = project
     sh([str(BIN / "dvc"), "repro"], proj, env)
+    again = sh([str(BIN / "dvc"), "repro"], proj, env)  # nothing changed: nothing runs
+    assert "Running stage" not in again and "didn't change" in again, again
     check_outcome(proj, env)
 
 
@@ -209,6 +212,13 @@ def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_pat
             # runs are named for what they compute: flow, stage or steps, 4 hex of the params
             with get_client(sync_client=True) as c:
                 names = [r.name for r in c.read_flow_runs()]
+            # nothing changed: the second run asks DVC, as `dvc repro` would, and runs no step
+            t0 = time.monotonic()
+            again = run_deployment("pipeline/pipeline", timeout=300, poll_interval=1)
+            print(f"second pipeline run, nothing changed: {time.monotonic() - t0:.1f} s")
+            assert again.state is not None and again.state.is_completed(), (again.state, worker.log_tail())
+            with get_client(sync_client=True) as c:
+                assert len(c.read_flow_runs()) == len(names) + 1  # itself, and no step's flow run
     finally:
         worker.stop()
     assert re.fullmatch(r"pipeline-[0-9a-f]{4}", run.name), run.name
@@ -218,5 +228,5 @@ def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_pat
     assert set(steps) <= named, names
     check_outcome(proj, env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    for r in mlflow.search_runs(experiment_names=["svd"], output_format="list"):
+    for r in mlflow.search_runs(experiment_names=["svd"], output_format="list"):  # none from the second
         assert r.data.tags["prefect.root_flow_run_id"] == str(run.id), r.info.run_name
