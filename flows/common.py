@@ -16,10 +16,13 @@ from svd import tracking
 
 
 def run_tags() -> dict[str, str]:
-    """Prefect's ids for the MLflow run: the flow run itself and the pipeline run above it."""
+    """Prefect's ids for the MLflow run: the flow run itself and the pipeline run above it, and the
+    flow run's page, the way back from MLflow to Prefect."""
     tags = {"prefect.flow_run_id": str(flow_run.get_id())}
     if root := flow_run.get_root_flow_run_id():
         tags["prefect.root_flow_run_id"] = str(root)
+    if ui := flow_run.get_flow_run_ui_url():
+        tags["prefect.flow_run_url"] = ui
     return tags
 
 
@@ -37,11 +40,24 @@ def run_name() -> str:
 
 
 def link_mlflow(stage: str) -> None:
-    """A link artifact from the flow run to the MLflow experiment, the other half of the lineage."""
+    """A link artifact from the flow run to each MLflow run it made (found by the run_tags it gave
+    them), the other half of the lineage. Only a tracking server has pages to link to."""
+    import mlflow
+
     uri = tracking.tracking_uri()
-    if uri.startswith("http"):
+    if not uri.startswith("http"):
+        return
+    mlflow.set_tracking_uri(uri)
+    made = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run.get_id()}'",
+        output_format="list",
+    )
+    for r in made:
         create_link_artifact(
-            link=f"{uri}/#/experiments", link_text=f"MLflow runs of {stage}", key=f"mlflow-{stage}"
+            link=f"{uri}/#/experiments/{r.info.experiment_id}/runs/{r.info.run_id}",
+            link_text=f"MLflow run {r.info.run_name}",
+            key=f"mlflow-{stage}",
         )
 
 

@@ -125,6 +125,7 @@ def check_outcome(proj: Path, env: dict) -> None:
         tags = run.data.tags
         assert len(tags["git.commit"]) >= 40, tags
         assert tags["prefect.flow_run_id"] not in ("", "none"), (run.info.run_name, tags)
+        assert tags["prefect.flow_run_url"].endswith(f"/flow-run/{tags['prefect.flow_run_id']}"), tags
         hashed = {k.removeprefix("dvc.md5.") for k in tags if k.startswith("dvc.md5.")}
         assert hashed == INPUTS[run.info.run_name], (run.info.run_name, tags)
         datasets = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}

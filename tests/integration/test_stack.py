@@ -333,3 +333,55 @@ def test_stop_reaps_children_that_left_the_process_group(tmp_path: Path) -> None
     assert len(processes_with_env(MARKER, svc.marker)) == 2
     svc.stop()
     assert processes_with_env(MARKER, svc.marker) == []
+
+
+LINKED_FLOW = """
+import mlflow
+from prefect import flow
+from flows.common import link_mlflow, run_tags
+
+@flow(name="linked")
+def linked() -> str:
+    mlflow.set_experiment("links")
+    with mlflow.start_run(run_name="step", tags=run_tags()) as r:
+        pass
+    link_mlflow("step")
+    return r.info.run_id
+
+print(linked())
+"""
+
+
+def test_flow_runs_and_mlflow_runs_link_to_each_other(
+    prefect_server: Service, mlflow_server: Service
+) -> None:
+    """A step's flow run links to the MLflow run it made (a link artifact to the run's page), and the
+    MLflow run links back (its tag holds the flow run's page in the Prefect UI)."""
+    import mlflow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = {
+        **os.environ,
+        **prefect_server.env,
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "PYTHONPATH": str(REPO),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", LINKED_FLOW], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_id = out.stdout.strip().splitlines()[-1]
+    mlflow.set_tracking_uri(mlflow_server.url)
+    try:
+        run = mlflow.get_run(run_id)
+    finally:
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))  # type: ignore[arg-type]
+    flow_run_id = run.data.tags["prefect.flow_run_id"]
+    assert run.data.tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run_id}")
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
+        links = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mlflow-step"])))
+    page = f"{mlflow_server.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    assert [(str(a.flow_run_id), a.type) for a in links] == [(flow_run_id, "markdown")]
+    assert page in str(links[0].data), links[0].data
