@@ -9,6 +9,7 @@ requirements are installed. Aliases, not the deprecated stages: every registered
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from dataclasses import dataclass
 from importlib import metadata
@@ -106,26 +107,54 @@ class Registration:
     model_uri: str
 
 
+def content_hash(folder: Path) -> str:
+    """sha256 over a model folder's files, names and bytes: the same weights, the same hash."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def register(model_dir: Path, name: str, metrics: dict, gates: Gates, run_id: str) -> Registration:
-    """Log the pipeline folder as a pyfunc inside the active run, register it and set aliases."""
-    requirements = [f"{r}=={metadata.version(r)}" for r in REQUIREMENTS]
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=SVDPipelineModel(),
-        artifacts={"pipeline": str(model_dir)},
-        code_paths=[str(Path(svd.__file__).parent)],
-        pip_requirements=requirements,
-        signature=SIGNATURE,
-        registered_model_name=name,
-    )
+    """Register the pipeline folder and set its aliases. Weights registered before (by content hash)
+    keep their version, so the registry follows DVC: a model DVC restores, or a rerun of an unchanged
+    model, gets its old version back, aliases included, instead of a copy under a new number."""
     client = mlflow.MlflowClient()
-    version = str(info.registered_model_version)
+    digest = content_hash(model_dir)
+    same = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = '{digest}'")
+    if same:
+        version = str(min(int(v.version) for v in same))
+    else:  # new weights: the folder as a pyfunc logged inside the active run
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=SVDPipelineModel(),
+            artifacts={"pipeline": str(model_dir)},
+            code_paths=[str(Path(svd.__file__).parent)],
+            pip_requirements=[f"{r}=={metadata.version(r)}" for r in REQUIREMENTS],
+            signature=SIGNATURE,
+            registered_model_name=name,
+        )
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(name, version, "model_sha256", digest)
+        for key, value in client.get_run(run_id).data.tags.items():
+            if key.startswith(("git.", "dvc.", "prefect.")):
+                client.set_model_version_tag(name, version, key, value)
     failures = gate_failures(metrics, gates)
     aliases = ["candidate"] + ([] if failures else ["champion"])
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version)
+    if failures and champion(client, name) == version:  # it fails the gates as they are now
+        client.delete_registered_model_alias(name, "champion")
     client.set_model_version_tag(name, version, "gates", "passed" if not failures else "; ".join(failures))
-    for key, value in client.get_run(run_id).data.tags.items():
-        if key.startswith(("git.", "dvc.", "prefect.")):
-            client.set_model_version_tag(name, version, key, value)
     return Registration(name, version, aliases, failures, run_id, f"models:/{name}/{version}")
+
+
+def champion(client: mlflow.MlflowClient, name: str) -> str | None:
+    """The version the champion alias points at, None when no version holds it."""
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        return None

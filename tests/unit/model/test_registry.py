@@ -50,3 +50,53 @@ def test_lineage_tags_always_name_commit_and_flow_run(tmp_path, monkeypatch):
     assert tags["git.commit"] and tags["prefect.flow_run_id"] == "1234"
     assert lineage([])["prefect.flow_run_id"] == "none"
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}}) == {"a.b": "1", "a.c.d": "[1, 2]"}
+
+
+def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkeypatch):
+    """What DVC restores, the registry names: registering weights again (a rerun, or the model of an
+    earlier params set brought back by DVC) gives their first version back, not a copy under a new
+    number, and the aliases move with it; weights that fail the gates as set now lose champion."""
+    import mlflow
+    import torch
+
+    from svd import registry
+    from svd.model import components
+    from svd.model.inflate import inflate
+    from svd.model.motion import MotionBuckets
+    from svd.params import Architecture
+    from svd.registry import register
+
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    torch.manual_seed(0)
+    c = components.build(Architecture(), 32)
+    c.unet = inflate(c.unet, 32, 4)
+    c.motion = MotionBuckets.from_scores(torch.linspace(0, 4, 20).numpy())
+    client = mlflow.MlflowClient()
+
+    def registered(val_loss: float = 0.1) -> tuple[str, list[str]]:
+        components.save(c, tmp_path / "model")
+        with mlflow.start_run() as run:
+            r = register(
+                tmp_path / "model", "svd-t", {"val_loss": val_loss}, Gates(max_val_loss=1.0), run.info.run_id
+            )
+        return r.version, r.aliases
+
+    def champion() -> str | None:
+        return registry.champion(client, "svd-t")
+
+    try:
+        assert registered() == ("1", ["candidate", "champion"])
+        assert registered() == ("1", ["candidate", "champion"])  # a rerun: no second copy
+        first = c.unet.conv_out.bias.detach().clone()
+        with torch.no_grad():
+            c.unet.conv_out.bias += 1
+        assert registered() == ("2", ["candidate", "champion"]) and champion() == "2"
+        with torch.no_grad():
+            c.unet.conv_out.bias.copy_(first)  # the first weights again, as DVC restores them
+        assert registered() == ("1", ["candidate", "champion"]) and champion() == "1"
+        assert registered(val_loss=5.0) == ("1", ["candidate"]) and champion() is None
+        assert len(client.search_model_versions("name = 'svd-t'")) == 2
+    finally:
+        mlflow.set_tracking_uri(previous)
