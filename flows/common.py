@@ -23,6 +23,9 @@ def run_tags() -> dict[str, str]:
         tags["prefect.root_flow_run_id"] = str(root)
     if ui := flow_run.get_flow_run_ui_url():
         tags["prefect.flow_run_url"] = ui
+    # the flow as the run's source (MLflow would name Prefect's engine, the process's entry point)
+    tags["mlflow.source.name"] = f"flows/{flow_run.get_flow_name()}.py"
+    tags["mlflow.source.type"] = "JOB"
     return tags
 
 

@@ -481,7 +481,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"DVC remote   s3store -> {url} (in .dvc/config.local; dvc push -r s3store)")
         else:
             print("DVC remote   skipped: no .dvc here (run `dvc init` and `up` again)")
-        print(f"\n# source {root / 'env'}\n{env_lines(env)}\nCtrl-C stops everything.", flush=True)
+        # the names only: the file holds the values, keys included, and a terminal log should not
+        print(f"\nsource {root / 'env'}  # sets {', '.join(sorted(env))}\nCtrl-C stops everything.", flush=True)
         try:
             while all(svc.alive() for svc in stack.services.values()):
                 time.sleep(1)

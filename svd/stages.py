@@ -41,9 +41,9 @@ def annotate(p: Params, tags: Tags = None, results: list | None = None) -> dict[
     from svd.curation.checks import check_clips
     from svd.curation.curate import curate, write_outputs
 
-    with tracking.run(
-        "curate", list(map(Path, p.curate.sources)), {"curate": p.curate.model_dump(mode="json")}, tags
-    ):
+    sources = list(map(Path, p.curate.sources))
+    about = "Cut every source video into clips, score them, write the shards and the clip table."
+    with tracking.run("curate", sources, {"curate": p.curate.model_dump(mode="json")}, tags, about):
         table = curate(p.curate, p.seed) if results is None else write_outputs(results, p.curate, p.seed)
         check_clips(table)
         counts = {"videos": int(table["video"].nunique())}
@@ -61,7 +61,10 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
     from svd.curation.filter import make_subsets, write_subsets
 
     table_path = storage.join(p.curate.out, "clips.parquet")
-    with tracking.run("filter", [Path(p.curate.out)], {"filter": p.filter.model_dump(mode="json")}, tags):
+    about = "Filter the clip table into the LVD, LVD-F and HQ subsets, each validated."
+    with tracking.run(
+        "filter", [Path(p.curate.out)], {"filter": p.filter.model_dump(mode="json")}, tags, about
+    ):
         subsets = make_subsets(pd.read_parquet(io.BytesIO(storage.read_bytes(table_path))), p.filter)
         for name, df in subsets.items():
             check_subset(name, df, p.filter)
@@ -77,10 +80,20 @@ def latents(p: Params, stage: StageName, tags: Tags = None) -> dict[str, int]:
 
     st = p.stage(stage)
     inputs = [p.filter.out, Path(p.curate.out)] + ([st.init] if st.init else [])
-    with tracking.run(f"latents-{stage}", inputs, {"train": {stage: st.model_dump(mode="json")}}, tags):
+    about = f"Encode the {stage} stage's clips (and captions) once into its latent store {st.latents}."
+    with tracking.run(
+        f"latents-{stage}", inputs, {"train": {stage: st.model_dump(mode="json")}}, tags, about
+    ):
         counts = fill_latents(p, stage, p.filter.out, p.curate.out)
         mlflow.log_metrics({f"latents.{k}": v for k, v in counts.items()})
     return counts
+
+
+STAGE_TITLE = {
+    "image": "Stage I (image pretraining)",
+    "video": "Stage II (video pretraining)",
+    "finetune": "Stage III (high-quality finetuning)",
+}
 
 
 def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
@@ -101,7 +114,10 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
         },
         "seed": p.seed,
     }
-    with tracking.run(f"train-{stage}", inputs, params, tags, system_metrics=True):
+    about = (
+        f"Train {STAGE_TITLE[stage]}, conditioned on {'captions' if st.condition == 'text' else 'a frame'}."
+    )
+    with tracking.run(f"train-{stage}", inputs, params, tags, about):
         result = train_stage(p, stage, p.filter.out, p.curate.out, tracking.MLflowRecorder())
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
@@ -115,7 +131,8 @@ def evaluate(p: Params, tags: Tags = None) -> dict:
 
     model = p.train.finetune.out
     inputs = [model, p.filter.out, Path(p.curate.out)]
-    with tracking.run("evaluate", inputs, {"evaluate": p.evaluate.model_dump(mode="json")}, tags):
+    about = "Evaluate the Stage III model: validation loss at fixed sigmas, samples per motion bucket."
+    with tracking.run("evaluate", inputs, {"evaluate": p.evaluate.model_dump(mode="json")}, tags, about):
         metrics = run_evaluation(p, model, p.filter.out, p.curate.out)
         mlflow.log_metrics(finite(metrics))
         mlflow.log_artifacts(str(p.evaluate.out / "samples"), "samples")  # the generated videos
@@ -130,7 +147,8 @@ def register(p: Params, tags: Tags = None) -> dict:
     model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     params = {"registry": p.registry.model_dump(mode="json")}
-    with tracking.run("register", [model, metrics_path], params, tags) as run_id:
+    about = "Register the Stage III model; champion if every gate passes."
+    with tracking.run("register", [model, metrics_path], params, tags, about) as run_id:
         mlflow.log_metrics(finite(metrics))
         reg = registry.register(model, p.registry.name, metrics, p.registry.gates, run_id)
     out = asdict(reg) | {"tracking_uri": tracking.tracking_uri()}

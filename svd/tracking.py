@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import yaml
 
-EXPERIMENT = "svd"
+EXPERIMENT = "svd"  # each step's runs go to the experiment "svd/<step>", e.g. svd/train-video
 
 
 def tracking_uri() -> str:
@@ -24,11 +24,14 @@ def tracking_uri() -> str:
 
 
 def configure(experiment: str = EXPERIMENT) -> None:
+    """Point MLflow at the tracking URI and the experiment, made on first use as a model training
+    experiment (MLflow 3's UI otherwise guesses, and shows GenAI pages for runs without traces)."""
     mlflow.set_tracking_uri(tracking_uri())
     if mlflow.get_experiment_by_name(experiment) is None:
         local = tracking_uri().startswith("sqlite:")
         location = Path("mlartifacts").absolute().as_uri() if local else None  # a server decides its own
-        mlflow.create_experiment(experiment, artifact_location=location)
+        kind = {"mlflow.experimentKind": "custom_model_development"}
+        mlflow.create_experiment(experiment, artifact_location=location, tags=kind)
     mlflow.set_experiment(experiment)
 
 
@@ -90,17 +93,16 @@ def run(
     inputs: list[Path],
     params: Mapping,
     tags: Mapping[str, str] | None = None,
-    system_metrics: bool = False,
+    description: str = "",
 ) -> Iterator[str]:
-    """An MLflow run carrying the lineage tags, the inputs as datasets and the flattened params;
-    yields the run id. `system_metrics` samples CPU, memory and GPU every 5 s (training runs)."""
-    configure()
-    if system_metrics:
-        mlflow.set_system_metrics_sampling_interval(5)
-        mlflow.set_system_metrics_samples_before_logging(1)
-    with mlflow.start_run(
-        run_name=name, tags=lineage(inputs, tags), log_system_metrics=system_metrics
-    ) as active:
+    """An MLflow run of step `name` in the step's experiment (svd/<name>), carrying the lineage tags,
+    the inputs as datasets, the flattened params, a description, and CPU, memory and GPU sampled
+    every 5 s; yields the run id."""
+    configure(f"{EXPERIMENT}/{name}")
+    mlflow.set_system_metrics_sampling_interval(5)
+    mlflow.set_system_metrics_samples_before_logging(1)
+    run_tags = lineage(inputs, tags) | ({"mlflow.note.content": description} if description else {})
+    with mlflow.start_run(run_name=name, tags=run_tags, log_system_metrics=True) as active:
         mlflow.log_params(flatten(params))
         log_datasets(inputs)
         yield active.info.run_id

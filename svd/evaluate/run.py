@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from svd.curation.scorers.motion import MotionParams, motion_score
 from svd.data.clips import load_subset
-from svd.generate import image_to_video
+from svd.generate import image_to_video, text_to_video
 from svd.media.io import write_video
 from svd.model import components
 from svd.model.denoiser import validation_loss
@@ -46,19 +47,27 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
     val = load_subset(subsets_dir, curated_dir, e.subset, "val", e.fps, st.frames, st.resolution)
 
     # 1. Validation loss at fixed sigmas
-    losses = validation_loss(c, val.fixed(max(len(val), 2)), p.conditioning, e.sigmas, SEED)
+    condition = p.train.finetune.condition
+    losses = validation_loss(c, val.fixed(max(len(val), 2)), p.conditioning, e.sigmas, SEED, condition)
     metrics: dict = {"val_loss": sum(losses.values()) / len(losses)}
     metrics |= {f"val_loss_sigma_{s:g}": v for s, v in losses.items()}
 
     # 2. Samples: each held-out first frame at every requested motion bucket
     rows: list[dict] = []
     for i in range(e.samples):
-        clip = val.window(i % len(val), 0.0)
+        clip, key = val.window(i % len(val), 0.0), val.keys[i % len(val)]
+        # the conditioning frame beside its videos: what a user hands `svd generate` to try the model
+        Image.fromarray(clip[0]).save(out / "samples" / f"{key}.png")
         for bucket in e.motion_buckets:
-            video = image_to_video(
-                c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i, size=st.resolution
-            )
-            path = out / "samples" / f"{val.keys[i % len(val)]}_m{bucket:03d}.mp4"
+            if condition == "text":  # a text-to-video model: the clip's caption instead of its frame
+                caption = val.captions[i % len(val)]
+                args = (st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i, st.resolution)
+                video = text_to_video(c, caption, *args)
+            else:
+                video = image_to_video(
+                    c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i, size=st.resolution
+                )
+            path = out / "samples" / f"{key}_m{bucket:03d}.mp4"
             write_video(path, video, e.fps)
             rows.append({"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, motion)})
             log.info("sample %s: bucket %d -> motion %.3f", path.name, bucket, rows[-1]["motion"])

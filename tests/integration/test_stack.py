@@ -385,3 +385,37 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
     page = f"{mlflow_server.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
     assert [(str(a.flow_run_id), a.type) for a in links] == [(flow_run_id, "markdown")]
     assert page in str(links[0].data), links[0].data
+
+
+def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: Path) -> None:
+    """`make serve` as a user runs it: the stack comes up and says where each UI is and which file
+    to source, without printing a key; SIGTERM (Ctrl-C alike) stops every process it started."""
+    import signal
+    import time
+
+    before = set(processes_with_env(MARKER))
+    cmd = [sys.executable, "-m", "infra.stack", "up", "--dir", str(tmp_path / "stack")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    up = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert up.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not any("Ctrl-C stops everything" in x for x in lines):
+            line = up.stdout.readline()
+            if not line and up.poll() is not None:
+                break
+            lines.append(line)
+        out = "".join(lines)
+        assert "Ctrl-C stops everything" in out, out
+        started = set(processes_with_env(MARKER)) - before
+        assert len(started) >= 4, out  # S3, MLflow, Prefect server, worker
+        assert "Prefect UI" in out and "MLflow UI" in out and str(tmp_path / "stack" / "env") in out
+        assert "SECRET_ACCESS_KEY=" not in out and "export " not in out, out
+        assert "AWS_SECRET_ACCESS_KEY=" in (tmp_path / "stack" / "env").read_text()  # the values live there
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=90) == 0
+    assert set(processes_with_env(MARKER)) & started == set()
