@@ -30,7 +30,7 @@ def pack(params_path: str, results: list[VideoResult]) -> dict[str, int]:
 
 
 @task
-def filter_clips(params_path: str) -> dict[str, int]:
+def filter_clips(params_path: str) -> dict:
     return stages.filter_clips(params.load(params_path), run_tags())
 
 
@@ -43,7 +43,11 @@ def curate(params_path: str = "params.yaml", steps: list[Step] = ["synth", "anno
         p = params.load(params_path).curate
         out["clips"] = pack(params_path, annotate_videos.with_options(task_runner=task_runner(p))(p))
     if "filter" in steps:
-        out["subsets"] = filter_clips(params_path)
+        filtered = filter_clips(params_path)
+        out["subsets"] = filtered["clips"]
         create_table_artifact([{"subset": k, "clips": v} for k, v in out["subsets"].items()], key="subsets")
+        create_table_artifact(
+            filtered["rules"], key="filter-rules", description="Clips each filter rule dropped"
+        )
     link_mlflow("curate")
     return out

@@ -11,14 +11,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 
-from svd import tracking
+from svd import report, tracking
 from svd.params import Params, StageName
 
 if TYPE_CHECKING:
@@ -52,8 +53,10 @@ def annotate(p: Params, tags: Tags = None, results: list | None = None) -> dict[
     return counts
 
 
-def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
-    """Percentile filters -> LVD, LVD-F, HQ; every subset must pass its suite before any is written."""
+def filter_clips(p: Params, tags: Tags = None) -> dict[str, Any]:
+    """Percentile filters -> LVD, LVD-F, HQ; every subset must pass its suite before any is written.
+    Returns the clips per subset and, per rule, the clips it dropped; the run also keeps each
+    filtered score's histogram with its thresholds."""
     import pandas as pd
 
     from svd import storage
@@ -71,7 +74,17 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, int]:
         write_subsets(subsets, p.filter.out)
         counts = {name: len(df) for name, df in subsets.items()}
         mlflow.log_metrics({f"clips.{k}": v for k, v in counts.items()})
-    return counts
+        rules = report.rule_counts(subsets, {"lvd_f": "lvd", "hq": "lvd_f"})
+        mlflow.log_table(pd.DataFrame(rules), "report/rules.json")
+        log_png(report.histograms(subsets["lvd"], subsets), "report/scores.png")
+    return {"clips": counts, "rules": rules}
+
+
+def log_png(png: bytes, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(png)
+        mlflow.log_artifact(str(path), str(Path(name).parent))
 
 
 def latents(p: Params, stage: StageName, tags: Tags = None) -> dict[str, int]:
@@ -122,6 +135,10 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))
+        log_png(report.loss_curve(result.losses, f"{STAGE_TITLE[stage]}: training loss"), "report/loss.png")
+        mlflow.log_table(
+            {"step": list(range(1, len(result.losses) + 1)), "loss": result.losses}, "report/loss.json"
+        )
     return result
 
 

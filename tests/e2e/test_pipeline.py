@@ -151,6 +151,15 @@ def check_outcome(proj: Path, env: dict) -> None:
     assert [(m.model_type, m.tags["step"]) for m in checkpoints] == [("checkpoint", "10")], checkpoints
     assert [a.path for a in client.list_logged_model_artifacts(checkpoints[0].model_id)] == ["video.resume"]
 
+    # what a user looks at: the loss curve of each stage, and what the filters dropped with the scores'
+    # histograms and thresholds
+    for r in runs:
+        report = {a.path for a in client.list_artifacts(r.info.run_id, "report")}
+        if r.info.run_name.startswith("train-"):
+            assert report == {"report/loss.png", "report/loss.json"}, (r.info.run_name, report)
+        if r.info.run_name == "filter":
+            assert report == {"report/rules.json", "report/scores.png"}, report
+
     finetune = next(r for r in runs if r.info.run_name == "train-finetune")
     assert finetune.data.tags["dvc.md5.models/video"] == next(
         o["md5"] for o in lock["train_video"]["outs"] if o["path"] == "models/video"

@@ -107,3 +107,25 @@ def test_no_ok_clips_gives_empty_subsets(tmp_path: Path) -> None:
     assert all(df.empty for df in s.values())
     write_subsets(s, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["hq"]["clips"] == 0
+
+
+def test_the_report_counts_what_each_rule_dropped_and_draws_the_thresholds() -> None:
+    from svd import report
+
+    t, p = table(), FilterParams()
+    s = make_subsets(t, p)
+    rows = {
+        (r["subset"], r["rule"].split(" ")[0]): r
+        for r in report.rule_counts(s, {"lvd_f": "lvd", "hq": "lvd_f"})
+    }
+    lvd = s["lvd"]
+    # each rule alone, on the subset it filters: the 5 least moving of 20, and the clips over 7% text
+    assert rows["lvd_f", "motion_score"]["dropped_by_rule"] == 5
+    assert rows["lvd_f", "text_area"]["dropped_by_rule"] == int((lvd["text_area"] > 0.07).sum())
+    assert rows["lvd_f", "motion_score"]["kept"] == len(s["lvd_f"])
+    assert rows["lvd_f", "motion_score"]["dropped"] == len(lvd) - len(s["lvd_f"])
+    assert rows["hq", "seconds"]["dropped_by_rule"] == int((s["lvd_f"]["seconds"] < 2.0).sum())
+    png = report.histograms(lvd, s)
+    assert png.startswith(b"\x89PNG") and report.histograms(lvd, s) == png  # the same table, the same bytes
+    curve = report.loss_curve([1.0, 0.5, 0.4, 0.3], "loss")
+    assert curve.startswith(b"\x89PNG")

@@ -1,0 +1,91 @@
+"""What a user looks at after curation and training: how many clips each filter rule dropped, each
+filtered score's distribution with its thresholds, and a stage's loss curve. Pictures are PNG bytes
+(matplotlib's Agg backend, no display), so MLflow and anything else can store them as they are.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+
+
+def rule_counts(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> list[dict]:
+    """One row per (subset, rule): clips of the parent subset the rule alone would drop, and the
+    subset's own kept and dropped counts. Rules overlap (a static clip with text fails two), so a
+    rule's drops do not sum to the subset's."""
+    rows = []
+    for name, parent in parents.items():
+        base, df = subsets[parent], subsets[name]
+        for column, (lo, hi) in df.attrs["bounds"].items():
+            v = base[column].to_numpy(float)
+            rows.append(
+                {
+                    "subset": name,
+                    "from": parent,
+                    "rule": f"{column} in [{_num(lo)}, {_num(hi)}]",
+                    "dropped_by_rule": int(((v < lo) | (v > hi)).sum()),
+                    "kept": len(df),
+                    "dropped": len(base) - len(df),
+                }
+            )
+    return rows
+
+
+def histograms(lvd: pd.DataFrame, subsets: dict[str, pd.DataFrame]) -> bytes:
+    """PNG: one panel per filtered column, LVD's values with each subset's bounds drawn on them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = sorted({c for df in subsets.values() for c in df.attrs["bounds"]})
+    fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4 * max(len(columns), 1), 3), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=False):
+        ax.hist(lvd[column].to_numpy(float), bins=30, color="0.6")
+        for (name, df), colour in zip(subsets.items(), ("C0", "C1", "C2"), strict=False):
+            for x in df.attrs["bounds"].get(column, ()):
+                if math.isfinite(x):
+                    ax.axvline(x, color=colour, label=name)
+        ax.set_title(column)
+        ax.set_xlabel(f"LVD, {len(lvd)} clips")
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            unique = dict(zip(labels, handles, strict=True))
+            ax.legend(unique.values(), unique.keys(), fontsize="small")
+    return _png(fig)
+
+
+def loss_curve(losses: list[float], title: str) -> bytes:
+    """PNG: the training loss per step, and its running mean over a tenth of the steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, color="0.7", linewidth=0.8, label="loss")
+    k = max(len(losses) // 10, 1)
+    smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+    ax.plot(steps[k - 1 :], smooth, color="C0", label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _png(fig: object) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else ("-inf" if x < 0 else "inf")
