@@ -59,14 +59,11 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
         # the conditioning frame beside its videos: what a user hands `svd generate` to try the model
         Image.fromarray(clip[0]).save(out / "samples" / f"{key}.png")
         for bucket in e.motion_buckets:
+            args = (st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i)
             if condition == "text":  # a text-to-video model: the clip's caption instead of its frame
-                caption = val.captions[i % len(val)]
-                args = (st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i, st.resolution)
-                video = text_to_video(c, caption, *args)
+                video = text_to_video(c, val.captions[i % len(val)], *args, size=st.resolution)
             else:
-                video = image_to_video(
-                    c, clip[0], st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i, size=st.resolution
-                )
+                video = image_to_video(c, clip[0], *args, size=st.resolution)
             path = out / "samples" / f"{key}_m{bucket:03d}.mp4"
             write_video(path, video, e.fps)
             rows.append({"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, motion)})

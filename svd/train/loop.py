@@ -392,31 +392,12 @@ def train_stage(
         if not (distributed.is_main() or distributed.sharded(c.unet)):
             return  # a sharded network samples on every rank: each holds a part of every weight
         e = p.evaluate
+        args = (last.frames, last.fps, 127, e.steps, e.guidance, VAL_SEED)
         if st.condition == "text":
-            video = text_to_video(
-                c,
-                val_batch.captions[0],
-                last.frames,
-                last.fps,
-                127,
-                e.steps,
-                e.guidance,
-                VAL_SEED,
-                last.resolution,
-            )
+            video = text_to_video(c, val_batch.captions[0], *args, size=last.resolution)
         else:
             first = ((val_batch.frames[0, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
-            video = image_to_video(
-                c,
-                first.to(torch.uint8).cpu().numpy(),
-                last.frames,
-                last.fps,
-                127,
-                e.steps,
-                e.guidance,
-                VAL_SEED,
-                size=last.resolution,
-            )
+            video = image_to_video(c, first.to(torch.uint8).cpu().numpy(), *args, size=last.resolution)
         if distributed.is_main():
             record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
 
