@@ -21,7 +21,8 @@ def run_tags() -> dict[str, str]:
     tags = {"prefect.flow_run_id": str(flow_run.get_id())}
     if root := flow_run.get_root_flow_run_id():
         tags["prefect.root_flow_run_id"] = str(root)
-    if ui := flow_run.get_flow_run_ui_url():
+    ui = flow_run.get_flow_run_ui_url()
+    if ui and ui.startswith("http"):  # without a server Prefect gives "None/flow-runs/..."
         tags["prefect.flow_run_url"] = ui
     # the flow as the run's source (MLflow would name Prefect's engine, the process's entry point)
     tags["mlflow.source.name"] = f"flows/{flow_run.get_flow_name()}.py"
@@ -31,8 +32,8 @@ def run_tags() -> dict[str, str]:
 
 def run_name() -> str:
     """A flow run's name from what it runs: `<flow>[-<stage or steps>]-<4 hex of its params>`, e.g.
-    `train-video-3f9c`. The hex covers the params file's contents and the run's parameters, so two
-    runs share a name exactly when they compute the same thing."""
+    `train-video-3f9c`. The hex covers the run's parameters and the params file's contents (not the
+    data or code), so runs of the same settings share a name; 16 bits can also collide by chance."""
     given = dict(flow_run.parameters)
     which = given.get("stage") or "+".join(given.get("steps") or [])
     h = hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode())

@@ -108,9 +108,10 @@ class Registration:
 
 
 def content_hash(folder: Path) -> str:
-    """sha256 over a model folder's files, names and bytes: the same weights, the same hash."""
+    """sha256 over a model folder's files, names and bytes, less training.json (how it was trained,
+    e.g. checkpoint_every, not what it is): the same model, the same hash."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != "training.json"):
         h.update(f.relative_to(folder).as_posix().encode() + b"\0")
         with f.open("rb") as fh:
             while chunk := fh.read(1 << 20):

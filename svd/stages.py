@@ -123,6 +123,7 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
         "model": {
             "preset": p.model.preset,
             "pretrained": p.model.pretrained,
+            "image_encoder": p.model.image_encoder,
             **p.model.arch.model_dump(mode="json"),
         },
         "seed": p.seed,
@@ -162,6 +163,11 @@ def register(p: Params, tags: Tags = None) -> dict:
     from svd.evaluate.run import finite
 
     model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
+    if p.train.finetune.condition != "image":
+        raise ValueError(
+            "register: the registered model serves image-to-video (an image in, a video out); "
+            "train.finetune.condition is text, whose model it cannot serve yet"
+        )
     metrics = json.loads(metrics_path.read_text())
     params = {"registry": p.registry.model_dump(mode="json")}
     about = "Register the Stage III model; champion if every gate passes."

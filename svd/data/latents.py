@@ -17,7 +17,8 @@ autoencoder misses; a caption edited by re-annotation is a new entry.
 
 Not stored: the conditioning frame's latent. SVD adds noise of a level drawn per step to that frame
 in pixel space before encoding it, so an image-to-video step still encodes one frame per clip (of
-F), and decodes the clip only up to that frame. A text-to-video step decodes and encodes nothing.
+F), and decodes the clip only up to that frame. A text-to-video step decodes no frame; its text
+encoder runs only for the empty caption that stands in for dropped ones.
 """
 
 from __future__ import annotations

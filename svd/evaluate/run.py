@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | Path) -> dict:
     e, st = p.evaluate, p.train.finetune.schedule()[-1]  # the model as its last phase left it
     out = Path(e.out)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "samples", ignore_errors=True)  # no sample of an earlier run may stay among these
+    (out / "samples").mkdir(parents=True)
     c = components.load(model_dir)
     motion = p.curate.scorers.get("motion") or MotionParams()  # the curation's flow settings
     val = load_subset(subsets_dir, curated_dir, e.subset, "val", e.fps, st.frames, st.resolution)
@@ -56,8 +58,8 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
     rows: list[dict] = []
     for i in range(e.samples):
         clip, key = val.window(i % len(val), 0.0), val.keys[i % len(val)]
-        # the conditioning frame beside its videos: what a user hands `svd generate` to try the model
-        Image.fromarray(clip[0]).save(out / "samples" / f"{key}.png")
+        if condition == "image":  # the conditioning frame beside its videos, for `svd generate`
+            Image.fromarray(clip[0]).save(out / "samples" / f"{key}.png")
         for bucket in e.motion_buckets:
             args = (st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i)
             if condition == "text":  # a text-to-video model: the clip's caption instead of its frame

@@ -217,11 +217,14 @@ def load_image_encoder(ref: str | Path) -> CLIPVisionModelWithProjection:
 
 
 def _subfolders(ref: str | Path) -> set[str]:
+    """The components a folder has; for a hub id, those its model_index.json lists (a cached file,
+    so an offline machine with the weights cached loads them as before)."""
     if Path(ref).is_dir():
         return {name for name in SUBFOLDERS if (Path(ref) / name).is_dir()}
-    from huggingface_hub import list_repo_files  # only reached for hub ids
+    from huggingface_hub import hf_hub_download  # only reached for hub ids
 
-    return {f.split("/")[0] for f in list_repo_files(str(ref)) if "/" in f} & set(SUBFOLDERS)
+    index = json.loads(Path(hf_hub_download(str(ref), "model_index.json")).read_text())
+    return {k for k, v in index.items() if isinstance(v, list) and v[0] is not None} & set(SUBFOLDERS)
 
 
 def _class_name(ref: str | Path, subfolder: str) -> str:
