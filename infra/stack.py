@@ -482,7 +482,8 @@ def _up(args: argparse.Namespace) -> int:
         else:
             print("DVC remote   skipped: no .dvc here (run `dvc init` and `up` again)")
         # the names only: the file holds the values, keys included, and a terminal log should not
-        print(f"\nsource {root / 'env'}  # sets {', '.join(sorted(env))}\nCtrl-C stops everything.", flush=True)
+        names = ", ".join(sorted(env))
+        print(f"\nsource {root / 'env'}  # sets {names}\nCtrl-C stops everything.", flush=True)
         try:
             while all(svc.alive() for svc in stack.services.values()):
                 time.sleep(1)
