@@ -74,10 +74,11 @@ def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkey
     c.unet = inflate(c.unet, 32, 4)
     c.motion = MotionBuckets.from_scores(torch.linspace(0, 4, 20).numpy())
     client = mlflow.MlflowClient()
+    experiment = client.create_experiment("registry")
 
     def registered(val_loss: float = 0.1) -> tuple[str, list[str]]:
         components.save(c, tmp_path / "model")
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=experiment) as run:  # not the process's active experiment
             r = register(
                 tmp_path / "model", "svd-t", {"val_loss": val_loss}, Gates(max_val_loss=1.0), run.info.run_id
             )
