@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from flows.common import link_mlflow, run_name, run_tags
 from svd import params, stages
@@ -12,7 +19,20 @@ from svd.params import StageName
 
 @task
 def train_stage(params_path: str, stage: StageName) -> tuple[dict, list[float]]:
-    r = stages.train(params.load(params_path), stage, run_tags())
+    artifact = create_progress_artifact(
+        0.0, key=f"train-{stage}-progress", description=f"Stage {stage}: steps done"
+    )
+    assert isinstance(artifact, UUID)  # sync_compatible: a UUID when called from sync code
+    shown = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        """The run page's progress bar, moved once a percent: not one API call per step."""
+        percent = 100 * done / total
+        if percent - shown[0] >= 1 or done == total:
+            update_progress_artifact(artifact, percent)
+            shown[0] = percent
+
+    r = stages.train(params.load(params_path), stage, run_tags(), progress)
     return {k: v for k, v in vars(r).items() if k != "losses"}, r.losses
 
 

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,8 +109,11 @@ STAGE_TITLE = {
 }
 
 
-def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
-    """Under torchrun every rank trains; rank 0 alone records the MLflow run."""
+def train(
+    p: Params, stage: StageName, tags: Tags = None, progress: Callable[[int, int], None] | None = None
+) -> StageResult:
+    """Under torchrun every rank trains; rank 0 alone records the MLflow run and reports `progress`
+    (denoiser steps done, of all)."""
     from svd.train import distributed
     from svd.train.loop import train_stage
 
@@ -132,7 +135,7 @@ def train(p: Params, stage: StageName, tags: Tags = None) -> StageResult:
         f"Train {STAGE_TITLE[stage]}, conditioned on {'captions' if st.condition == 'text' else 'a frame'}."
     )
     with tracking.run(f"train-{stage}", inputs, params, tags, about):
-        result = train_stage(p, stage, p.filter.out, p.curate.out, tracking.MLflowRecorder())
+        result = train_stage(p, stage, p.filter.out, p.curate.out, tracking.MLflowRecorder(), progress)
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))

@@ -278,7 +278,12 @@ def trainable(unet: nn.Module, which: str) -> None:
 
 
 def train_stage(
-    p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path, record: Recorder | None = None
+    p: Params,
+    name: StageName,
+    subsets_dir: Path,
+    curated_dir: str | Path,
+    record: Recorder | None = None,
+    progress: Callable[[int, int], None] | None = None,  # (denoiser steps done, of all), on rank 0
 ) -> StageResult:
     record = record or Silent()
     st = p.stage(name)
@@ -401,6 +406,13 @@ def train_stage(
         if distributed.is_main():
             record.video(f"samples/{name}-step{step:06d}.mp4", video, last.fps, step)
 
+    total = sum(ph.steps for ph in schedule)
+
+    def after_step(step: int) -> None:
+        sample(step)
+        if progress is not None and distributed.is_main():
+            progress(step, total)
+
     losses: list[float] = []
     for k, (kind, ph) in enumerate(zip(order[1:], schedule, strict=True)):
         if finished(kind):
@@ -442,7 +454,7 @@ def train_stage(
             ema,
             resumable,
             len(losses),
-            sample,
+            after_step,
         )
     trainable(c.unet, "all")
     if ema is not None:

@@ -209,6 +209,7 @@ def test_dvc_repro_runs_the_whole_loop(project):
 def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_path):
     """As a user does from the Prefect UI: deploy infra/prefect.yaml, a worker picks the run up."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -224,6 +225,12 @@ def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_pat
             # runs are named for what they compute: flow, stage or steps, 4 hex of the params
             with get_client(sync_client=True) as c:
                 names = [r.name for r in c.read_flow_runs()]
+                # each stage's progress bar on its run page went to 100%
+                keys = [f"train-{s}-progress" for s in ("image", "video", "finetune")]
+                bars = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+                assert {(a.key, a.type, float(a.data)) for a in bars} == {
+                    (k, "progress", 100.0) for k in keys
+                }  # type: ignore[arg-type]
             # nothing changed: the second run asks DVC, as `dvc repro` would, and runs no step
             t0 = time.monotonic()
             again = run_deployment("pipeline/pipeline", timeout=300, poll_interval=1)
