@@ -31,8 +31,7 @@ def sample_latents(
     if not c.is_image_to_video:
         raise ValueError("image_to_video needs an image-to-video UNet (in_channels 2C, a video stage's)")
     # 1. Conditioning frame at the model's resolution, in [-1, 1]
-    scale = downscale(c.vae.config.block_out_channels)
-    h, w = size or (c.unet.config.sample_size * scale,) * 2
+    h, w = pixel_size(c, size)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 * 2 - 1  # (H, W, 3) -> (1, 3, H, W)
     if x.shape[-2:] != (h, w):
         x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
@@ -47,24 +46,31 @@ def sample_latents(
         encoder_hidden_states=torch.zeros_like(cond["encoder_hidden_states"]),
     )
     # 3. Sample
-    return _sample(c, cond, uncond, (frames, h // scale, w // scale), steps, guidance, g)
+    return _sample(c, cond, uncond, frames, (h, w), steps, guidance, g)
+
+
+def pixel_size(c: Components, size: tuple[int, int] | None) -> tuple[int, int]:
+    """(height, width) in pixels: `size`, or the UNet's square sample size."""
+    return size or (c.unet.config.sample_size * downscale(c.vae.config.block_out_channels),) * 2
 
 
 def _sample(
     c: Components,
     cond: dict[str, torch.Tensor],
     uncond: dict[str, torch.Tensor],
-    size: tuple[int, int, int],  # frames, latent height, latent width
+    frames: int,
+    size: tuple[int, int],  # (height, width) in pixels
     steps: int,
     guidance: tuple[float, float],
     g: torch.Generator,
 ) -> torch.Tensor:
     d = denoiser(c).eval()
+    scale = downscale(c.vae.config.block_out_channels)
 
     def denoise(xt: torch.Tensor, sigma: torch.Tensor, conditional: bool) -> torch.Tensor:
         return d(xt, sigma, **(cond if conditional else uncond))
 
-    shape = (1, size[0], c.unet.config.out_channels, *size[1:])
+    shape = (1, frames, c.unet.config.out_channels, size[0] // scale, size[1] // scale)
     return euler_sample(denoise, shape, steps, guidance, generator=g)
 
 
@@ -86,14 +92,12 @@ def text_to_video(
         raise ValueError(
             "text_to_video needs a text-to-video UNet (a video stage trained with condition: text)"
         )
-    scale = downscale(c.vae.config.block_out_channels)
-    h, w = size or (c.unet.config.sample_size * scale,) * 2
     one = torch.ones(1)
     text, empty = text_embed(c, [caption, ""]).split(1)
     cond = text_video_condition(text, one * fps, one * motion_bucket)
     uncond = dict(cond, encoder_hidden_states=empty)
     g = torch.Generator().manual_seed(seed)
-    latents = _sample(c, cond, uncond, (frames, h // scale, w // scale), steps, guidance, g)
+    latents = _sample(c, cond, uncond, frames, pixel_size(c, size), steps, guidance, g)
     return _pixels(decode(c.vae, latents)[0])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -76,15 +75,8 @@ def filter_clips(p: Params, tags: Tags = None) -> dict[str, Any]:
         mlflow.log_metrics({f"clips.{k}": v for k, v in counts.items()})
         rules = report.rule_counts(subsets, {"lvd_f": "lvd", "hq": "lvd_f"})
         mlflow.log_table(pd.DataFrame(rules), "report/rules.json")
-        log_png(report.histograms(subsets["lvd"], subsets), "report/scores.png")
+        tracking.log_bytes(report.histograms(subsets["lvd"], subsets), "report/scores.png")
     return {"clips": counts, "rules": rules}
-
-
-def log_png(png: bytes, name: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        path.write_bytes(png)
-        mlflow.log_artifact(str(path), str(Path(name).parent))
 
 
 def latents(p: Params, stage: StageName, tags: Tags = None) -> dict[str, int]:
@@ -139,7 +131,9 @@ def train(
         summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
         mlflow.log_artifact(str(Path(st.out) / "training.json"))
-        log_png(report.loss_curve(result.losses, f"{STAGE_TITLE[stage]}: training loss"), "report/loss.png")
+        tracking.log_bytes(
+            report.loss_curve(result.losses, f"{STAGE_TITLE[stage]}: training loss"), "report/loss.png"
+        )
         mlflow.log_table(
             {"step": list(range(1, len(result.losses) + 1)), "loss": result.losses}, "report/loss.json"
         )

@@ -108,6 +108,14 @@ def run(
         yield active.info.run_id
 
 
+def log_bytes(data: bytes, name: str) -> None:
+    """An artifact of the active run from bytes in memory, at `name` (e.g. report/loss.png)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        path.write_bytes(data)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(name).parent))
+
+
 class MLflowRecorder:
     """svd.train.record.Recorder into the active run: metrics by step, sample videos as artifacts,
     and each resume point as a LoggedModel of the run (model_type "checkpoint", its step a tag)."""
@@ -118,10 +126,7 @@ class MLflowRecorder:
     def video(self, name: str, frames: np.ndarray, fps: float, step: int) -> None:
         from svd.media.io import encode_video
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(name).name
-            path.write_bytes(encode_video(frames, fps))
-            mlflow.log_artifact(str(path), artifact_path=str(Path(name).parent))
+        log_bytes(encode_video(frames, fps), name)
 
     def checkpoint(self, name: str, path: Path, step: int) -> None:
         active = mlflow.active_run()

@@ -164,12 +164,10 @@ class LatentWindows(Windows):
             storage.join(self.where, f"{self.content_hashes()[i]}.safetensors"), f"clip {self.keys[i]}"
         )
         start = window_start(len(entry["posterior"]), self.frames, at, self.name(i))
-        first = None  # a text-to-video step has no conditioning frame: nothing is decoded
-        if self.text is None:
+        caption, first, text = self.captions[i], None, None
+        if self.text is None:  # image-to-video: the conditioning frame, decoded up to it
             first = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size, max_frames=start + 1)[start]
-        caption = self.captions[i]
-        text = None
-        if self.text is not None:
+        else:  # text-to-video: no frame is decoded, the caption's embedding is read
             text = self._load(
                 text_entry(self.root, self.text, caption), f"the caption of clip {self.keys[i]}"
             )["text"]

@@ -202,7 +202,9 @@ def load(ref: str | Path) -> Components:
     return Components(
         vae,
         unet,
-        load_image_encoder(ref) if "image_encoder" in has else None,
+        CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder")
+        if "image_encoder" in has
+        else None,
         CLIPTextModel.from_pretrained(ref, subfolder="text_encoder") if "text_encoder" in has else None,
         CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer") if "tokenizer" in has else None,
         MotionBuckets.load(ref),

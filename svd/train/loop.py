@@ -257,16 +257,15 @@ def fill_latents(p: Params, name: StageName, subsets_dir: Path, curated_dir: str
     compute.prepare_networks(c, p.train.compute)
     schedule = st.schedule()
     counts = {"train_computed": 0, "train_present": 0}
+    text = st.condition == "text"  # a text stage also stores its captions' embeddings
     for ph in schedule:
         w = load_subset(subsets_dir, curated_dir, ph.subset, "train", ph.fps, ph.frames, ph.resolution)
-        computed, present = latents.fill(w, c, st.latents, text=st.condition == "text")
+        computed, present = latents.fill(w, c, st.latents, text)
         counts["train_computed"] += computed
         counts["train_present"] += present
     last = schedule[-1]
     w = load_subset(subsets_dir, curated_dir, last.subset, "val", last.fps, last.frames, last.resolution)
-    counts["val_computed"], counts["val_present"] = latents.fill(
-        w, c, st.latents, text=st.condition == "text"
-    )
+    counts["val_computed"], counts["val_present"] = latents.fill(w, c, st.latents, text)
     return counts
 
 
