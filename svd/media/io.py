@@ -399,7 +399,9 @@ def _encode(target: Any, fmt: str, frames: np.ndarray, fps: float, gop: int | No
         s = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.codec_context.thread_count = 1
-        s.options = {"crf": str(crf), "preset": "medium"}
+        # mbtree off: on clips shorter than its lookahead (an 8-frame sample) x264's macroblock-tree
+        # rate control gave different bytes for the same frames from one call to the next
+        s.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
         if gop is not None:  # short GOPs make stream-copy clipping lose less at scene starts
             s.options |= {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         for img in frames:
