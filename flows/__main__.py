@@ -9,30 +9,34 @@ import os
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows")
-    ap.add_argument("flow", choices=["pipeline", "curate", "latents", "train", "evaluate", "register"])
+    steps = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register"]
+    ap.add_argument("flow", choices=steps)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
-    ap.add_argument("--steps", nargs="+", choices=["synth", "annotate", "filter"])
     args = ap.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "svd")  # library logs show in the Prefect UI
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # WARNING for libraries (httpx, ...)
     logging.getLogger("svd").setLevel(logging.INFO)
 
-    from flows import curate, evaluate, latents, pipeline, register, train
+    from flows import curate, evaluate, filter, latents, pipeline, register, synth, train
 
     match args.flow:
         case "pipeline":
-            pipeline.pipeline(args.params)
+            pipeline.pipeline(params_path=args.params)
+        case "synth":
+            synth.synth(params_path=args.params)
         case "curate":
-            curate.curate(args.params, args.steps or ["synth", "annotate", "filter"])
+            curate.curate(params_path=args.params)
+        case "filter":
+            filter.filter(params_path=args.params)
         case "latents":
-            latents.latents(args.stage, args.params)
+            latents.latents(args.stage, params_path=args.params)
         case "train":
-            train.train(args.stage, args.params)
+            train.train(args.stage, params_path=args.params)
         case "evaluate":
-            evaluate.evaluate(args.params)
+            evaluate.evaluate(params_path=args.params)
         case "register":
-            register.register(args.params)
+            register.register(params_path=args.params)
 
 
 if __name__ == "__main__":

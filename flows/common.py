@@ -43,7 +43,7 @@ def run_name() -> str:
     return "-".join(x for x in (flow_run.flow_name, which, h.hexdigest()[:4]) if x)
 
 
-def link_mlflow(stage: str) -> None:
+def link_mlflow(step: str) -> None:
     """A link artifact from the flow run to each MLflow run it made (found by the run_tags it gave
     them), the other half of the lineage. Only a tracking server has pages to link to."""
     import mlflow
@@ -61,7 +61,7 @@ def link_mlflow(stage: str) -> None:
         create_link_artifact(
             link=f"{uri}/#/experiments/{r.info.experiment_id}/runs/{r.info.run_id}",
             link_text=f"MLflow run {r.info.run_name}",
-            key=f"mlflow-{stage}",
+            key=f"mlflow-{step}",
         )
 
 

@@ -6,17 +6,26 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from flows.common import link_mlflow, run_name, run_tags
-from svd import params, stages
+from flows.forms import EvaluateForm, override
+from svd import params
+from svd.steps.evaluate import evaluate as evaluate_step
 
 
-@task
-def evaluate_model(params_path: str) -> dict:
-    return stages.evaluate(params.load(params_path), run_tags())
+@task(name="evaluate")
+def evaluate_task(params_path: str) -> dict:
+    return evaluate_step(params.load(params_path), run_tags())
 
 
 @flow(name="evaluate", flow_run_name=run_name, log_prints=True)
-def evaluate(params_path: str = "params.yaml") -> dict:
-    metrics = evaluate_model(params_path)
+def evaluate(evaluate: EvaluateForm = EvaluateForm(), params_path: str = "params.yaml") -> dict:  # noqa: B008
+    """Evaluate the Stage III model on held-out clips: validation loss, motion control, samples.
+
+    Args:
+        evaluate: Evaluation settings for this run; empty fields keep params.yaml's.
+        params_path: The params file; what the form sets is written into it.
+    """
+    override(params_path, evaluate=evaluate)
+    metrics = evaluate_task(params_path)
     create_table_artifact([{"metric": k, "value": v} for k, v in metrics.items()], key="evaluation")
     link_mlflow("evaluate")
     return metrics

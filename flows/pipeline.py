@@ -1,4 +1,4 @@
-"""The whole loop: curation -> Stage I -> Stage II -> Stage III -> evaluation -> registry, each
+"""The whole loop: curation -> Stage I -> Stage II -> Stage III -> evaluation -> registration, each
 video stage preceded by filling its latent store when it reads one.
 
 Each step is the same flow `dvc repro` runs for that stage, and runs only when `dvc status` says
@@ -17,46 +17,91 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+import flows.curate
+import flows.evaluate
+import flows.filter
+import flows.latents
+import flows.register
+import flows.synth
+import flows.train
 from flows.common import dvc_commit, run_name, up_to_date
-from flows.curate import Step, curate
-from flows.evaluate import evaluate
-from flows.latents import latents
-from flows.register import register
-from flows.train import train
+from flows.forms import (
+    ConditioningForm,
+    CurateForm,
+    EvaluateForm,
+    FilterForm,
+    ModelForm,
+    RegisterForm,
+    SynthForm,
+    TrainForm,
+    override,
+)
 from svd.params import STAGES, load
 
-DVC_STAGE = {"synth": "synth", "annotate": "curate", "filter": "filter"}
 
-
-def step(dvc_stage: str, run: Callable[[], dict]) -> dict:
-    """Run one step unless DVC has its outputs already; then record them in dvc.lock. One at a time:
-    each step's inputs must be in dvc.lock for its lineage tags."""
-    if up_to_date(dvc_stage):
-        print(f"{dvc_stage}: up to date, not run")
-        return {"up_to_date": True}
-    out = run()
-    dvc_commit(dvc_stage)
-    return out
+def step(name: str, run: Callable[[], object]) -> bool:
+    """Run one step (named as its DVC stage) unless DVC has its outputs already; then record them
+    in dvc.lock. One at a time: each step's inputs must be in dvc.lock for its lineage tags.
+    Whether it ran."""
+    if up_to_date(name):
+        print(f"{name}: up to date, not run")
+        return False
+    run()
+    dvc_commit(name)
+    return True
 
 
 @flow(name="pipeline", flow_run_name=run_name, log_prints=True)
-def pipeline(params_path: str = "params.yaml", synthetic: bool = True) -> dict:
-    summary: dict = {}
-    steps: list[Step] = ["synth", "annotate", "filter"] if synthetic else ["annotate", "filter"]
-    for s in steps:
-        summary[DVC_STAGE[s]] = step(DVC_STAGE[s], partial(curate, params_path, [s]))
+def pipeline(
+    synthetic: bool = True,
+    seed: int | None = None,
+    synth: SynthForm = SynthForm(),  # noqa: B008
+    curate: CurateForm = CurateForm(),  # noqa: B008
+    filter: FilterForm = FilterForm(),  # noqa: B008
+    model: ModelForm = ModelForm(),  # noqa: B008
+    train: TrainForm = TrainForm(),  # noqa: B008
+    conditioning: ConditioningForm = ConditioningForm(),  # noqa: B008
+    evaluate: EvaluateForm = EvaluateForm(),  # noqa: B008
+    register: RegisterForm = RegisterForm(),  # noqa: B008
+    params_path: str = "params.yaml",
+) -> list[str]:
+    """The whole recipe: curate, the three training stages, evaluate, register. Runs only the steps
+    whose DVC stage changed, as `dvc repro` does. The steps it ran, in order.
+
+    Args:
+        synthetic: Make the synthetic corpus first (off: curate only curate.sources).
+        seed: The pipeline's seed; empty keeps params.yaml's.
+        synth: Synthetic corpus settings; empty fields keep params.yaml's (so for every section).
+        curate: Sources (folders or s3:// prefixes), cut detection and scorers.
+        filter: Filter thresholds of the LVD-F and HQ subsets.
+        model: Architecture preset and pretrained weights.
+        train: The three stages' settings and how they compute.
+        conditioning: Conditioning-frame noise.
+        evaluate: Evaluation settings.
+        register: Model name and promotion gates.
+        params_path: The params file; what the form sets is written into it, as `dvc exp run -S`
+            does, so `dvc repro` reproduces this run.
+    """
+    sections = dict(synth=synth, curate=curate, filter=filter, model=model, train=train)
+    sections |= dict(conditioning=conditioning, evaluate=evaluate, register=register)
+    override(params_path, seed=seed, **sections)
     p = load(params_path)
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if synthetic:
+        steps.append(("synth", partial(flows.synth.synth, params_path=params_path)))
+    steps.append(("curate", partial(flows.curate.curate, params_path=params_path)))
+    steps.append(("filter", partial(flows.filter.filter, params_path=params_path)))
     for stage in STAGES:
         if p.stage(stage).latents is not None:
-            summary[f"latents_{stage}"] = step(f"latents_{stage}", partial(latents, stage, params_path))
-        summary[stage] = step(f"train_{stage}", partial(train, stage, params_path))
-    summary["evaluate"] = step("evaluate", partial(evaluate, params_path))
-    summary["register"] = step("register", partial(register, params_path))
-    ran = [k for k, v in summary.items() if not v.get("up_to_date")]
-    reg = json.loads(Path(p.registry.out).read_text())  # what register wrote, now or before
+            steps.append((f"latents-{stage}", partial(flows.latents.latents, stage, params_path=params_path)))
+        steps.append((f"train-{stage}", partial(flows.train.train, stage, params_path=params_path)))
+    steps.append(("evaluate", partial(flows.evaluate.evaluate, params_path=params_path)))
+    steps.append(("register", partial(flows.register.register, params_path=params_path)))
+    ran = [name for name, run in steps if step(name, run)]
+    reg = json.loads(Path(p.register.out).read_text())  # what register wrote, now or before
     create_markdown_artifact(
         f"Ran {', '.join(ran) or 'nothing: every step was up to date'}. "
         f"Registered **{reg['name']}** v{reg['version']} ({', '.join(reg['aliases'])}).",
         key="pipeline-summary",
     )
-    return summary
+    return ran

@@ -13,12 +13,14 @@ from prefect.artifacts import (
 )
 
 from flows.common import link_mlflow, run_name, run_tags
-from svd import params, stages
+from flows.forms import ConditioningForm, ModelForm, TrainForm, override
+from svd import params
 from svd.params import StageName
+from svd.steps.train import train as train_step
 
 
-@task
-def train_stage(params_path: str, stage: StageName) -> tuple[dict, list[float]]:
+@task(name="train")
+def train_task(params_path: str, stage: StageName) -> tuple[dict, list[float]]:
     artifact = create_progress_artifact(
         0.0, key=f"train-{stage}-progress", description=f"Stage {stage}: steps done"
     )
@@ -32,13 +34,29 @@ def train_stage(params_path: str, stage: StageName) -> tuple[dict, list[float]]:
             update_progress_artifact(artifact, percent)
             shown[0] = percent
 
-    r = stages.train(params.load(params_path), stage, run_tags(), progress)
+    r = train_step(params.load(params_path), stage, run_tags(), progress)
     return {k: v for k, v in vars(r).items() if k != "losses"}, r.losses
 
 
 @flow(name="train", flow_run_name=run_name, log_prints=True)
-def train(stage: StageName = "image", params_path: str = "params.yaml") -> dict:
-    result, losses = train_stage(params_path, stage)
+def train(
+    stage: StageName = "image",
+    train: TrainForm = TrainForm(),  # noqa: B008
+    model: ModelForm = ModelForm(),  # noqa: B008
+    conditioning: ConditioningForm = ConditioningForm(),  # noqa: B008
+    params_path: str = "params.yaml",
+) -> dict:
+    """Train one of the paper's stages: image (Stage I), video (Stage II) or finetune (Stage III).
+
+    Args:
+        stage: Which stage to train.
+        train: Stage and compute settings for this run; empty fields keep params.yaml's.
+        model: Architecture and weights for this run; empty fields keep params.yaml's.
+        conditioning: Conditioning-frame noise for this run; empty fields keep params.yaml's.
+        params_path: The params file; what the form sets is written into it.
+    """
+    override(params_path, train=train, model=model, conditioning=conditioning)
+    result, losses = train_task(params_path, stage)
     create_markdown_artifact(
         f"### Stage {stage}\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in result.items()),
         key=f"train-{stage}",

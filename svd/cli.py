@@ -1,5 +1,5 @@
 """`svd ...`: the library without an orchestrator. The Prefect flows (python -m flows ...) call the
-same functions in svd.stages; these commands are for a shell, a notebook or a debugger."""
+same functions in svd.steps; these commands are for a shell, a notebook or a debugger."""
 
 from __future__ import annotations
 
@@ -13,29 +13,41 @@ from pathlib import Path
 from svd import params
 
 
-def cmd_stage(args: argparse.Namespace) -> None:
-    from svd import stages
-
+def cmd_step(args: argparse.Namespace) -> None:
     p = params.load(args.params)
     match args.command:
         case "synth":
-            print(stages.synth(p))
+            from svd.steps.synth import synth
+
+            print(synth(p))
         case "curate":
-            print(stages.annotate(p))
+            from svd.steps.curate import curate
+
+            print(curate(p))
         case "filter":
-            print(stages.filter_clips(p))
+            from svd.steps.filter import filter
+
+            print(json.dumps(filter(p)["clips"]))
         case "latents":
-            print(stages.latents(p, args.stage))
+            from svd.steps.latents import latents
+
+            print(latents(p, args.stage))
         case "train":
-            r = stages.train(p, args.stage)
+            from svd.steps.train import train
+
+            r = train(p, args.stage)
             print(
                 f"stage {r.stage}: final loss {r.final_loss:.4f}, val loss {r.val_loss_before:.4f} -> "
                 f"{r.val_loss_after:.4f}, saved to {r.out}"
             )
         case "evaluate":
-            print(json.dumps(stages.evaluate(p), indent=2))
+            from svd.steps.evaluate import evaluate
+
+            print(json.dumps(evaluate(p), indent=2))
         case "register":
-            print(json.dumps(stages.register(p), indent=2))
+            from svd.steps.register import register
+
+            print(json.dumps(register(p), indent=2))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -90,7 +102,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     print("Evaluation:")
     for k, v in metrics.items():
         print(f"  {k:24s} {v:.4f}" if isinstance(v, float) else f"  {k:24s} {v}")
-    reg = read(p.registry.out)
+    reg = read(p.register.out)
     if reg:
         gates = "passed" if not reg["gate_failures"] else "; ".join(reg["gate_failures"])
         print(
@@ -145,11 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     sub = ap.add_subparsers(dest="command", required=True)
     for name in ("synth", "curate", "filter", "evaluate", "register"):
-        sub.add_parser(name).set_defaults(func=cmd_stage)
+        sub.add_parser(name).set_defaults(func=cmd_step)
     for name in ("latents", "train"):
         t = sub.add_parser(name)
         t.add_argument("--stage", choices=params.STAGES, required=True)
-        t.set_defaults(func=cmd_stage)
+        t.set_defaults(func=cmd_step)
     g = sub.add_parser("generate", help="image -> video with a registered model")
     g.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/3, runs:/...")
     g.add_argument("--image", required=True)

@@ -6,6 +6,7 @@ time with the key's name instead of silently falling back to a default halfway t
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,54 +19,100 @@ class Section(BaseModel):
 
 
 class SynthParams(Section):
-    out: Path = Path("data/raw")
-    videos: int = Field(default=8, ge=1)
-    fps: int = Field(default=12, ge=4)
-    width: int = 128
-    height: int = 96
-    segments: tuple[int, int] = (3, 5)
-    segment_seconds: tuple[float, float] = (2.5, 4.0)
-    fade_every: int = Field(default=3, ge=1)  # every k-th transition (across the corpus) is a fade
-    fade_frames: int = Field(default=12, ge=2)
-    dissolve_every: int = Field(default=4, ge=1)  # every k-th transition is a dissolve, unless a fade
-    dissolve_frames: int = Field(default=8, ge=1)
-    short_every: int = Field(default=10, ge=1)  # every k-th inner segment is sub-second, cut on both sides
-    short_seconds: tuple[float, float] = (0.3, 0.8)
-    text_fraction: float = Field(default=0.3, ge=0, le=1)
-    text_areas: tuple[float, float] = (0.02, 0.16)  # (small, large) overlay box / frame area
-    slow_speed: float = Field(default=0.75, gt=0)  # px / frame
-    fast_speed: float = Field(default=3.0, gt=0)
-    gop: int = Field(default=6, ge=1)  # keyframe interval of the encoded videos
+    out: Path = Field(
+        default=Path("data/raw"), description="Folder the corpus and its ground_truth.json go to"
+    )
+    videos: int = Field(default=8, ge=1, description="Videos in the corpus")
+    fps: int = Field(default=12, ge=4, description="Frame rate of every video")
+    width: int = Field(default=128, description="Frame width, pixels")
+    height: int = Field(default=96, description="Frame height, pixels")
+    segments: tuple[int, int] = Field(default=(3, 5), description="Scenes per video, inclusive range")
+    segment_seconds: tuple[float, float] = Field(default=(2.5, 4.0), description="Seconds per scene, range")
+    fade_every: int = Field(
+        default=3, ge=1, description="Every k-th transition (across the corpus) is a fade"
+    )
+    fade_frames: int = Field(default=12, ge=2, description="Frames of a fade through black")
+    dissolve_every: int = Field(
+        default=4, ge=1, description="Every k-th transition is a dissolve, unless a fade"
+    )
+    dissolve_frames: int = Field(default=8, ge=1, description="Frames of a dissolve")
+    short_every: int = Field(
+        default=10, ge=1, description="Every k-th inner segment is sub-second, cut on both sides"
+    )
+    short_seconds: tuple[float, float] = Field(
+        default=(0.3, 0.8), description="Seconds of a sub-second scene, range"
+    )
+    text_fraction: float = Field(
+        default=0.3, ge=0, le=1, description="Share of scenes that carry a text overlay"
+    )
+    text_areas: tuple[float, float] = Field(
+        default=(0.02, 0.16), description="(small, large) overlay box / frame area"
+    )
+    slow_speed: float = Field(default=0.75, gt=0, description="Pixels per frame of the shapes in slow scenes")
+    fast_speed: float = Field(default=3.0, gt=0, description="Pixels per frame of the shapes in fast scenes")
+    gop: int = Field(default=6, ge=1, description="Keyframe interval of the encoded videos")
 
 
 class CutParams(Section):
     """svd.curation.scenes: hard cuts by PySceneDetect, fades and dissolves by a blend test."""
 
-    content_threshold: float = 27.0  # ContentDetector: HSV change between two frames that is a cut
-    adaptive_threshold: float = 3.0  # AdaptiveDetector: that change over its neighbours' average
-    min_cut_change: float = 8.0  # mean |RGB change| (0-255) across a cut: a hue flicker is no cut
-    fade_threshold: float = 12.0  # mean pixel value (0-255) at or below which a frame is black
-    downscale_width: int = Field(default=128, ge=16)  # detection runs on frames this wide
-    max_transition_seconds: float = Field(default=2.0, gt=0)  # longest fade or dissolve found
-    min_transition_change: float = Field(default=20.0, gt=0)  # mean |F_end - F_start| of one (0-255)
-    min_straightness: float = Field(default=0.6, gt=0, le=1)  # that change / summed frame-to-frame change
-    blend_agreement: float = Field(default=0.5, gt=0, le=1)  # share of changing pixels a blend moves in step
-    motion_residual: float = Field(default=0.5, ge=0, le=1)  # at most this change left once moved: motion
+    content_threshold: float = Field(
+        default=27.0, description="ContentDetector: HSV change between two frames that is a cut"
+    )
+    adaptive_threshold: float = Field(
+        default=3.0, description="AdaptiveDetector: that change over its neighbours' average"
+    )
+    min_cut_change: float = Field(
+        default=8.0, description="Mean |RGB change| (0-255) across a cut: a hue flicker is no cut"
+    )
+    fade_threshold: float = Field(
+        default=12.0, description="Mean pixel value (0-255) at or below which a frame is black"
+    )
+    downscale_width: int = Field(default=128, ge=16, description="Detection runs on frames this wide")
+    max_transition_seconds: float = Field(default=2.0, gt=0, description="Longest fade or dissolve found")
+    min_transition_change: float = Field(
+        default=20.0, gt=0, description="Mean |F_end - F_start| of one (0-255)"
+    )
+    min_straightness: float = Field(
+        default=0.6, gt=0, le=1, description="That change / summed frame-to-frame change"
+    )
+    blend_agreement: float = Field(
+        default=0.5, gt=0, le=1, description="Share of changing pixels a blend moves in step"
+    )
+    motion_residual: float = Field(
+        default=0.5, ge=0, le=1, description="At most this change left once moved: motion"
+    )
 
 
 class CurateParams(Section):
     """Raw videos -> WebDataset shards of clips and the clip table (svd.curation)."""
 
-    sources: tuple[str, ...] = ("data/raw",)  # folders or s3://bucket/prefix URIs of raw videos
-    out: str = "data/curated"  # folder or s3:// URI: clips.parquet + shards/*.tar
-    cache: str = "data/cache"  # content-addressed annotation cache, folder or s3:// URI
-    cuts: CutParams = CutParams()
-    min_clip_seconds: float = Field(default=1.0, gt=0)  # shorter scenes give no clip (never merged)
-    scorers: dict[str, Any] = Field(default_factory=lambda: {"motion": {}, "text": {}}, validate_default=True)
-    shard_clips: int = Field(default=64, ge=1)  # clips per WebDataset shard
-    runner: Literal["local", "ray"] = "local"  # where videos fan out: local processes or a Ray cluster
-    workers: int = Field(default=1, ge=1)  # parallel videos (local processes, or CPUs of a local Ray)
-    ray_address: str | None = None  # a running Ray cluster ("ray://head:10001", "auto"); None: start one
+    sources: tuple[str, ...] = Field(
+        default=("data/raw",), description="Folders or s3://bucket/prefix URIs of raw videos"
+    )
+    out: str = Field(default="data/curated", description="Folder or s3:// URI: clips.parquet + shards/*.tar")
+    cache: str = Field(
+        default="data/cache", description="Content-addressed annotation cache, folder or s3:// URI"
+    )
+    cuts: CutParams = Field(default=CutParams(), description="Scene cut detection")
+    min_clip_seconds: float = Field(
+        default=1.0, gt=0, description="Shorter scenes give no clip (never merged)"
+    )
+    scorers: dict[str, Any] = Field(
+        default_factory=lambda: {"motion": {}, "text": {}},
+        validate_default=True,
+        description="Scorers to run, one file each in svd/curation/scorers/, with their settings",
+    )
+    shard_clips: int = Field(default=64, ge=1, description="Clips per WebDataset shard")
+    runner: Literal["local", "ray"] = Field(
+        default="local", description="Where videos fan out: local processes or a Ray cluster"
+    )
+    workers: int = Field(
+        default=1, ge=1, description="Parallel videos (local processes, or CPUs of a local Ray)"
+    )
+    ray_address: str | None = Field(
+        default=None, description='A running Ray cluster ("ray://head:10001", "auto"); None: start one'
+    )
 
     @field_validator("scorers", mode="before")
     @classmethod
@@ -80,31 +127,48 @@ class Rule(Section):
     `drop_highest` are fractions of the annotated set (LVD), so thresholds are percentiles recomputed
     per dataset, as the paper's filters are."""
 
-    min: float | None = None
-    max: float | None = None
-    drop_lowest: float | None = Field(default=None, ge=0, lt=1)
-    drop_highest: float | None = Field(default=None, ge=0, lt=1)
+    min: float | None = Field(default=None, description="Keep rows whose value is at least this")
+    max: float | None = Field(default=None, description="Keep rows whose value is at most this")
+    drop_lowest: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Drop this fraction of LVD with the lowest values (a percentile)",
+    )
+    drop_highest: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Drop this fraction of LVD with the highest values (a percentile)",
+    )
 
 
 class FilterParams(Section):
-    out: Path = Path("data/subsets")
+    out: Path = Field(default=Path("data/subsets"), description="Folder of the subsets' Parquet tables")
     # Each subset is its rules, applied to the one before it: lvd (every ok clip) -> lvd_f -> hq.
     lvd_f: dict[str, Rule] = Field(
-        default_factory=lambda: {"motion_score": Rule(drop_lowest=0.25), "text_area": Rule(max=0.07)}
+        description="LVD-F's rules (per column of the clip table), applied to LVD",
+        default_factory=lambda: {"motion_score": Rule(drop_lowest=0.25), "text_area": Rule(max=0.07)},
     )
     hq: dict[str, Rule] = Field(
+        description="HQ's rules (Stage III's subset), applied to LVD-F",
         default_factory=lambda: {
             "motion_score": Rule(drop_lowest=0.5),
             "text_area": Rule(max=0.02),
             "seconds": Rule(min=2.0),
-        }
+        },
     )
-    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    val_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Share of clips held out (by hash of the clip key) for validation and evaluation",
+    )
 
 
 class VAEParams(Section):
     block_out_channels: tuple[int, ...] = (32, 64)
-    layers_per_block: int = Field(default=1, ge=1)  # res blocks per level; SD and SVD have 2
+    layers_per_block: int = Field(default=1, ge=1, description="Res blocks per level; SD and SVD have 2")
     latent_channels: int = 4
 
 
@@ -112,7 +176,9 @@ class UNetParams(Section):
     block_out_channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 2
     cross_attention_dim: int = 32
-    num_attention_heads: tuple[int, ...] = (4, 4)  # per block, down order; SD 2.1 / SVD: 64 channels a head
+    num_attention_heads: tuple[int, ...] = Field(
+        default=(4, 4), description="Per block, down order; SD 2.1 / SVD: 64 channels a head"
+    )
     addition_time_embed_dim: int = 32
 
     @model_validator(mode="after")
@@ -136,7 +202,9 @@ class ImageEncoderParams(Section):
     projection_dim: int = 32
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    image_size: int = 224  # diffusers' SVD pipeline always resizes to 224 for its encoder
+    image_size: int = Field(
+        default=224, description="Diffusers' SVD pipeline always resizes to 224 for its encoder"
+    )
     patch_size: int = 32
 
 
@@ -148,8 +216,10 @@ class TextEncoderParams(Section):
     intermediate_size: int = 128
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
-    vocab_size: int = Field(default=514, ge=514)  # at least the byte-level tokenizer's 256 x 2 + 2
-    max_position_embeddings: int = 77  # tokens a caption is padded or cut to
+    vocab_size: int = Field(
+        default=514, ge=514, description="At least the byte-level tokenizer's 256 x 2 + 2"
+    )
+    max_position_embeddings: int = Field(default=77, description="Tokens a caption is padded or cut to")
 
 
 class Architecture(Section):
@@ -181,8 +251,13 @@ class ModelParams(Section):
 
     preset: str = "tiny"
     pretrained: str | None = None
-    image_encoder: str | None = None  # CLIP vision weights for an image-conditioned stage whose start
-    # has none (SD 2.1 has none): a folder (or its image_encoder/) or hub id; null: the preset's, random
+    image_encoder: str | None = Field(
+        default=None,
+        description=(
+            "CLIP vision weights for an image-conditioned stage whose start has none (SD 2.1 has none): a "
+            "folder (or its image_encoder/) or hub id; null: the preset's, random"
+        ),
+    )
     presets: dict[str, Architecture] = Field(default_factory=lambda: {"tiny": Architecture()})
 
     @model_validator(mode="after")
@@ -220,30 +295,60 @@ class PhaseParams(Section):
 class StageParams(Section):
     """One training stage. The three stages share one loop; what differs is only this config."""
 
-    out: Path
-    init: Path | None = None
-    subset: Subset
-    resolution: tuple[int, int]  # (height, width) in pixels
-    frames: int = Field(ge=1)
-    fps: int = 6
-    steps: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    p_mean: float
-    p_std: float = Field(gt=0)
-    condition: Condition = "image"  # the cross-attention context: the conditioning frame's CLIP
-    # embedding (image-to-video, with its latent concatenated), or the clip's caption (text-to-video)
-    cond_drop: float = Field(default=0.0, ge=0, le=1)
-    ema_decay: float | None = Field(default=None, gt=0, lt=1)
-    autoencoder_steps: int = Field(default=0, ge=0)
-    autoencoder_lr: float = 1e-3
-    autoencoder_frames: int = Field(default=4, ge=1)  # consecutive frames: the decoder is temporal
-    autoencoder_batch_size: int = Field(default=4, ge=1)  # windows per step
-    checkpoint_every: int = Field(default=50, ge=1)  # steps between resume points (<out>.resume)
-    sample_every: int | None = Field(default=None, ge=1)  # steps between sample videos in the run
-    latents: str | None = None  # a latent store (path or s3://) to read encoded clips from; None: encode
-    trainable: Trainable = "all"  # time_embedding: only the UNet's timestep embedding learns
-    phases: list[PhaseParams] = []  # run in order, each the stage's settings with its own on top
+    out: Path = Field(description="Folder the stage's model is saved to")
+    init: Path | None = Field(
+        default=None,
+        description=(
+            "Model folder the stage starts from (the previous stage's out); none: model.pretrained or the "
+            "preset at random"
+        ),
+    )
+    subset: Subset = Field(description="Subset the stage trains on")
+    resolution: tuple[int, int] = Field(description="(height, width) in pixels")
+    frames: int = Field(ge=1, description="Frames per training clip")
+    fps: int = Field(
+        default=6, description="Frame rate clips are sampled at (and the model is conditioned on)"
+    )
+    steps: int = Field(ge=1, description="Optimizer steps")
+    batch_size: int = Field(ge=1, description="Clips per step (per process under torchrun)")
+    lr: float = Field(gt=0, description="AdamW learning rate")
+    p_mean: float = Field(description="EDM: mean of ln(sigma) of the training noise")
+    p_std: float = Field(gt=0, description="EDM: std of ln(sigma) of the training noise")
+    condition: Condition = Field(
+        default="image",
+        description=(
+            "The cross-attention context: the conditioning frame's CLIP embedding (image-to-video, with its "
+            "latent concatenated), or the clip's caption (text-to-video)"
+        ),
+    )
+    cond_drop: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of steps with the conditioning dropped, for classifier-free guidance",
+    )
+    ema_decay: float | None = Field(
+        default=None, gt=0, lt=1, description="Decay of the weights' exponential moving average; none: no EMA"
+    )
+    autoencoder_steps: int = Field(
+        default=0, ge=0, description="Steps training the autoencoder's temporal decoder before the denoiser"
+    )
+    autoencoder_lr: float = Field(default=1e-3, description="Learning rate of those steps")
+    autoencoder_frames: int = Field(
+        default=4, ge=1, description="Consecutive frames: the decoder is temporal"
+    )
+    autoencoder_batch_size: int = Field(default=4, ge=1, description="Windows per step")
+    checkpoint_every: int = Field(default=50, ge=1, description="Steps between resume points (<out>.resume)")
+    sample_every: int | None = Field(default=None, ge=1, description="Steps between sample videos in the run")
+    latents: str | None = Field(
+        default=None, description="A latent store (path or s3://) to read encoded clips from; None: encode"
+    )
+    trainable: Trainable = Field(
+        default="all", description="Time_embedding: only the UNet's timestep embedding learns"
+    )
+    phases: list[PhaseParams] = Field(
+        default=[], description="Run in order, each the stage's settings with its own on top"
+    )
 
     def schedule(self) -> list[StageParams]:
         """The stage's phases as full settings: itself alone when it lists none."""
@@ -268,13 +373,27 @@ class ComputeParams(Section):
     the others only the speed and memory."""
 
     device: Literal["cpu", "cuda"] = "cpu"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast; weights and optimizer stay fp32
-    gradient_checkpointing: bool = False  # recompute activations in backward: memory for ~30% time
-    attention: Literal["sdpa", "eager"] = "sdpa"  # PyTorch's fused kernels, or diffusers' plain maths
-    compile: bool = False  # torch.compile the denoiser (first steps pay the compilation)
-    channels_last: bool = False  # NHWC convolutions: faster on tensor cores, rarely on CPU
-    data_workers: int = Field(default=0, ge=0)  # DataLoader processes decoding clips ahead; 0: inline
-    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate the denoiser, or shard it (FSDP2)
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="Bf16: autocast; weights and optimizer stay fp32"
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward: memory for ~30% time"
+    )
+    attention: Literal["sdpa", "eager"] = Field(
+        default="sdpa", description="PyTorch's fused kernels, or diffusers' plain maths"
+    )
+    compile: bool = Field(
+        default=False, description="Torch.compile the denoiser (first steps pay the compilation)"
+    )
+    channels_last: bool = Field(
+        default=False, description="NHWC convolutions: faster on tensor cores, rarely on CPU"
+    )
+    data_workers: int = Field(
+        default=0, ge=0, description="DataLoader processes decoding clips ahead; 0: inline"
+    )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="Under torchrun: replicate the denoiser, or shard it (FSDP2)"
+    )
 
 
 class TrainParams(Section):
@@ -289,45 +408,71 @@ STAGES: tuple[StageName, ...] = ("image", "video", "finetune")
 
 
 class ConditioningParams(Section):
-    cond_aug_p_mean: float = -3.0
-    cond_aug_p_std: float = 0.5
+    cond_aug_p_mean: float = Field(
+        default=-3.0, description="Noise added to the conditioning frame: mean of ln(sigma)"
+    )
+    cond_aug_p_std: float = Field(
+        default=0.5, description="Noise added to the conditioning frame: std of ln(sigma)"
+    )
 
 
 class EvaluateParams(Section):
-    out: Path = Path("reports/eval")
-    subset: Subset = "lvd_f"
-    sigmas: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
-    steps: int = 12
-    guidance: tuple[float, float] = (1.0, 2.5)
-    motion_buckets: tuple[int, ...] = (0, 64, 128, 192, 255)
-    fps: int = 6
-    samples: int = Field(default=2, ge=1)
+    out: Path = Field(default=Path("reports/eval"), description="Folder of metrics.json and the samples")
+    subset: Subset = Field(default="lvd_f", description="Subset whose held-out clips condition the samples")
+    sigmas: tuple[float, ...] = Field(
+        default=(0.05, 0.2, 0.5, 1.0, 2.0, 5.0), description="Noise levels of the validation loss"
+    )
+    steps: int = Field(default=12, description="Sampler steps per video")
+    guidance: tuple[float, float] = Field(
+        default=(1.0, 2.5),
+        description="Classifier-free guidance, linear over frames from the first to the second",
+    )
+    motion_buckets: tuple[int, ...] = Field(
+        default=(0, 64, 128, 192, 255),
+        description=(
+            "Motion buckets sampled; their Spearman with measured motion is the motion-control metric"
+        ),
+    )
+    fps: int = Field(default=6, description="Frame rate the samples are conditioned on")
+    samples: int = Field(
+        default=2, ge=1, description="Conditioning frames (held-out clips) per motion bucket"
+    )
 
 
 class Gates(Section):
-    max_val_loss: float | None = None
-    min_motion_spearman: float | None = None
+    max_val_loss: float | None = Field(
+        default=None, description="Champion only if the validation loss is at most this; none: not gated"
+    )
+    min_motion_spearman: float | None = Field(
+        default=None, description="Champion only if motion control reaches this Spearman; none: not gated"
+    )
 
 
 class RegisterParams(Section):
-    out: Path = Path("reports/registration.json")
-    name: str = "svd-tiny"
-    gates: Gates = Gates()
+    out: Path = Field(
+        default=Path("reports/registration.json"),
+        description="Where the registration (name, version, aliases) is written",
+    )
+    name: str = Field(default="svd-tiny", description="Registered model name")
+    gates: Gates = Field(default=Gates(), description="Every gate must pass for the champion alias")
 
 
-class Params(Section):
-    seed: int = 0
-    synth: SynthParams = SynthParams()
-    curate: CurateParams = CurateParams()
-    filter: FilterParams = FilterParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams
-    conditioning: ConditioningParams = ConditioningParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    registry: RegisterParams = RegisterParams()
+with warnings.catch_warnings():  # the `register` step's section shadows ABCMeta.register, unused here
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-    def stage(self, name: StageName) -> StageParams:
-        return getattr(self.train, name)
+    class Params(Section):
+        seed: int = 0
+        synth: SynthParams = SynthParams()
+        curate: CurateParams = CurateParams()
+        filter: FilterParams = FilterParams()
+        model: ModelParams = ModelParams()
+        train: TrainParams
+        conditioning: ConditioningParams = ConditioningParams()
+        evaluate: EvaluateParams = EvaluateParams()
+        register: RegisterParams = RegisterParams()
+
+        def stage(self, name: StageName) -> StageParams:
+            return getattr(self.train, name)
 
 
 class ParamsError(ValueError):

@@ -23,7 +23,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
-import svd
+import svd  # side output: the logged model's code
 from svd.params import Gates
 
 SIGNATURE = ModelSignature(
@@ -47,13 +47,13 @@ REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "av", "pill
 
 class SVDPipelineModel(PythonModel):
     def load_context(self, context) -> None:
-        from svd.model import components
+        from svd.model import components  # side output: the served model
 
         self.components = components.load(context.artifacts["pipeline"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from svd.generate import image_to_video
-        from svd.media.io import encode_video
+        from svd.generate import image_to_video  # side output: the served model
+        from svd.media.io import encode_video  # side output: the served model
 
         videos = []
         for row in model_input.to_dict("records"):

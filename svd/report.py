@@ -1,5 +1,6 @@
 """What a user looks at after curation and training: how many clips each filter rule dropped, each
-filtered score's distribution with its thresholds, and a stage's loss curve. Pictures are PNG bytes
+filtered score's distribution with its thresholds, frames of the clips each rule dropped, and a
+stage's loss curve. Pictures are PNG bytes
 (matplotlib's Agg backend, no display), so MLflow and anything else can store them as they are.
 """
 
@@ -55,6 +56,48 @@ def histograms(lvd: pd.DataFrame, subsets: dict[str, pd.DataFrame]) -> bytes:
         if handles:
             unique = dict(zip(labels, handles, strict=True))
             ax.legend(unique.values(), unique.keys(), fontsize="small")
+    return _png(fig)
+
+
+def dropped(
+    subsets: dict[str, pd.DataFrame], parents: dict[str, str], per_rule: int = 4
+) -> list[tuple[str, pd.DataFrame]]:
+    """Per (subset, rule): up to `per_rule` clips of the parent subset that the rule drops, spread
+    from the least to the most extreme dropped value."""
+    picks = []
+    for name, parent in parents.items():
+        base = subsets[parent]
+        for column, (lo, hi) in subsets[name].attrs["bounds"].items():
+            v = base[column].to_numpy(float)
+            out = base[(v < lo) | (v > hi)].sort_values([column, "clip"])
+            at = np.unique(np.linspace(0, len(out) - 1, min(per_rule, len(out))).round().astype(int))
+            picks.append((f"{name}: {column} in [{_num(lo)}, {_num(hi)}]", out.iloc[at]))
+    return picks
+
+
+def dropped_examples(picks: list[tuple[str, pd.DataFrame]], curated: str, per_rule: int = 4) -> bytes:
+    """PNG: a row per rule of `dropped`'s picks, each clip's middle frame (from the shards) labelled
+    with its value: what a threshold throws away, seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from svd.data.shards import read_clips
+    from svd.media.io import read_at
+
+    rows = [r for _, df in picks for r in df.itertuples()]
+    middle = {r.clip: read_at(mp4, [r.seconds / 2], [(96, 128)])[0] for r, mp4 in read_clips(curated, rows)}
+    fig, axes = plt.subplots(len(picks), per_rule, figsize=(2 * per_rule, 2.2 * len(picks)), squeeze=False)
+    for row, (title, df) in zip(axes, picks, strict=True):
+        column = title.split(": ")[1].split(" in ")[0]
+        for ax, r in zip(row, [*df.itertuples(), *[None] * per_rule], strict=False):
+            ax.axis("off")
+            if r is not None:
+                ax.imshow(middle[r.clip])
+                ax.set_title(f"{column} {getattr(r, column):.3g}", fontsize="x-small")
+        label = title if len(df) else f"{title}: drops nothing"
+        row[0].text(0, 1.3, label, transform=row[0].transAxes, fontsize="small", weight="bold")
     return _png(fig)
 
 

@@ -1,20 +1,31 @@
-"""MLflow runs with lineage: every run says which code (git commit), which data (DVC hashes of its
-inputs, read from dvc.lock) and which orchestration run (Prefect flow-run id, passed in by the
-flow) produced it, so a registered model traces back to all three."""
+"""MLflow runs with lineage: every run says which code (git commit and its source files' hashes),
+which data (DVC hashes), both exactly as its step's dvc.yaml stage declares them, and which
+orchestration run (Prefect flow-run id, passed in by the flow) produced it, so a registered model
+traces back to all three."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import yaml
 
+if TYPE_CHECKING:
+    from svd.params import Params
+
+Tags = Mapping[str, str] | None
+CODE = "svd/"  # dependencies under it are source files; the others are data
 EXPERIMENT = "svd"  # each step's runs go to the experiment "svd/<step>", e.g. svd/train-video
 
 
@@ -48,20 +59,74 @@ def git_commit(cwd: Path = Path()) -> str:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def dvc_hashes(inputs: list[Path], lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """md5 that DVC recorded for each input, as an output of the stage that produced it."""
-    if not lock.exists():
-        return {}
-    recorded: dict[str, str] = {}
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-        for entry in stage.get("outs", []) + stage.get("deps", []):
-            recorded.setdefault(entry["path"].rstrip("/"), entry.get("md5", ""))
-    return {str(p): recorded[str(p)] for p in map(Path, inputs) if str(p) in recorded}
+@dataclass(frozen=True)
+class Declared:
+    """What a step's DVC stage says it reads: params.yaml keys and dependency paths."""
+
+    params: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
 
 
-def lineage(inputs: list[Path], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def declared(stage: str, p: Params) -> Declared:
+    """The stage's entry in dvc.yaml, the one place that says what a step reads, its `${key}`s
+    filled from `p` as DVC fills them from params.yaml. The project's own dvc.yaml (the cwd's),
+    else this checkout's; a step with no stage there (a latent store of a stage the default
+    pipeline does not store) declares nothing."""
+    path = Path("dvc.yaml")
+    if not path.exists():
+        path = Path(__file__).resolve().parents[1] / "dvc.yaml"
+    spec = (yaml.safe_load(path.read_text())["stages"] if path.exists() else {}).get(stage)
+    if spec is None:
+        return Declared()
+    tree = p.model_dump(mode="json")
+
+    def fill(dep: str) -> str:
+        return re.sub(r"\$\{([\w.]+)\}", lambda m: str(lookup(tree, m[1])), dep)
+
+    return Declared(tuple(spec.get("params", [])), tuple(map(fill, spec.get("deps", []))))
+
+
+def lookup(tree: Mapping, key: str) -> Any:
+    """`a.b.c` in nested mappings, as dvc.yaml names params."""
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dvc_hashes(inputs: Iterable[str], lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """The md5 DVC gives each input: a file's own (DVC 3 hashes the bytes), a folder's as recorded
+    for the stage that output it (DVC's `.dir` hash). Inputs with neither are left out."""
+    outs: dict[str, str] = {}
+    if lock.exists():
+        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+            outs |= {o["path"].rstrip("/"): o.get("md5", "") for o in stage.get("outs", [])}
+    hashes = {}
+    for path in inputs:
+        if Path(path).is_file():
+            hashes[path] = md5_file(Path(path))
+        elif path.rstrip("/") in outs:
+            hashes[path] = outs[path.rstrip("/")]
+    return hashes
+
+
+def declared_params(p: Params, keys: Iterable[str]) -> dict[str, str]:
+    """The values of dvc.yaml's params keys (e.g. `train.video`, `seed`) in the params a step runs
+    with, flattened to MLflow params."""
+    tree = p.model_dump(mode="json")
+    return {k: v for key in keys for k, v in flatten({key: lookup(tree, key)}).items()}
+
+
+def lineage(hashes: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     tags = {"git.commit": git_commit()}
-    tags |= {f"dvc.md5.{path}": md5 for path, md5 in dvc_hashes(inputs).items()}
+    tags |= {f"dvc.md5.{path}": md5 for path, md5 in hashes.items()}
     tags |= dict(extra or {})
     tags.setdefault("prefect.flow_run_id", "none")  # library or CLI use, outside any flow
     return tags
@@ -75,37 +140,40 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_datasets(inputs: list[Path]) -> None:
-    """Each input DVC versions as a dataset input of the run, its digest the DVC md5: the run's
-    Datasets tab names the exact data, and searches can filter runs by it."""
+def log_datasets(hashes: Mapping[str, str]) -> None:
+    """Each data input as a dataset input of the run, its digest the DVC md5: the run's Datasets tab
+    names the exact data, and searches can filter runs by it. Code inputs are tags only."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # type: ignore[attr-defined]
 
-    for path, md5 in dvc_hashes(inputs).items():
+    for path, md5 in hashes.items():
+        if path.startswith(CODE):
+            continue
         uri = path if path.startswith("s3://") else str(Path(path).absolute())
         source = S3ArtifactDatasetSource(uri) if path.startswith("s3://") else LocalArtifactDatasetSource(uri)
         mlflow.log_input(MetaDataset(source, name=path, digest=md5[:36]), context="input")  # type: ignore[abstract]
 
 
 @contextmanager
-def run(
-    name: str,
-    inputs: list[Path],
-    params: Mapping,
-    tags: Mapping[str, str] | None = None,
-    description: str = "",
-) -> Iterator[str]:
-    """An MLflow run of step `name` in the step's experiment (svd/<name>), carrying the lineage tags,
-    the inputs as datasets, the flattened params, a description, and CPU, memory and GPU sampled
-    every 5 s; yields the run id."""
-    configure(f"{EXPERIMENT}/{name}")
+def run(step: str, p: Params, tags: Tags = None, description: str = "") -> Iterator[str]:
+    """An MLflow run of `step` (its DVC stage's name) in the step's experiment (svd/<step>): the
+    params and the inputs, with their DVC hashes, that the stage declares in dvc.yaml, lineage tags,
+    a description, and CPU, memory and GPU sampled every 5 s; yields the run id."""
+    configure(f"{EXPERIMENT}/{step}")
     mlflow.set_system_metrics_sampling_interval(5)
     mlflow.set_system_metrics_samples_before_logging(1)
-    run_tags = lineage(inputs, tags) | ({"mlflow.note.content": description} if description else {})
-    with mlflow.start_run(run_name=name, tags=run_tags, log_system_metrics=True) as active:
-        mlflow.log_params(flatten(params))
-        log_datasets(inputs)
+    what = declared(step, p)
+    hashes = dvc_hashes(what.deps)
+    run_tags = lineage(hashes, tags) | ({"mlflow.note.content": description} if description else {})
+    with mlflow.start_run(run_name=step, tags=run_tags, log_system_metrics=True) as active:
+        mlflow.log_params(declared_params(p, what.params))
+        log_datasets(hashes)
         yield active.info.run_id
+
+
+def finite(metrics: Mapping) -> dict[str, float]:
+    """The numeric metrics MLflow can log."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
 def log_bytes(data: bytes, name: str) -> None:

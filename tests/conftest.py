@@ -134,9 +134,9 @@ def tiny_params(tmp_path_factory: pytest.TempPathFactory) -> Params:
     Imports inside: Prefect must not be imported before pytest_configure has set its home."""
     import yaml
 
-    from svd import stages
     from svd.curation.curate import curate
     from svd.curation.filter import make_subsets, write_subsets
+    from svd.media.synth import make_corpus
     from svd.params import load, merge
 
     root = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def tiny_params(tmp_path_factory: pytest.TempPathFactory) -> Params:
         "evaluate": {"out": str(d / "eval")},
     }
     p = load(root / "params.yaml", merge(smoke, paths))
-    stages.synth(p)
+    make_corpus(p.synth, p.seed)
     table = curate(p.curate, p.seed)
     write_subsets(make_subsets(table, p.filter), p.filter.out)
     return p

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 
@@ -85,8 +84,3 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
     pd.DataFrame(rows).to_csv(out / "samples.csv", index=False)
     log.info("evaluation: val_loss %.4f, motion spearman %s", metrics["val_loss"], rho)
     return metrics
-
-
-def finite(metrics: dict) -> dict[str, float]:
-    """The numeric metrics MLflow can log."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from svd.data import latents
 from svd.data.clips import Batch, Windows, batches, load_subset
 from svd.diffusion.edm import edm_loss, sample_sigmas
-from svd.generate import image_to_video, text_to_video
+from svd.generate import image_to_video, text_to_video  # side output: samples shown in MLflow
 from svd.model import components
 from svd.model.components import Components
 from svd.model.conditioning import encode, latent_shape

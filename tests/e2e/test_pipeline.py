@@ -1,10 +1,11 @@
-"""The whole loop on the smoke profile, through both doors: `dvc repro` and the Prefect pipeline flow.
+"""The whole loop on the smoke profile, through both doors: the Prefect pipeline deployment, started
+with settings from its run form, and `dvc repro` on the params that run recorded.
 
-Each test builds a fresh project (a git + DVC repo holding this checkout's code and dvc.yaml, with
-params.yaml overridden by tests/e2e/smoke.yaml), runs the pipeline against a real Prefect server
-(the Prefect door through a deployment and a process worker),
-and checks what a user checks afterwards: `dvc status` is clean, the registry has the model with
-its aliases, every MLflow run carries lineage tags, samples are logged as videos, and
+Each door runs in a fresh project (a git + DVC repo holding this checkout's code and dvc.yaml, with
+params.yaml overridden by tests/e2e/smoke.yaml), against a real Prefect server and a process
+worker. The test checks what a user checks afterwards: the two doors give the same DVC hashes,
+`dvc status` is clean, the registry has the model with its aliases, every MLflow run carries
+exactly the params and inputs its dvc.yaml stage declares, samples are logged as videos, and
 `svd generate` turns an image into a video with the champion model.
 """
 
@@ -25,23 +26,14 @@ import pytest
 import yaml
 
 from infra.stack import start_worker
-from svd.params import merge
+from svd.params import load, merge
+from svd.tracking import declared, declared_params
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SMOKE = yaml.safe_load((Path(__file__).parent / "smoke.yaml").read_text())
-INPUTS = {  # what each MLflow run must carry a DVC hash of
-    "curate": {"data/raw"},
-    "filter": {"data/curated"},
-    "train-image": {"data/subsets", "data/curated"},
-    "latents-video": {"data/subsets", "data/curated", "models/image"},
-    "latents-finetune": {"data/subsets", "data/curated", "models/video"},
-    "train-video": {"data/subsets", "data/curated", "models/image", "data/latents/video"},
-    "train-finetune": {"data/subsets", "data/curated", "models/video", "data/latents/finetune"},
-    "evaluate": {"models/finetune", "data/subsets", "data/curated"},
-    "register": {"models/finetune", "reports/eval/metrics.json"},
-}
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]  # the steps, named as everywhere
 
 
 def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
@@ -52,10 +44,10 @@ def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
     return r.stdout
 
 
-@pytest.fixture
-def project(tmp_path: Path, prefect_server) -> tuple[Path, dict]:
-    proj = tmp_path / "project"
-    proj.mkdir()
+def make_project(root: Path, env_base: dict) -> tuple[Path, dict]:
+    """A git + DVC repo holding this checkout's code and dvc.yaml, params.yaml on the smoke profile."""
+    proj = root / "project"
+    proj.mkdir(parents=True)
     for name in ("svd", "flows", "infra", ".dvc", "dvc.yaml", ".dvcignore", "pyproject.toml"):
         src = ROOT / name
         if src.is_dir():
@@ -66,8 +58,7 @@ def project(tmp_path: Path, prefect_server) -> tuple[Path, dict]:
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (proj / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
     env = {
-        **os.environ,
-        **prefect_server.env,
+        **env_base,
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "PYTHONPATH": str(proj),  # the copied code, not the checkout's, is what runs
         "MLFLOW_TRACKING_URI": f"sqlite:///{proj / 'mlflow.db'}",
@@ -79,8 +70,16 @@ def project(tmp_path: Path, prefect_server) -> tuple[Path, dict]:
         proj,
         env,
     )
-    sh([str(BIN / "dvc"), "remote", "add", "-f", "-d", "localstore", str(tmp_path / "remote")], proj, env)
+    sh([str(BIN / "dvc"), "remote", "add", "-f", "-d", "localstore", str(root / "remote")], proj, env)
     return proj, env
+
+
+@pytest.fixture
+def projects(tmp_path: Path, prefect_server) -> list[tuple[Path, dict]]:
+    """Two projects, both copied before either runs (an edit to the checkout mid-test changes
+    neither)."""
+    base = {**os.environ, **prefect_server.env}
+    return [make_project(tmp_path / door, base) for door in ("prefect", "dvc")]
 
 
 def check_outcome(proj: Path, env: dict) -> None:
@@ -105,20 +104,8 @@ def check_outcome(proj: Path, env: dict) -> None:
     # 4. Lineage: git commit, DVC input hashes and the Prefect flow run on every run
     lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    names = sorted(r.info.run_name for r in runs)
-    assert names == sorted(
-        [
-            "curate",
-            "filter",
-            "train-image",
-            "latents-video",
-            "train-video",
-            "latents-finetune",
-            "train-finetune",
-            "evaluate",
-            "register",
-        ]
-    ), names
+    assert sorted(r.info.run_name for r in runs) == sorted(set(STAGES) - {"synth"})
+    params_now = load(proj / "params.yaml")
     for run in runs:
         tags = run.data.tags
         # one model-training experiment per step; a description; the flow as source; system metrics
@@ -129,10 +116,14 @@ def check_outcome(proj: Path, env: dict) -> None:
         assert len(tags["git.commit"]) >= 40, tags
         assert tags["prefect.flow_run_id"] not in ("", "none"), (run.info.run_name, tags)
         assert tags["prefect.flow_run_url"].endswith(f"/flow-run/{tags['prefect.flow_run_id']}"), tags
+        # exactly what its dvc.yaml stage declares: its params, and its inputs with their DVC hashes
+        what = declared(run.info.run_name, params_now)
+        assert set(run.data.params) == set(declared_params(params_now, what.params)), run.info.run_name
         hashed = {k.removeprefix("dvc.md5.") for k in tags if k.startswith("dvc.md5.")}
-        assert hashed == INPUTS[run.info.run_name], (run.info.run_name, tags)
+        assert hashed == set(what.deps), (run.info.run_name, tags)
+        data = {d for d in hashed if not d.startswith("svd/")}
         datasets = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
-        assert datasets == {k: tags[f"dvc.md5.{k}"][:36] for k in hashed}, (run.info.run_name, datasets)
+        assert datasets == {k: tags[f"dvc.md5.{k}"][:36] for k in data}, (run.info.run_name, datasets)
 
     # 5. A training run as a user inspects it: a loss point per step, system metrics, a sample video
     # every sample_every steps, and its resume point as a LoggedModel
@@ -162,7 +153,7 @@ def check_outcome(proj: Path, env: dict) -> None:
 
     finetune = next(r for r in runs if r.info.run_name == "train-finetune")
     assert finetune.data.tags["dvc.md5.models/video"] == next(
-        o["md5"] for o in lock["train_video"]["outs"] if o["path"] == "models/video"
+        o["md5"] for o in lock["train-video"]["outs"] if o["path"] == "models/video"
     )
 
     # 6. Evaluation samples are logged as videos
@@ -198,31 +189,41 @@ def check_outcome(proj: Path, env: dict) -> None:
         assert sum(1 for _ in f.decode(video=0)) == 4
 
 
-def test_dvc_repro_runs_the_whole_loop(project):
-    proj, env = project
-    sh([str(BIN / "dvc"), "repro"], proj, env)
-    again = sh([str(BIN / "dvc"), "repro"], proj, env)  # nothing changed: nothing runs
-    assert "Running stage" not in again and "didn't change" in again, again
-    check_outcome(proj, env)
+# What a user sets in the pipeline's run form: a looser HQ motion cut, a shorter Stage III.
+FORM = {"filter": {"hq": {"motion_score": {"drop_lowest": 0.4}}}, "train": {"finetune": {"steps": 12}}}
+SETS = ["filter.hq.motion_score.drop_lowest=0.4", "train.finetune.steps=12"]
 
 
-def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_path):
-    """As a user does from the Prefect UI: deploy infra/prefect.yaml, a worker picks the run up."""
+def outs(proj: Path) -> dict[str, str]:
+    """Every output's DVC hash, bar the registration (it names the MLflow version and run)."""
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
+    return {
+        o["path"]: o["md5"]
+        for s in lock.values()
+        for o in s.get("outs", [])
+        if "registration" not in o["path"]
+    }
+
+
+def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_server, tmp_path):
+    """The two doors. A user deploys infra/prefect.yaml and starts the pipeline from its run form with
+    two settings changed; a process worker runs it. A second run with nothing changed runs no step.
+    The settings were written into params.yaml, so `dvc repro` on that params file, in another
+    workspace, gives every output the same DVC hash."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    proj, env = project
+    (proj, env), (twin, twin_env) = projects
     run_env = {k: env[k] for k in ("PATH", "PYTHONPATH", "MLFLOW_TRACKING_URI")}
     worker = start_worker(prefect_server, "local", tmp_path, env=run_env, poll_seconds=1)
     try:
         deploy = ["--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--name", "pipeline"]
         sh([sys.executable, "-m", "prefect", *deploy], proj, env)
         with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
-            run = run_deployment("pipeline/pipeline", timeout=900, poll_interval=5)
+            run = run_deployment("pipeline/pipeline", parameters=FORM, timeout=900, poll_interval=5)
             assert run.state is not None and run.state.is_completed(), (run.state, worker.log_tail())
-            # runs are named for what they compute: flow, stage or steps, 4 hex of the params
             with get_client(sync_client=True) as c:
                 names = [r.name for r in c.read_flow_runs()]
                 # each stage's progress bar on its run page went to 100%
@@ -231,6 +232,10 @@ def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_pat
                 assert {(a.key, a.type, float(a.data)) for a in bars} == {
                     (k, "progress", 100.0) for k in keys
                 }  # type: ignore[arg-type]
+                (said,) = c.read_artifacts(
+                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["params-set"]))
+                )
+                assert all(f"-S '{s}'" in str(said.data) for s in SETS), said.data
             # nothing changed: the second run asks DVC, as `dvc repro` would, and runs no step
             t0 = time.monotonic()
             again = run_deployment("pipeline/pipeline", timeout=300, poll_interval=1)
@@ -241,11 +246,19 @@ def test_prefect_deployment_runs_the_whole_loop(project, prefect_server, tmp_pat
     finally:
         worker.stop()
     assert re.fullmatch(r"pipeline-[0-9a-f]{4}", run.name), run.name
-    steps = ["curate-synth", "curate-annotate", "curate-filter", "train-image", "latents-video"]
-    steps += ["train-video", "latents-finetune", "train-finetune", "evaluate", "register"]
-    named = {n.rsplit("-", 1)[0] for n in names if re.fullmatch(r"[a-z+-]+-[0-9a-f]{4}", n)}
-    assert set(steps) <= named, names
+    named = {n.rsplit("-", 1)[0] for n in names if re.fullmatch(r"[a-z-]+-[0-9a-f]{4}", n)}
+    assert set(STAGES) <= named, names
+    p = load(proj / "params.yaml")
+    assert (p.filter.hq["motion_score"].drop_lowest, p.train.finetune.steps) == (0.4, 12)
     check_outcome(proj, env)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     for r in mlflow.search_runs(search_all_experiments=True, output_format="list"):  # none from the 2nd
         assert r.data.tags["prefect.root_flow_run_id"] == str(run.id), r.info.run_name
+
+    # the other door, on the params the run recorded
+    shutil.copy(proj / "params.yaml", twin / "params.yaml")
+    sh([str(BIN / "dvc"), "repro"], twin, twin_env)
+    again_dvc = sh([str(BIN / "dvc"), "repro"], twin, twin_env)  # nothing changed: nothing runs
+    assert "Running stage" not in again_dvc and "didn't change" in again_dvc, again_dvc
+    check_outcome(twin, twin_env)
+    assert outs(twin) == outs(proj)

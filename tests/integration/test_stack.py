@@ -251,7 +251,7 @@ emit_event("prefect.flow-run.Completed", resource=resource, related=related)
 
 
 def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
-    """The automations `prefect deploy` made from the triggers: a finetune deployment's run completing
+    """The automations `prefect deploy` made from the triggers: a train-finetune deployment's run completing
     starts evaluate, an evaluate run completing starts register, and a finetune run of no deployment
     (a pipeline's subflow) starts nothing. The completions are emitted as the engine emits them (the
     flow run, related to its deployment and flow), so no training runs here; the started runs stay
@@ -292,7 +292,7 @@ def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
         assert any("evaluate" in n for n in names) and any("register" in n for n in names), names
         try:
             completed("train-finetune-0000", None)  # the pipeline's own subflow: no deployment
-            completed("train-finetune-3f9c", "finetune")
+            completed("train-finetune-3f9c", "train-finetune")
             wait_for(c, "evaluate", 1)
             completed("evaluate-1a2b", "evaluate")
             wait_for(c, "register", 1)

@@ -129,3 +129,37 @@ def test_the_report_counts_what_each_rule_dropped_and_draws_the_thresholds() -> 
     assert png.startswith(b"\x89PNG") and report.histograms(lvd, s) == png  # the same table, the same bytes
     curve = report.loss_curve([1.0, 0.5, 0.4, 0.3], "loss")
     assert curve.startswith(b"\x89PNG")
+
+
+def test_the_report_shows_frames_of_what_each_rule_dropped(synth_table, curate_params) -> None:
+    """Per rule, clips it drops, from its least to its most extreme value; their middle frames come
+    from the shards into one picture."""
+    import io
+
+    from PIL import Image
+
+    from svd import report
+
+    subsets = make_subsets(synth_table, FilterParams())
+    picks = report.dropped(subsets, {"lvd_f": "lvd", "hq": "lvd_f"}, per_rule=3)
+    assert [t.split(" in ")[0] for t, _ in picks] == [
+        "lvd_f: motion_score",
+        "lvd_f: text_area",
+        "hq: motion_score",
+        "hq: seconds",
+        "hq: text_area",
+    ]
+    for title, df in picks:
+        subset, column = title.split(" in ")[0].split(": ")
+        parent = {"lvd_f": "lvd", "hq": "lvd_f"}[subset]
+        lo, hi = subsets[subset].attrs["bounds"][column]
+        base = subsets[parent]
+        failing = base[(base[column] < lo) | (base[column] > hi)]
+        assert set(df["clip"]) <= set(failing["clip"]) and len(df) == min(3, len(failing)), title
+        if len(failing):
+            assert (
+                df[column].iloc[0] == failing[column].min() and df[column].iloc[-1] == failing[column].max()
+            )
+    png = report.dropped_examples(picks, curate_params.out, per_rule=3)
+    image = Image.open(io.BytesIO(png))
+    assert image.width > 300 and image.height > 5 * 100, image.size

@@ -137,9 +137,9 @@ def test_an_svd_folder_cannot_start_a_text_stage(tiny_params, tmp_path: Path) ->
 def test_a_text_to_video_stage_iii_is_not_registered_as_a_servable_model(tiny_params) -> None:
     """The registered model serves image-to-video; registering a text-to-video Stage III would put a
     champion in the registry whose first request fails."""
-    from svd import stages
+    from svd.steps.register import register
 
     finetune = tiny_params.train.finetune.model_copy(update={"condition": "text"})
     p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"finetune": finetune})})
     with pytest.raises(ValueError, match="cannot serve"):
-        stages.register(p)
+        register(p)

@@ -1,0 +1,38 @@
+"""filter: percentile filters over the clip table -> the LVD, LVD-F and HQ subsets."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from svd import report, tracking  # side output
+from svd.curation.checks import check_subset
+from svd.curation.filter import make_subsets, write_subsets
+from svd.params import Params
+from svd.storage import join, read_bytes
+
+
+def filter(p: Params, tags: tracking.Tags = None) -> dict[str, Any]:
+    """Every subset must pass its suite before any is written. Returns the clips per subset, per rule
+    the clips it dropped, and the MLflow run, which also keeps each filtered score's histogram with
+    its thresholds and frames of the clips each rule dropped."""
+    table_path = join(p.curate.out, "clips.parquet")
+    about = "Filter the clip table into the LVD, LVD-F and HQ subsets, each validated."
+    parents = {"lvd_f": "lvd", "hq": "lvd_f"}
+    with tracking.run("filter", p, tags, about) as run_id:
+        subsets = make_subsets(pd.read_parquet(io.BytesIO(read_bytes(table_path))), p.filter)
+        for name, df in subsets.items():
+            check_subset(name, df, p.filter)
+        write_subsets(subsets, p.filter.out)
+        counts = {name: len(df) for name, df in subsets.items()}
+        mlflow.log_metrics({f"clips.{k}": v for k, v in counts.items()})
+        rules = report.rule_counts(subsets, parents)
+        mlflow.log_table(pd.DataFrame(rules), "report/rules.json")
+        tracking.log_bytes(report.histograms(subsets["lvd"], subsets), "report/scores.png")
+        tracking.log_bytes(
+            report.dropped_examples(report.dropped(subsets, parents), p.curate.out), "report/dropped.png"
+        )
+    return {"clips": counts, "rules": rules, "run_id": run_id}

@@ -1,0 +1,34 @@
+"""register: the Stage III model into the MLflow registry, alias candidate, champion if every gate
+passes. Its output names the version, so the registry (and tracking) are what it computes with."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+import mlflow
+
+from svd import registry, tracking
+from svd.params import Params
+
+log = logging.getLogger("svd")
+
+
+def register(p: Params, tags: tracking.Tags = None) -> dict:
+    model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
+    if p.train.finetune.condition != "image":
+        raise ValueError(
+            "register: the registered model serves image-to-video (an image in, a video out); "
+            "train.finetune.condition is text, whose model it cannot serve yet"
+        )
+    metrics = json.loads(metrics_path.read_text())
+    about = "Register the Stage III model; champion if every gate passes."
+    with tracking.run("register", p, tags, about) as run_id:
+        mlflow.log_metrics(tracking.finite(metrics))
+        reg = registry.register(model, p.register.name, metrics, p.register.gates, run_id)
+    out = asdict(reg) | {"tracking_uri": tracking.tracking_uri()}
+    p.register.out.parent.mkdir(parents=True, exist_ok=True)
+    p.register.out.write_text(json.dumps(out, indent=2))
+    log.info("registered %s version %s with aliases %s", reg.name, reg.version, reg.aliases)
+    return out
