@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from flows.common import run_name
+from flows.common import link_mlflow, run_name, run_tags
 from flows.forms import SynthForm, override
 from svd import params
 from svd.steps.synth import synth as synth_step
@@ -12,7 +12,7 @@ from svd.steps.synth import synth as synth_step
 
 @task(name="synth")
 def synth_task(params_path: str) -> str:
-    return str(synth_step(params.load(params_path)))
+    return str(synth_step(params.load(params_path), run_tags()))
 
 
 @flow(name="synth", flow_run_name=run_name, log_prints=True)
@@ -29,4 +29,6 @@ def synth(
         params_path: The params file; what the form sets is written into it.
     """
     override(params_path, synth=synth, seed=seed)
-    return synth_task(params_path)
+    corpus = synth_task(params_path)
+    link_mlflow("synth")
+    return corpus

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from svd import tracking  # side output
 from svd.media.synth import make_corpus
 from svd.params import Params
 
 
-def synth(p: Params) -> Path:
-    return make_corpus(p.synth, p.seed)
+def synth(p: Params, tags: tracking.Tags = None) -> Path:
+    with tracking.run("synth", p, tags, "Make the synthetic corpus and its ground truth."):
+        return make_corpus(p.synth, p.seed)

@@ -25,8 +25,9 @@ import mlflow
 import pytest
 import yaml
 
+from infra.project import scratch_project
 from infra.stack import start_worker
-from svd.params import load, merge
+from svd.params import load
 from svd.tracking import declared, declared_params
 
 pytestmark = pytest.mark.e2e
@@ -44,42 +45,12 @@ def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
     return r.stdout
 
 
-def make_project(root: Path, env_base: dict) -> tuple[Path, dict]:
-    """A git + DVC repo holding this checkout's code and dvc.yaml, params.yaml on the smoke profile."""
-    proj = root / "project"
-    proj.mkdir(parents=True)
-    for name in ("svd", "flows", "infra", ".dvc", "dvc.yaml", ".dvcignore", "pyproject.toml"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-        else:
-            shutil.copy(src, proj / name)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMOKE)
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (proj / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
-    env = {
-        **env_base,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "PYTHONPATH": str(proj),  # the copied code, not the checkout's, is what runs
-        "MLFLOW_TRACKING_URI": f"sqlite:///{proj / 'mlflow.db'}",
-    }
-    sh(["git", "init", "-q"], proj, env)
-    sh(["git", "add", "-A"], proj, env)
-    sh(
-        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "smoke project"],
-        proj,
-        env,
-    )
-    sh([str(BIN / "dvc"), "remote", "add", "-f", "-d", "localstore", str(root / "remote")], proj, env)
-    return proj, env
-
-
 @pytest.fixture
 def projects(tmp_path: Path, prefect_server) -> list[tuple[Path, dict]]:
     """Two projects, both copied before either runs (an edit to the checkout mid-test changes
     neither)."""
     base = {**os.environ, **prefect_server.env}
-    return [make_project(tmp_path / door, base) for door in ("prefect", "dvc")]
+    return [scratch_project(tmp_path / door, SMOKE, base) for door in ("prefect", "dvc")]
 
 
 def check_outcome(proj: Path, env: dict) -> None:
@@ -104,7 +75,7 @@ def check_outcome(proj: Path, env: dict) -> None:
     # 4. Lineage: git commit, DVC input hashes and the Prefect flow run on every run
     lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert sorted(r.info.run_name for r in runs) == sorted(set(STAGES) - {"synth"})
+    assert sorted(r.info.run_name for r in runs) == sorted(STAGES)
     params_now = load(proj / "params.yaml")
     for run in runs:
         tags = run.data.tags
@@ -149,7 +120,7 @@ def check_outcome(proj: Path, env: dict) -> None:
         if r.info.run_name.startswith("train-"):
             assert report == {"report/loss.png", "report/loss.json"}, (r.info.run_name, report)
         if r.info.run_name == "filter":
-            assert report == {"report/rules.json", "report/scores.png"}, report
+            assert report == {"report/rules.json", "report/scores.png", "report/dropped.png"}, report
 
     finetune = next(r for r in runs if r.info.run_name == "train-finetune")
     assert finetune.data.tags["dvc.md5.models/video"] == next(

@@ -1,0 +1,104 @@
+"""Orchestration overhead: each door's wall time against the sum of its steps' compute time, both
+measured in the same run, on the same profile, each door in a scratch project of its own.
+
+Doors:
+- pipeline flow: `python -m flows pipeline`, one process and one temporary Prefect server;
+- dvc repro: each stage a process running its step's flow; with no PREFECT_API_URL, each of them
+  starts a temporary Prefect server of its own;
+- dvc repro + server: the same, pointed at a running Prefect server (what `make serve` gives).
+
+A step's compute time is its MLflow run's duration: the step function reading, computing, writing
+and logging. Overhead = (wall - sum of compute) / wall; the goal is under 5%.
+
+    python bench/pipeline.py [--profile smoke|default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.project import BIN, scratch_project  # noqa: E402
+from infra.stack import QUIET_ENV, start_prefect  # noqa: E402
+
+PROFILES = {"smoke": ROOT / "tests" / "e2e" / "smoke.yaml", "default": None}
+
+
+@dataclass
+class Door:
+    name: str
+    wall: float
+    compute: float
+    steps: int
+
+    @property
+    def overhead(self) -> float:
+        return (self.wall - self.compute) / self.wall
+
+
+def compute_seconds(proj: Path) -> tuple[float, int]:
+    """Sum of the durations of the project's MLflow runs, one per step."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{proj / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    return sum((r.info.end_time - r.info.start_time) / 1000 for r in runs), len(runs)
+
+
+def run_door(name: str, cmd: list[str], root: Path, params: dict, env: dict[str, str]) -> Door:
+    proj, run_env = scratch_project(root / name.replace(" ", "-"), params, env)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=proj, env=run_env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"{name}: {' '.join(cmd)} failed\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    compute, steps = compute_seconds(proj)
+    return Door(name, wall, compute, steps)
+
+
+def main(profile: str = "smoke") -> list[Door]:
+    path = PROFILES[profile]
+    params = yaml.safe_load(path.read_text()) if path else {}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | QUIET_ENV
+    with tempfile.TemporaryDirectory(prefix="svd-bench-pipeline-") as tmp:
+        root = Path(tmp)
+        home = {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        doors = [
+            run_door("pipeline flow", [sys.executable, "-m", "flows", "pipeline"], root, params, base | home),
+            run_door("dvc repro", [str(BIN / "dvc"), "repro"], root, params, base | home),
+        ]
+        server = start_prefect(root / "stack", ui=False)
+        try:
+            doors.append(
+                run_door("dvc repro + server", [str(BIN / "dvc"), "repro"], root, params, base | server.env)
+            )
+        finally:
+            server.stop()
+    return doors
+
+
+def table(doors: list[Door], profile: str) -> str:
+    lines = [
+        f"orchestration overhead, {profile} profile (goal: under 5%)",
+        f"  {'door':<20} {'wall s':>8} {'compute s':>10} {'steps':>6} {'overhead':>9}",
+    ]
+    lines += [f"  {d.name:<20} {d.wall:8.1f} {d.compute:10.1f} {d.steps:6d} {d.overhead:9.1%}" for d in doors]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    args = ap.parse_args()
+    print(table(main(args.profile), args.profile))
