@@ -11,10 +11,13 @@ export AWS_RESPONSE_CHECKSUM_VALIDATION := when_required
 
 .PHONY: demo test unit lint bench serve ui clean system venv
 
-# OpenCV's wheel needs libGL and glib; everything else comes from PyPI.
+# OpenCV's wheel needs libGL and glib; the UI tests drive Debian's chromium (Selenium); everything
+# else comes from PyPI.
 system:
-	@if ! ldconfig -p | grep -q libGL.so.1 || ! ldconfig -p | grep -q libgthread-2.0; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgl1 libglib2.0-0 git; fi
+	@if ! ldconfig -p | grep -q libGL.so.1 || ! ldconfig -p | grep -q libgthread-2.0 \
+	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    libgl1 libglib2.0-0 git chromium chromium-driver; fi
 
 $(BIN)/svd: pyproject.toml requirements.lock | system
 	$(PY) -m venv $(VENV)

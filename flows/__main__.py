@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("flow", choices=steps)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
+    ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
     args = ap.parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "svd")  # library logs show in the Prefect UI
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # WARNING for libraries (httpx, ...)
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         case "latents":
             latents.latents(args.stage, params_path=args.params)
         case "train":
-            train.train(args.stage, params_path=args.params)
+            train.train(args.stage, processes=args.processes, params_path=args.params)
         case "evaluate":
             evaluate.evaluate(params_path=args.params)
         case "register":

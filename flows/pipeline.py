@@ -16,6 +16,8 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 
 import flows.curate
 import flows.evaluate
@@ -36,7 +38,7 @@ from flows.forms import (
     TrainForm,
     override,
 )
-from svd.params import STAGES, load
+from svd.params import STAGES, StageName, load
 
 
 def step(name: str, run: Callable[[], object]) -> bool:
@@ -49,6 +51,18 @@ def step(name: str, run: Callable[[], object]) -> bool:
     run()
     dvc_commit(name)
     return True
+
+
+def on_pool(stage: StageName, pool: str, params_path: str) -> None:
+    """Train a stage through its deployment on a work pool (`train-<stage>-<pool>`, e.g. the GPU
+    pool's, which runs torchrun), as a subflow of this run, and wait for it. Its outputs land in
+    the workspace both share (the deployment's working directory)."""
+    name = f"train/train-{stage}-{pool}"
+    run = run_deployment(name, parameters={"stage": stage, "params_path": params_path}, timeout=None)
+    assert isinstance(run, FlowRun)  # sync_compatible: a FlowRun when called from sync code
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "no state"
+        raise RuntimeError(f"{name}: flow run {run.name} ended {state}, not Completed")
 
 
 @flow(name="pipeline", flow_run_name=run_name, log_prints=True)
@@ -75,7 +89,8 @@ def pipeline(
         curate: Sources (folders or s3:// prefixes), cut detection and scorers.
         filter: Filter thresholds of the LVD-F and HQ subsets.
         model: Architecture preset and pretrained weights.
-        train: The three stages' settings and how they compute.
+        train: The three stages' settings and how they compute; train.<stage>.pool sends a stage to
+            its deployment on that work pool (e.g. gpu).
         conditioning: Conditioning-frame noise.
         evaluate: Evaluation settings.
         register: Model name and promotion gates.
@@ -94,7 +109,11 @@ def pipeline(
     for stage in STAGES:
         if p.stage(stage).latents is not None:
             steps.append((f"latents-{stage}", partial(flows.latents.latents, stage, params_path=params_path)))
-        steps.append((f"train-{stage}", partial(flows.train.train, stage, params_path=params_path)))
+        pool = p.stage(stage).pool
+        if pool is None:
+            steps.append((f"train-{stage}", partial(flows.train.train, stage, params_path=params_path)))
+        else:
+            steps.append((f"train-{stage}", partial(on_pool, stage, pool, params_path)))
     steps.append(("evaluate", partial(flows.evaluate.evaluate, params_path=params_path)))
     steps.append(("register", partial(flows.register.register, params_path=params_path)))
     ran = [name for name, run in steps if step(name, run)]

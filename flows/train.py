@@ -1,7 +1,13 @@
-"""One training flow for the three stages: the stage is a parameter, its config lives in params.yaml."""
+"""One training flow for the three stages: the stage is a parameter, its config lives in params.yaml.
+On a GPU node it runs the stage under torchrun, one process per GPU."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
 from uuid import UUID
 
 from prefect import flow, task
@@ -11,6 +17,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from pydantic import Field
 
 from flows.common import link_mlflow, run_name, run_tags
 from flows.forms import ConditioningForm, ModelForm, TrainForm, override
@@ -38,12 +45,31 @@ def train_task(params_path: str, stage: StageName) -> tuple[dict, list[float]]:
     return {k: v for k, v in vars(r).items() if k != "losses"}, r.losses
 
 
+@task(name="train")
+def train_ranks(params_path: str, stage: StageName, processes: int) -> dict:
+    """The stage under torchrun on this node; rank 0 records the MLflow run with this flow run's
+    tags. Its result, from the training.json it wrote."""
+    tags = [f"--tag={k}={v}" for k, v in run_tags().items()]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+    ]
+    cli = ["-m", "svd.cli", "--params", params_path, "train", "--stage", stage, *tags]
+    subprocess.run([*torchrun, *cli], check=True)
+    out = Path(params.load(params_path).stage(stage).out)
+    return json.loads((out / "training.json").read_text())["result"]
+
+
 @flow(name="train", flow_run_name=run_name, log_prints=True)
 def train(
     stage: StageName = "image",
     train: TrainForm = TrainForm(),  # noqa: B008
     model: ModelForm = ModelForm(),  # noqa: B008
     conditioning: ConditioningForm = ConditioningForm(),  # noqa: B008
+    processes: Annotated[int, Field(ge=1)] = 1,
     params_path: str = "params.yaml",
 ) -> dict:
     """Train one of the paper's stages: image (Stage I), video (Stage II) or finetune (Stage III).
@@ -53,23 +79,30 @@ def train(
         train: Stage and compute settings for this run; empty fields keep params.yaml's.
         model: Architecture and weights for this run; empty fields keep params.yaml's.
         conditioning: Conditioning-frame noise for this run; empty fields keep params.yaml's.
+        processes: Training processes on this node, one per GPU; over 1 runs the stage under
+            torchrun (train.compute.parallel: ddp or fsdp).
         params_path: The params file; what the form sets is written into it.
     """
     override(params_path, train=train, model=model, conditioning=conditioning)
-    result, losses = train_task(params_path, stage)
+    losses: list[float] = []  # under torchrun the MLflow run has them
+    if processes > 1:
+        result = train_ranks(params_path, stage, processes)
+    else:
+        result, losses = train_task(params_path, stage)
     create_markdown_artifact(
         f"### Stage {stage}\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in result.items()),
         key=f"train-{stage}",
     )
     every = max(len(losses) // 100, 1)  # the curve in at most about 100 rows; MLflow has every step
-    create_table_artifact(
-        [
-            {"step": i + 1, "loss": round(x, 5)}
-            for i, x in enumerate(losses)
-            if i % every == 0 or i == len(losses) - 1
-        ],
-        key=f"train-{stage}-loss",
-        description=f"Stage {stage}: training loss (the MLflow run has every step and the curve as a PNG)",
-    )
+    if losses:
+        create_table_artifact(
+            [
+                {"step": i + 1, "loss": round(x, 5)}
+                for i, x in enumerate(losses)
+                if i % every == 0 or i == len(losses) - 1
+            ],
+            key=f"train-{stage}-loss",
+            description=f"Stage {stage}: training loss (the MLflow run has each step and a PNG curve)",
+        )
     link_mlflow(f"train-{stage}")
     return result

@@ -32,6 +32,7 @@ from typing import Any
 
 HOST = "127.0.0.1"
 MARKER = "SVD_STACK_PROCESS"
+GPU_TEMPLATE = Path(__file__).with_name("k8s-gpu-job-template.json")
 """Environment variable set on every process the stack starts (value: a per-service id)."""
 
 # Dummy credentials: moto accepts anything, and a fixed non-secret value keeps a misconfigured
@@ -377,9 +378,12 @@ def start_worker(
 # --- DVC -----------------------------------------------------------------------------------
 
 
-def configure_dvc_remote(repo: Path, s3: S3Endpoint, name: str = "s3store", prefix: str = "dvc") -> str:
+def configure_dvc_remote(
+    repo: Path, s3: S3Endpoint, name: str = "s3store", prefix: str = "dvc", default: bool = False
+) -> str:
     """Point a DVC remote at the running endpoint, in .dvc/config.local only: the committed
-    .dvc/config stays as it is and the endpoint (a per-run port) never lands in git."""
+    .dvc/config stays as it is and the endpoint (a per-run port) never lands in git. `default`:
+    a plain `dvc push` goes there (until release_dvc_remote)."""
     url = f"s3://{s3.bucket}/{prefix}"
     dvc = [sys.executable, "-m", "dvc", "remote"]
     run_cmd([*dvc, "add", "--local", "-f", name, url], s3.env, cwd=repo)
@@ -390,7 +394,17 @@ def configure_dvc_remote(repo: Path, s3: S3Endpoint, name: str = "s3store", pref
         ("region", AWS_ENV["AWS_DEFAULT_REGION"]),
     ):
         run_cmd([*dvc, "modify", "--local", name, key, value], s3.env, cwd=repo)
+    if default:
+        run_cmd([*dvc, "default", "--local", name], s3.env, cwd=repo)
     return url
+
+
+def release_dvc_remote(repo: Path, name: str = "s3store") -> None:
+    """Drop the stack's remote from .dvc/config.local once its endpoint is gone, default and all:
+    `dvc push` goes to the committed default again."""
+    dvc = [sys.executable, "-m", "dvc", "remote"]
+    run_cmd([*dvc, "default", "--local", "--unset"], {}, cwd=repo)
+    run_cmd([*dvc, "remove", "--local", name], {}, cwd=repo)
 
 
 # --- Stack ---------------------------------------------------------------------------------
@@ -443,6 +457,8 @@ def local_stack(
             stack.services["mlflow"] = start_mlflow(root, endpoint)
         if prefect:
             server = stack.services["prefect"] = start_prefect(root, ui=ui)
+            # the GPU pool the training deployments name; its worker runs in a cluster, not here
+            create_work_pool(server, "gpu", "kubernetes", GPU_TEMPLATE)
             if pool:
                 stack.services["worker"] = start_worker(server, pool, root, env=stack.env)
         yield stack
@@ -476,9 +492,10 @@ def _up(args: argparse.Namespace) -> int:
         print(f"Prefect UI   {ui}\nMLflow UI    {stack.services['mlflow'].url}")
         print(f"S3 endpoint  {stack.s3.url}  bucket {stack.s3.bucket} ({restored} objects restored)")
         print(f"Worker       pool '{args.pool}', logs in {root / 'logs'}")
-        if (Path.cwd() / ".dvc").is_dir():
-            url = configure_dvc_remote(Path.cwd(), stack.s3)
-            print(f"DVC remote   s3store -> {url} (in .dvc/config.local; dvc push -r s3store)")
+        dvc_repo = (Path.cwd() / ".dvc").is_dir()
+        if dvc_repo:
+            url = configure_dvc_remote(Path.cwd(), stack.s3, default=True)
+            print(f"DVC remote   s3store -> {url} (.dvc/config.local, the default while this runs)")
         else:
             print("DVC remote   skipped: no .dvc here (run `dvc init` and `up` again)")
         # the names only: the file holds the values, keys included, and a terminal log should not
@@ -499,6 +516,8 @@ def _up(args: argparse.Namespace) -> int:
         finally:
             count = snapshot_bucket(stack.s3, snapshot) if stack.s3.alive() else 0
             print(f"saved {count} S3 objects to {snapshot}", flush=True)
+            if dvc_repo:
+                release_dvc_remote(Path.cwd())
 
 
 def main(argv: list[str] | None = None) -> int:

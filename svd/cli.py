@@ -35,7 +35,7 @@ def cmd_step(args: argparse.Namespace) -> None:
         case "train":
             from svd.steps.train import train
 
-            r = train(p, args.stage)
+            r = train(p, args.stage, dict(t.split("=", 1) for t in args.tag))
             print(
                 f"stage {r.stage}: final loss {r.final_loss:.4f}, val loss {r.val_loss_before:.4f} -> "
                 f"{r.val_loss_after:.4f}, saved to {r.out}"
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("latents", "train"):
         t = sub.add_parser(name)
         t.add_argument("--stage", choices=params.STAGES, required=True)
+        t.add_argument("--tag", action="append", default=[], help="key=value on the MLflow run (train)")
         t.set_defaults(func=cmd_step)
     g = sub.add_parser("generate", help="image -> video with a registered model")
     g.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/3, runs:/...")

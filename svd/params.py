@@ -340,6 +340,13 @@ class StageParams(Section):
     autoencoder_batch_size: int = Field(default=4, ge=1, description="Windows per step")
     checkpoint_every: int = Field(default=50, ge=1, description="Steps between resume points (<out>.resume)")
     sample_every: int | None = Field(default=None, ge=1, description="Steps between sample videos in the run")
+    pool: str | None = Field(
+        default=None,
+        description=(
+            "Prefect work pool whose deployment train-<stage>-<pool> trains this stage when the pipeline "
+            "flow runs it (e.g. gpu: Kubernetes, under torchrun); null: in the pipeline's own process"
+        ),
+    )
     latents: str | None = Field(
         default=None, description="A latent store (path or s3://) to read encoded clips from; None: encode"
     )

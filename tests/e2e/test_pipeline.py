@@ -160,9 +160,13 @@ def check_outcome(proj: Path, env: dict) -> None:
         assert sum(1 for _ in f.decode(video=0)) == 4
 
 
-# What a user sets in the pipeline's run form: a looser HQ motion cut, a shorter Stage III.
-FORM = {"filter": {"hq": {"motion_score": {"drop_lowest": 0.4}}}, "train": {"finetune": {"steps": 12}}}
-SETS = ["filter.hq.motion_score.drop_lowest=0.4", "train.finetune.steps=12"]
+# What a user sets in the pipeline's run form: a looser HQ motion cut, a shorter Stage III, and
+# Stage III on a work pool (here a process pool on this machine, standing in for the GPU pool).
+FORM = {
+    "filter": {"hq": {"motion_score": {"drop_lowest": 0.4}}},
+    "train": {"finetune": {"steps": 12, "pool": "standin"}},
+}
+SETS = ["filter.hq.motion_score.drop_lowest=0.4", "train.finetune.steps=12", 'train.finetune.pool="standin"']
 
 
 def outs(proj: Path) -> dict[str, str]:
@@ -182,7 +186,12 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     The settings were written into params.yaml, so `dvc repro` on that params file, in another
     workspace, gives every output the same DVC hash."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        DeploymentFilter,
+        DeploymentFilterName,
+    )
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -192,11 +201,31 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     try:
         deploy = ["--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--name", "pipeline"]
         sh([sys.executable, "-m", "prefect", *deploy], proj, env)
+        standin = [
+            "--no-prompt",
+            "deploy",
+            "flows/train.py:train",
+            "-n",
+            "train-finetune-standin",
+            "-p",
+            "local",
+        ]
+        sh([sys.executable, "-m", "prefect", *standin, "--params", '{"stage": "finetune"}'], proj, env)
         with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
             run = run_deployment("pipeline/pipeline", parameters=FORM, timeout=900, poll_interval=5)
             assert run.state is not None and run.state.is_completed(), (run.state, worker.log_tail())
             with get_client(sync_client=True) as c:
                 names = [r.name for r in c.read_flow_runs()]
+                # Stage III ran through its pool's deployment, as a subflow of the pipeline run
+                (pooled,) = c.read_flow_runs(
+                    deployment_filter=DeploymentFilter(
+                        name=DeploymentFilterName(any_=["train-finetune-standin"])
+                    )
+                )
+                assert (
+                    pooled.name.startswith("train-finetune-") and pooled.state and pooled.state.is_completed()
+                )
+                assert pooled.parent_task_run_id is not None
                 # each stage's progress bar on its run page went to 100%
                 keys = [f"train-{s}-progress" for s in ("image", "video", "finetune")]
                 bars = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))

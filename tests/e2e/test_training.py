@@ -357,3 +357,38 @@ def test_the_papers_text_then_image_chain_from_an_sd21_folder(tiny_params, tmp_p
         generator=torch.Generator().manual_seed(0),
     ).frames[0]
     assert out.shape == (4, 48, 48, 3)
+
+
+def test_the_train_flow_runs_a_stage_under_torchrun(tiny_params, tmp_path, prefect_server):
+    """What a GPU pool's deployment runs: the train flow with `processes` 2 starts torchrun (two CPU
+    ranks on gloo here); rank 0 records the stage's MLflow run, tagged with the flow run, and the
+    flow run completes with the stage's result."""
+    import os
+    import subprocess
+
+    import mlflow
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    image = tiny_params.train.image.model_copy(
+        update={"out": tmp_path / "image", "autoencoder_steps": 4, "steps": 6, "batch_size": 4}
+    )
+    p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"image": image})})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+    env = {**os.environ, **prefect_server.env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cmd = [sys.executable, "-m", "flows", "train", "--stage", "image", "--processes", "2"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    assert "OMP_NUM_THREADS" in r.stderr  # torchrun's note when it starts more than one process
+    assert json.loads((tmp_path / "image" / "training.json").read_text())["result"]["steps"] == 6
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
+        (run,) = [f for f in c.read_flow_runs() if f.parameters.get("processes") == 2]
+    assert run.state is not None and run.state.is_completed()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert logged.info.run_name == "train-image" and logged.data.tags["prefect.flow_run_id"] == str(run.id)
+    assert logged.data.tags["mlflow.source.name"] == "flows/train.py"
+    losses = mlflow.MlflowClient().get_metric_history(logged.info.run_id, "train_image/loss")
+    assert len(losses) == 6

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from infra.stack import (
+    GPU_TEMPLATE,
     MARKER,
     S3Endpoint,
     Service,
@@ -205,6 +206,11 @@ def test_gpu_job_template_is_accepted_and_renders_gpu_requests(prefect_server: S
     assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 2}
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert (
+        mounts["workspace"] == "/workspace"
+        and {"name": "workspace", "persistentVolumeClaim": {"claimName": "svd-workspace"}} in pod["volumes"]
+    )
 
 
 def test_prefect_yaml_deploys_every_flow(prefect_server: Service) -> None:
@@ -214,6 +220,7 @@ def test_prefect_yaml_deploys_every_flow(prefect_server: Service) -> None:
     assert [f for f in files if not (REPO / f).exists()] == []
 
     create_work_pool(prefect_server, "local")
+    create_work_pool(prefect_server, "gpu", "kubernetes", GPU_TEMPLATE)
     result = subprocess.run(
         [
             sys.executable,
@@ -236,9 +243,16 @@ def test_prefect_yaml_deploys_every_flow(prefect_server: Service) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
-        deployed = {d.name: d for d in c.read_deployments() if d.work_pool_name == "local"}
+        deployed = {d.name: d for d in c.read_deployments() if d.work_pool_name in ("local", "gpu")}
     assert set(deployed) == {d["name"] for d in config["deployments"]}
     assert deployed["train-video"].parameters == {"stage": "video"}
+    # a stage on the GPU pool: torchrun with a process per GPU, in the shared workspace
+    gpu = deployed["train-video-gpu"]
+    assert (gpu.work_pool_name, gpu.parameters) == ("gpu", {"stage": "video", "processes": 8})
+    assert gpu.job_variables["gpu_count"] == 8 and gpu.job_variables["workspace_claim"] == "svd-workspace"
+    assert gpu.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "/workspace/svd"}}
+    ]
     chain_runs_on_events(prefect_server, deployed)
 
 
@@ -388,14 +402,24 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
 
 
 def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: Path) -> None:
-    """`make serve` as a user runs it: the stack comes up and says where each UI is and which file
-    to source, without printing a key; SIGTERM (Ctrl-C alike) stops every process it started."""
+    """`make serve` as a user runs it, in a DVC project: the stack comes up and says where each UI
+    is and which file to source, without printing a key, and makes its S3 the default DVC remote;
+    SIGTERM (Ctrl-C alike) stops every process it started and gives the remote back."""
     import signal
     import time
 
     before = set(processes_with_env(MARKER))
     cmd = [sys.executable, "-m", "infra.stack", "up", "--dir", str(tmp_path / "stack")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+
+    def dvc_default() -> str:
+        r = subprocess.run(
+            [sys.executable, "-m", "dvc", "remote", "default"], cwd=tmp_path, capture_output=True, text=True
+        )
+        return r.stdout.strip()
+
     up = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -415,7 +439,10 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
         assert "Prefect UI" in out and "MLflow UI" in out and str(tmp_path / "stack" / "env") in out
         assert "SECRET_ACCESS_KEY=" not in out and "export " not in out, out
         assert "AWS_SECRET_ACCESS_KEY=" in (tmp_path / "stack" / "env").read_text()  # the values live there
+        assert dvc_default() == "s3store"  # a plain `dvc push` goes to the stack's S3 while it runs
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 0
     assert set(processes_with_env(MARKER)) & started == set()
+    local = tmp_path / ".dvc" / "config.local"
+    assert dvc_default() == "" and "s3store" not in (local.read_text() if local.exists() else "")
