@@ -39,21 +39,24 @@ PROFILES = {"smoke": ROOT / "tests" / "e2e" / "smoke.yaml", "default": None}
 class Door:
     name: str
     wall: float
-    compute: float
-    steps: int
+    per_step: dict[str, float]
+
+    @property
+    def compute(self) -> float:
+        return sum(self.per_step.values())
 
     @property
     def overhead(self) -> float:
         return (self.wall - self.compute) / self.wall
 
 
-def compute_seconds(proj: Path) -> tuple[float, int]:
-    """Sum of the durations of the project's MLflow runs, one per step."""
+def compute_seconds(proj: Path) -> dict[str, float]:
+    """Each step's compute: its MLflow run's duration."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{proj / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    return sum((r.info.end_time - r.info.start_time) / 1000 for r in runs), len(runs)
+    return {r.info.run_name: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
 
 
 def run_door(name: str, cmd: list[str], root: Path, params: dict, env: dict[str, str]) -> Door:
@@ -63,8 +66,7 @@ def run_door(name: str, cmd: list[str], root: Path, params: dict, env: dict[str,
     wall = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"{name}: {' '.join(cmd)} failed\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
-    compute, steps = compute_seconds(proj)
-    return Door(name, wall, compute, steps)
+    return Door(name, wall, compute_seconds(proj))
 
 
 def main(profile: str = "smoke") -> list[Door]:
@@ -93,7 +95,13 @@ def table(doors: list[Door], profile: str) -> str:
         f"orchestration overhead, {profile} profile (goal: under 5%)",
         f"  {'door':<20} {'wall s':>8} {'compute s':>10} {'steps':>6} {'overhead':>9}",
     ]
-    lines += [f"  {d.name:<20} {d.wall:8.1f} {d.compute:10.1f} {d.steps:6d} {d.overhead:9.1%}" for d in doors]
+    lines += [
+        f"  {d.name:<20} {d.wall:8.1f} {d.compute:10.1f} {len(d.per_step):6d} {d.overhead:9.1%}"
+        for d in doors
+    ]
+    steps = sorted({s for d in doors for s in d.per_step})
+    lines += ["", f"  compute per step, s: {'step':<17}" + "".join(f"{d.name:>20}" for d in doors)]
+    lines += [f"  {'':<21}{s:<17}" + "".join(f"{d.per_step.get(s, 0):20.1f}" for d in doors) for s in steps]
     return "\n".join(lines)
 
 

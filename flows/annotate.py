@@ -32,7 +32,7 @@ def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do 
     return ProcessPoolTaskRunner(max_workers=p.workers)
 
 
-@task(retries=1, retry_delay_seconds=2)
+@task(name="curate", task_run_name="curate-{video}", retries=1, retry_delay_seconds=2)
 def annotate_one(video: str, p: CurateParams) -> VideoResult:
     return annotate_video(video, p)
 

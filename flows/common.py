@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -69,12 +67,14 @@ def link_mlflow(step: str) -> None:
 def up_to_date(stage: str) -> bool:
     """Whether DVC holds the stage's outputs for its current deps and params (`dvc status`): the
     pipeline flow decides as `dvc repro` does, so the two doors never disagree on what to recompute.
-    Outside a DVC project every step runs."""
+    Outside a DVC project every step runs. Through DVC's API in this process: a `dvc` subprocess
+    per call cost the pipeline seconds of interpreter start a step."""
     if not Path("dvc.yaml").exists():
         return False
-    cmd = [sys.executable, "-m", "dvc", "status", "--json", stage]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return not json.loads(out or "{}")
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        return not repo.status(targets=[stage])
 
 
 @task(retries=2, retry_delay_seconds=2)
@@ -85,5 +85,8 @@ def dvc_commit(*stages: str) -> None:
     if not Path("dvc.yaml").exists():
         get_run_logger().info("no dvc.yaml here: outputs not recorded in DVC")
         return
-    for stage in stages:
-        subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", stage], check=True)
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        for stage in stages:
+            repo.commit(stage, force=True)

@@ -1,25 +1,22 @@
 """curate: every source video annotated (cuts, clips, scores) and packed into the shards and the
 clip table.
 
-Annotation fans out one task per source video (flows.annotate); the shards and the clip table are
-then packed in source order, so every runner gives the same bytes.
+Annotation fans out one `curate` task per source video (flows.annotate), inside the step's MLflow
+run; the shards and the clip table are then packed in source order, so every runner gives the
+same bytes.
 """
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 
 from flows.annotate import annotate_videos, task_runner
 from flows.common import link_mlflow, run_name, run_tags
 from flows.forms import CurateForm, override
 from svd import params
 from svd.curation.annotate import VideoResult
+from svd.params import CurateParams
 from svd.steps.curate import curate as curate_step
-
-
-@task(name="curate")
-def curate_task(params_path: str, results: list[VideoResult]) -> dict[str, int]:
-    return curate_step(params.load(params_path), run_tags(), results)
 
 
 @flow(name="curate", flow_run_name=run_name, log_prints=True)
@@ -32,7 +29,10 @@ def curate(curate: CurateForm = CurateForm(), params_path: str = "params.yaml") 
         params_path: The params file; what the form sets is written into it.
     """
     override(params_path, curate=curate)
-    p = params.load(params_path).curate
-    counts = curate_task(params_path, annotate_videos.with_options(task_runner=task_runner(p))(p))
+
+    def fan_out(p: CurateParams) -> list[VideoResult]:
+        return annotate_videos.with_options(task_runner=task_runner(p))(p)
+
+    counts = curate_step(params.load(params_path), run_tags(), fan_out)
     link_mlflow("curate")
     return counts

@@ -312,6 +312,8 @@ def start_prefect(root: Path, port: int | None = None, ui: bool = True) -> Servi
     env: dict[str, str | None] = {
         **prefect_env(home),
         "PREFECT_SERVER_UI_ENABLED": str(ui).lower(),
+        # the browser's API: without it the UI calls the default port 4200 ("Can't connect")
+        "PREFECT_SERVER_UI_API_URL": f"{url}/api",
         "PREFECT_API_URL": None,
     }
     return start_service(
