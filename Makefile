@@ -9,7 +9,7 @@ export DO_NOT_TRACK := 1
 export AWS_REQUEST_CHECKSUM_CALCULATION := when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION := when_required
 
-.PHONY: demo test unit lint bench serve ui clean system venv
+.PHONY: demo test unit lint bench serve stop ui clean system venv
 
 # OpenCV's wheel needs libGL and glib; the UI tests drive Debian's chromium (Selenium); everything
 # else comes from PyPI.
@@ -50,9 +50,13 @@ lint: $(BIN)/svd
 bench: $(BIN)/svd
 	$(BIN)/python bench/run.py
 
-# Local stack: Prefect server + worker, MLflow server, S3 endpoint, all on 127.0.0.1.
+# Local stack: Prefect server + worker, MLflow server, S3 endpoint, all on 127.0.0.1. Ctrl-C, or
+# `make stop` from another shell, stops all of it.
 serve: $(BIN)/svd
 	$(BIN)/python -m infra.stack up
+
+stop: $(BIN)/svd
+	$(BIN)/python -m infra.stack down
 
 ui: $(BIN)/svd
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

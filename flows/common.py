@@ -41,14 +41,15 @@ def run_name() -> str:
     return "-".join(x for x in (flow_run.flow_name, which, h.hexdigest()[:4]) if x)
 
 
-def link_mlflow(step: str) -> None:
+def link_mlflow(step: str) -> list[str]:
     """A link artifact from the flow run to each MLflow run it made (found by the run_tags it gave
-    them), the other half of the lineage. Only a tracking server has pages to link to."""
+    them), the other half of the lineage; those runs' ids. Only a tracking server has pages to
+    link to."""
     import mlflow
 
     uri = tracking.tracking_uri()
     if not uri.startswith("http"):
-        return
+        return []
     mlflow.set_tracking_uri(uri)
     made = mlflow.search_runs(
         search_all_experiments=True,
@@ -61,6 +62,7 @@ def link_mlflow(step: str) -> None:
             link_text=f"MLflow run {r.info.run_name}",
             key=f"mlflow-{step}",
         )
+    return [r.info.run_id for r in made]
 
 
 @task

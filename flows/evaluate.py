@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import link_mlflow, run_name, run_tags
 from flows.forms import EvaluateForm, override
-from svd import params
+from svd import params, tracking
 from svd.steps.evaluate import evaluate as evaluate_step
 
 
@@ -27,5 +28,18 @@ def evaluate(evaluate: EvaluateForm = EvaluateForm(), params_path: str = "params
     override(params_path, evaluate=evaluate)
     metrics = evaluate_task(params_path)
     create_table_artifact([{"metric": k, "value": v} for k, v in metrics.items()], key="evaluation")
-    link_mlflow("evaluate")
+    runs = link_mlflow("evaluate")
+    out = params.load(params_path).evaluate.out
+    uri = tracking.tracking_uri()
+    rows = []
+    for r in pd.read_csv(out / "samples.csv").itertuples():
+        video = f"{out}/samples/{r.sample}"  # served by the tracking server when there is one
+        if runs:
+            video = f"[{r.sample}]({uri}/get-artifact?path=samples/{r.sample}&run_uuid={runs[0]})"
+        rows.append(f"| {video} | {r.bucket} | {r.motion:.3f} |")
+    create_markdown_artifact(
+        "| sample | motion bucket asked | motion measured |\n|---|---|---|\n" + "\n".join(rows),
+        key="evaluation-samples",
+        description="Each sample video with the motion it was asked for and the motion it shows",
+    )
     return metrics

@@ -487,6 +487,7 @@ def _up(args: argparse.Namespace) -> int:
         signal.signal(sig, terminate)
     with local_stack(root, pool=args.pool, bucket=args.bucket) as stack:
         assert stack.s3 is not None
+        (root / "pid").write_text(str(os.getpid()))  # for `down` (make stop)
         restored = restore_bucket(stack.s3, snapshot)
         env = {**stack.env, **QUIET_ENV}
         (root / "env").write_text(env_lines(env))
@@ -520,6 +521,32 @@ def _up(args: argparse.Namespace) -> int:
             print(f"saved {count} S3 objects to {snapshot}", flush=True)
             if dvc_repo:
                 release_dvc_remote(Path.cwd())
+            (root / "pid").unlink(missing_ok=True)
+
+
+def _down(args: argparse.Namespace) -> int:
+    """Stop the stack `up` runs (from another shell): SIGTERM, as Ctrl-C, then wait for it."""
+    pid_file = Path(args.dir).resolve() / "pid"
+    if not pid_file.exists():
+        print(f"no stack running from {pid_file.parent}")
+        return 0
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    def running() -> bool:  # a zombie has exited; its parent just has not reaped it yet
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 120
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running():
+        print(f"stack {pid} still running after 120 s", file=sys.stderr)
+        return 1
+    print("stack stopped")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,7 +556,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dir", default=".stack", help="state, logs and the env file (default .stack)")
     up.add_argument("--pool", default="local", help="process work pool the worker serves")
     up.add_argument("--bucket", default="svd")
+    down = sub.add_parser("down", help="stop the stack `up` started (from another shell)")
+    down.add_argument("--dir", default=".stack")
     args = parser.parse_args(argv)
+    if args.command == "down":
+        return _down(args)
     try:
         return _up(args)
     except KeyboardInterrupt:  # interrupted while starting: local_stack already stopped all

@@ -14,6 +14,7 @@ the run (resume points, the saved model) is gathered whole first, by every rank 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +32,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
+log = logging.getLogger("svd")
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole, on rank 0's CPU; others get {}
 
 
@@ -40,7 +42,9 @@ def world() -> tuple[int, int]:
     if size == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        log.info("rank %d of %d joined the %s process group", dist.get_rank(), size, backend)
     return dist.get_rank(), size
 
 

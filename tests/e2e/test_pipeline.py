@@ -11,13 +11,18 @@ exactly the params and inputs its dvc.yaml stage declares, samples are logged as
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import av
@@ -26,7 +31,7 @@ import pytest
 import yaml
 
 from infra.project import scratch_project
-from infra.stack import start_worker
+from infra.stack import free_port, start_worker
 from svd.params import load
 from svd.tracking import declared, declared_params
 
@@ -236,6 +241,10 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
                     artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["params-set"]))
                 )
                 assert all(f"-S '{s}'" in str(said.data) for s in SETS), said.data
+                (samples,) = c.read_artifacts(
+                    artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["evaluation-samples"]))
+                )
+                assert "_m000.mp4 |" in str(samples.data), samples.data  # each sample, bucket, motion
             # nothing changed: the second run asks DVC, as `dvc repro` would, and runs no step
             t0 = time.monotonic()
             again = run_deployment("pipeline/pipeline", timeout=300, poll_interval=1)
@@ -262,3 +271,56 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     assert "Running stage" not in again_dvc and "didn't change" in again_dvc, again_dvc
     check_outcome(twin, twin_env)
     assert outs(twin) == outs(proj)
+
+    # a user loosens one curation threshold: only the steps downstream of it run again
+    params = yaml.safe_load((twin / "params.yaml").read_text())
+    params["filter"]["hq"]["motion_score"]["drop_lowest"] = 0.3
+    (twin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    again_dvc = sh([str(BIN / "dvc"), "repro"], twin, twin_env)
+    ran = set(re.findall(r"Running stage '([\w-]+)'", again_dvc))
+    assert ran == {"filter", "latents-finetune", "train-finetune", "evaluate", "register"}, again_dvc
+
+    # the champion behind MLflow's scoring server, as the README starts it (no venv activated)
+    serve_champion(proj, env)
+
+
+def serve_champion(proj: Path, env: dict) -> None:
+    port = free_port()
+    cmd = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/svd-smoke@champion",
+        "--env-manager",
+        "local",
+    ]
+    server = subprocess.Popen(
+        [*cmd, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=proj,
+        env=env,  # PATH starts with the venv's bin, as the README's command sets it
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        image = sorted((proj / "reports" / "eval" / "samples").glob("*.png"))[0]
+        record = {"image": base64.b64encode(image.read_bytes()).decode(), "frames": 4, "steps": 2, "seed": 1}
+        body = json.dumps({"dataframe_records": [record]}).encode()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+                )
+                answer = json.loads(urllib.request.urlopen(req, timeout=120).read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr
+                time.sleep(1)
+        with av.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["video"]))) as f:
+            assert sum(1 for _ in f.decode(video=0)) == 4
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -404,7 +404,7 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
 def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: Path) -> None:
     """`make serve` as a user runs it, in a DVC project: the stack comes up and says where each UI
     is and which file to source, without printing a key, and makes its S3 the default DVC remote;
-    SIGTERM (Ctrl-C alike) stops every process it started and gives the remote back."""
+    `make stop` (SIGTERM, Ctrl-C alike) stops every process it started and gives the remote back."""
     import signal
     import time
 
@@ -440,9 +440,12 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
         assert "SECRET_ACCESS_KEY=" not in out and "export " not in out, out
         assert "AWS_SECRET_ACCESS_KEY=" in (tmp_path / "stack" / "env").read_text()  # the values live there
         assert dvc_default() == "s3store"  # a plain `dvc push` goes to the stack's S3 while it runs
-    finally:
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=90) == 0
+    finally:  # `make stop` from another shell: SIGTERM, as Ctrl-C, and waits for the stack to go
+        down = [sys.executable, "-m", "infra.stack", "down", "--dir", str(tmp_path / "stack")]
+        stopped = subprocess.run(down, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=90) == 0 and "stack stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert set(processes_with_env(MARKER)) & started == set()
     local = tmp_path / ".dvc" / "config.local"
     assert "s3store" not in dvc_default() + (local.read_text() if local.exists() else "")
