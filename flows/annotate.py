@@ -37,7 +37,7 @@ def annotate_one(video: str, p: CurateParams) -> VideoResult:
     return annotate_video(video, p)
 
 
-@flow(name="annotate-videos")
+@flow(name="curate-videos")
 def annotate_videos(p: CurateParams) -> list[VideoResult]:
     start(p)
     futures = annotate_one.map(videos(p), unmapped(p))

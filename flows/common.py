@@ -29,16 +29,21 @@ def run_tags() -> dict[str, str]:
 
 
 def run_name() -> str:
-    """A flow run's name from what it runs: `<flow>[-<stage or steps>]-<4 hex of its params>`, e.g.
+    """A flow run's name from what it runs: `<flow>[-<stage>]-<4 hex of its params>`, e.g.
     `train-video-3f9c`. The hex covers the run's parameters and the params file's contents (not the
     data or code), so runs of the same settings share a name; 16 bits can also collide by chance."""
     given = dict(flow_run.parameters)
-    which = given.get("stage") or "+".join(given.get("steps") or [])
+    which = given.get("stage")
     h = hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode())
     path = Path(str(given.get("params_path", "params.yaml")))
     if path.is_file():
         h.update(path.read_bytes())
     return "-".join(x for x in (flow_run.flow_name, which, h.hexdigest()[:4]) if x)
+
+
+def artifact_url(run_id: str, path: str) -> str:
+    """An MLflow run's artifact as the tracking server serves it (to show in a Prefect artifact)."""
+    return f"{tracking.tracking_uri()}/get-artifact?path={path}&run_uuid={run_id}"
 
 
 def link_mlflow(step: str) -> list[str]:

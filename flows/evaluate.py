@@ -6,9 +6,9 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import link_mlflow, run_name, run_tags
+from flows.common import artifact_url, link_mlflow, run_name, run_tags
 from flows.forms import EvaluateForm, override
-from svd import params, tracking
+from svd import params
 from svd.steps.evaluate import evaluate as evaluate_step
 
 
@@ -30,12 +30,11 @@ def evaluate(evaluate: EvaluateForm = EvaluateForm(), params_path: str = "params
     create_table_artifact([{"metric": k, "value": v} for k, v in metrics.items()], key="evaluation")
     runs = link_mlflow("evaluate")
     out = params.load(params_path).evaluate.out
-    uri = tracking.tracking_uri()
     rows = []
     for r in pd.read_csv(out / "samples.csv").itertuples():
         video = f"{out}/samples/{r.sample}"  # served by the tracking server when there is one
         if runs:
-            video = f"[{r.sample}]({uri}/get-artifact?path=samples/{r.sample}&run_uuid={runs[0]})"
+            video = f"[{r.sample}]({artifact_url(runs[0], f'samples/{r.sample}')})"
         rows.append(f"| {video} | {r.bucket} | {r.motion:.3f} |")
     create_markdown_artifact(
         "| sample | motion bucket asked | motion measured |\n|---|---|---|\n" + "\n".join(rows),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import link_mlflow, run_name, run_tags
+from flows.common import artifact_url, link_mlflow, run_name, run_tags
 from flows.forms import FilterForm, override
 from svd import params, tracking
 from svd.steps.filter import filter as filter_step
@@ -31,7 +31,7 @@ def filter(filter: FilterForm = FilterForm(), params_path: str = "params.yaml") 
     uri = tracking.tracking_uri()
     if uri.startswith("http"):  # the report's pictures, served by the tracking server from the run
         shown = [
-            f"![{name}]({uri}/get-artifact?path=report/{name}.png&run_uuid={filtered['run_id']})"
+            f"![{name}]({artifact_url(filtered['run_id'], f'report/{name}.png')})"
             for name in ("scores", "dropped")
         ]
         create_markdown_artifact(

@@ -40,6 +40,7 @@ ModelForm = form(params.ModelParams)
 TrainForm = form(params.TrainParams)
 ConditioningForm = form(params.ConditioningParams)
 EvaluateForm = form(params.EvaluateParams)
+PoolsForm = form(params.PoolsParams)
 RegisterForm = form(params.RegisterParams)
 
 

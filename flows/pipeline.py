@@ -33,6 +33,7 @@ from flows.forms import (
     EvaluateForm,
     FilterForm,
     ModelForm,
+    PoolsForm,
     RegisterForm,
     SynthForm,
     TrainForm,
@@ -77,6 +78,7 @@ def pipeline(
     conditioning: ConditioningForm = ConditioningForm(),  # noqa: B008
     evaluate: EvaluateForm = EvaluateForm(),  # noqa: B008
     register: RegisterForm = RegisterForm(),  # noqa: B008
+    pools: PoolsForm = PoolsForm(),  # noqa: B008
     params_path: str = "params.yaml",
 ) -> list[str]:
     """The whole recipe: curate, the three training stages, evaluate, register. Runs only the steps
@@ -89,8 +91,9 @@ def pipeline(
         curate: Sources (folders or s3:// prefixes), cut detection and scorers.
         filter: Filter thresholds of the LVD-F and HQ subsets.
         model: Architecture preset and pretrained weights.
-        train: The three stages' settings and how they compute; train.<stage>.pool sends a stage to
-            its deployment on that work pool (e.g. gpu).
+        train: The three stages' settings and how they compute.
+        pools: The work pool each stage trains on (e.g. gpu), through its deployment
+            train-<stage>-<pool>; empty: in this run's process.
         conditioning: Conditioning-frame noise.
         evaluate: Evaluation settings.
         register: Model name and promotion gates.
@@ -98,7 +101,7 @@ def pipeline(
             does, so `dvc repro` reproduces this run.
     """
     sections = dict(synth=synth, curate=curate, filter=filter, model=model, train=train)
-    sections |= dict(conditioning=conditioning, evaluate=evaluate, register=register)
+    sections |= dict(conditioning=conditioning, evaluate=evaluate, register=register, pools=pools)
     override(params_path, seed=seed, **sections)
     p = load(params_path)
     steps: list[tuple[str, Callable[[], object]]] = []
@@ -109,7 +112,7 @@ def pipeline(
     for stage in STAGES:
         if p.stage(stage).latents is not None:
             steps.append((f"latents-{stage}", partial(flows.latents.latents, stage, params_path=params_path)))
-        pool = p.stage(stage).pool
+        pool = getattr(p.pools, stage)
         if pool is None:
             steps.append((f"train-{stage}", partial(flows.train.train, stage, params_path=params_path)))
         else:

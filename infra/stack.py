@@ -32,8 +32,8 @@ from typing import Any
 
 HOST = "127.0.0.1"
 MARKER = "SVD_STACK_PROCESS"
-GPU_TEMPLATE = Path(__file__).with_name("k8s-gpu-job-template.json")
 """Environment variable set on every process the stack starts (value: a per-service id)."""
+GPU_TEMPLATE = Path(__file__).with_name("k8s-gpu-job-template.json")
 
 # Dummy credentials: moto accepts anything, and a fixed non-secret value keeps a misconfigured
 # client from ever signing requests with someone's real AWS keys.
@@ -531,8 +531,17 @@ def _down(args: argparse.Namespace) -> int:
         print(f"no stack running from {pid_file.parent}")
         return 0
     pid = int(pid_file.read_text())
+    try:  # a pid file a killed `up` left behind may name another process by now
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        cmdline = []
+    if b"infra.stack" not in cmdline or b"up" not in cmdline:
+        print(f"no stack running from {pid_file.parent} (stale pid file removed)")
+        pid_file.unlink()
+        return 0
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+
     def running() -> bool:  # a zombie has exited; its parent just has not reaped it yet
         try:
             return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("latents", "train"):
         t = sub.add_parser(name)
         t.add_argument("--stage", choices=params.STAGES, required=True)
-        t.add_argument("--tag", action="append", default=[], help="key=value on the MLflow run (train)")
+        if name == "train":
+            t.add_argument("--tag", action="append", default=[], help="key=value on the stage's MLflow run")
         t.set_defaults(func=cmd_step)
     g = sub.add_parser("generate", help="image -> video with a registered model")
     g.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/3, runs:/...")

@@ -340,13 +340,6 @@ class StageParams(Section):
     autoencoder_batch_size: int = Field(default=4, ge=1, description="Windows per step")
     checkpoint_every: int = Field(default=50, ge=1, description="Steps between resume points (<out>.resume)")
     sample_every: int | None = Field(default=None, ge=1, description="Steps between sample videos in the run")
-    pool: str | None = Field(
-        default=None,
-        description=(
-            "Prefect work pool whose deployment train-<stage>-<pool> trains this stage when the pipeline "
-            "flow runs it (e.g. gpu: Kubernetes, under torchrun); null: in the pipeline's own process"
-        ),
-    )
     latents: str | None = Field(
         default=None, description="A latent store (path or s3://) to read encoded clips from; None: encode"
     )
@@ -414,6 +407,22 @@ StageName = Literal["image", "video", "finetune"]
 STAGES: tuple[StageName, ...] = ("image", "video", "finetune")
 
 
+class PoolsParams(Section):
+    """Where the pipeline flow trains each stage: in its own process, or through the stage's
+    deployment `train-<stage>-<pool>` on a Prefect work pool (gpu: Kubernetes, under torchrun).
+    Where, not what: no DVC stage reads this section, so moving a stage re-runs nothing."""
+
+    image: str | None = Field(
+        default=None, description="Work pool of Stage I; null: in the pipeline's process"
+    )
+    video: str | None = Field(
+        default=None, description="Work pool of Stage II; null: in the pipeline's process"
+    )
+    finetune: str | None = Field(
+        default=None, description="Work pool of Stage III; null: in the pipeline's process"
+    )
+
+
 class ConditioningParams(Section):
     cond_aug_p_mean: float = Field(
         default=-3.0, description="Noise added to the conditioning frame: mean of ln(sigma)"
@@ -474,6 +483,7 @@ with warnings.catch_warnings():  # the `register` step's section shadows ABCMeta
         filter: FilterParams = FilterParams()
         model: ModelParams = ModelParams()
         train: TrainParams
+        pools: PoolsParams = PoolsParams()
         conditioning: ConditioningParams = ConditioningParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()

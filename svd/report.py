@@ -8,31 +8,48 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+
+@dataclass(frozen=True)
+class Rule:
+    subset: str
+    parent: str
+    column: str
+    text: str  # "motion_score in [0.244, inf]"
+    dropped: pd.DataFrame  # the parent's rows outside the bounds
+
+
+def rules(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> Iterator[Rule]:
+    """Every (subset, rule) with the parent subset's rows the rule alone drops."""
+    for name, parent in parents.items():
+        base = subsets[parent]
+        for column, (lo, hi) in subsets[name].attrs["bounds"].items():
+            v = base[column].to_numpy(float)
+            yield Rule(
+                name, parent, column, f"{column} in [{_num(lo)}, {_num(hi)}]", base[(v < lo) | (v > hi)]
+            )
 
 
 def rule_counts(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> list[dict]:
     """One row per (subset, rule): clips of the parent subset the rule alone would drop, and the
     subset's own kept and dropped counts. Rules overlap (a static clip with text fails two), so a
     rule's drops do not sum to the subset's."""
-    rows = []
-    for name, parent in parents.items():
-        base, df = subsets[parent], subsets[name]
-        for column, (lo, hi) in df.attrs["bounds"].items():
-            v = base[column].to_numpy(float)
-            rows.append(
-                {
-                    "subset": name,
-                    "from": parent,
-                    "rule": f"{column} in [{_num(lo)}, {_num(hi)}]",
-                    "dropped_by_rule": int(((v < lo) | (v > hi)).sum()),
-                    "kept": len(df),
-                    "dropped": len(base) - len(df),
-                }
-            )
-    return rows
+    return [
+        {
+            "subset": r.subset,
+            "from": r.parent,
+            "rule": r.text,
+            "dropped_by_rule": len(r.dropped),
+            "kept": len(subsets[r.subset]),
+            "dropped": len(subsets[r.parent]) - len(subsets[r.subset]),
+        }
+        for r in rules(subsets, parents)
+    ]
 
 
 def histograms(lvd: pd.DataFrame, subsets: dict[str, pd.DataFrame]) -> bytes:
@@ -65,17 +82,14 @@ def dropped(
     """Per (subset, rule): up to `per_rule` clips of the parent subset that the rule drops, spread
     from the least to the most extreme dropped value."""
     picks = []
-    for name, parent in parents.items():
-        base = subsets[parent]
-        for column, (lo, hi) in subsets[name].attrs["bounds"].items():
-            v = base[column].to_numpy(float)
-            out = base[(v < lo) | (v > hi)].sort_values([column, "clip"])
-            at = np.unique(np.linspace(0, len(out) - 1, min(per_rule, len(out))).round().astype(int))
-            picks.append((f"{name}: {column} in [{_num(lo)}, {_num(hi)}]", out.iloc[at]))
+    for r in rules(subsets, parents):
+        out = r.dropped.sort_values([r.column, "clip"])
+        at = np.unique(np.linspace(0, len(out) - 1, min(per_rule, len(out))).round().astype(int))
+        picks.append((f"{r.subset}: {r.text}", out.iloc[at]))
     return picks
 
 
-def dropped_examples(picks: list[tuple[str, pd.DataFrame]], curated: str, per_rule: int = 4) -> bytes:
+def dropped_examples(picks: list[tuple[str, pd.DataFrame]], curated: str) -> bytes:
     """PNG: a row per rule of `dropped`'s picks, each clip's middle frame (from the shards) labelled
     with its value: what a threshold throws away, seen."""
     import matplotlib
@@ -87,6 +101,7 @@ def dropped_examples(picks: list[tuple[str, pd.DataFrame]], curated: str, per_ru
     from svd.media.io import read_at
 
     rows = [r for _, df in picks for r in df.itertuples()]
+    per_rule = max([len(df) for _, df in picks] + [1])
     middle = {r.clip: read_at(mp4, [r.seconds / 2], [(96, 128)])[0] for r, mp4 in read_clips(curated, rows)}
     fig, axes = plt.subplots(len(picks), per_rule, figsize=(2 * per_rule, 2.2 * len(picks)), squeeze=False)
     for row, (title, df) in zip(axes, picks, strict=True):

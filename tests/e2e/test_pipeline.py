@@ -169,9 +169,10 @@ def check_outcome(proj: Path, env: dict) -> None:
 # Stage III on a work pool (here a process pool on this machine, standing in for the GPU pool).
 FORM = {
     "filter": {"hq": {"motion_score": {"drop_lowest": 0.4}}},
-    "train": {"finetune": {"steps": 12, "pool": "standin"}},
+    "train": {"finetune": {"steps": 12}},
+    "pools": {"finetune": "standin"},
 }
-SETS = ["filter.hq.motion_score.drop_lowest=0.4", "train.finetune.steps=12", 'train.finetune.pool="standin"']
+SETS = ["filter.hq.motion_score.drop_lowest=0.4", "train.finetune.steps=12", 'pools.finetune="standin"']
 
 
 def outs(proj: Path) -> dict[str, str]:

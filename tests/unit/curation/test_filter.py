@@ -160,6 +160,6 @@ def test_the_report_shows_frames_of_what_each_rule_dropped(synth_table, curate_p
             assert (
                 df[column].iloc[0] == failing[column].min() and df[column].iloc[-1] == failing[column].max()
             )
-    png = report.dropped_examples(picks, curate_params.out, per_rule=3)
+    png = report.dropped_examples(picks, curate_params.out)
     image = Image.open(io.BytesIO(png))
     assert image.width > 300 and image.height > 5 * 100, image.size
