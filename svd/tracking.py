@@ -94,11 +94,8 @@ def lookup(tree: Mapping, key: str) -> Any:
 
 
 def md5_file(path: Path) -> str:
-    h = hashlib.md5()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def dvc_hashes(inputs: Iterable[str], lock: Path = Path("dvc.lock")) -> dict[str, str]:
