@@ -244,7 +244,8 @@ def test_prefect_yaml_deploys_every_flow(prefect_server: Service) -> None:
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
         deployed = {d.name: d for d in c.read_deployments() if d.work_pool_name in ("local", "gpu")}
-    assert set(deployed) == {d["name"] for d in config["deployments"]}
+    # every deployment of the file (the session's server may also hold ones other tests made)
+    assert {d["name"] for d in config["deployments"]} <= set(deployed)
     assert deployed["train-video"].parameters == {"stage": "video"}
     # a stage on the GPU pool: torchrun with a process per GPU, in the shared workspace
     gpu = deployed["train-video-gpu"]
