@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import artifact_url, link_mlflow, run_name, run_tags
 from flows.forms import FilterForm, override
-from svd import params, tracking
+from svd import params
 from svd.steps.filter import filter as filter_step
 
 
@@ -28,12 +28,8 @@ def filter(filter: FilterForm = FilterForm(), params_path: str = "params.yaml") 
     filtered = filter_task(params_path)
     create_table_artifact([{"subset": k, "clips": v} for k, v in filtered["clips"].items()], key="subsets")
     create_table_artifact(filtered["rules"], key="filter-rules", description="Clips each filter rule dropped")
-    uri = tracking.tracking_uri()
-    if uri.startswith("http"):  # the report's pictures, served by the tracking server from the run
-        shown = [
-            f"![{name}]({artifact_url(filtered['run_id'], f'report/{name}.png')})"
-            for name in ("scores", "dropped")
-        ]
+    if runs := link_mlflow("filter"):  # the report's pictures, served by the tracking server from the run
+        shown = [f"![{n}]({artifact_url(runs[0], f'report/{n}.png')})" for n in ("scores", "dropped")]
         create_markdown_artifact(
             "### Scores with their thresholds\n\n{}\n\n### Frames of clips each rule dropped\n\n{}".format(
                 *shown
@@ -41,5 +37,4 @@ def filter(filter: FilterForm = FilterForm(), params_path: str = "params.yaml") 
             key="curation-report",
             description="The filter step's MLflow run keeps these PNGs",
         )
-    link_mlflow("filter")
     return filtered["clips"]

@@ -44,35 +44,33 @@ PoolsForm = form(params.PoolsParams)
 RegisterForm = form(params.RegisterParams)
 
 
-def settings(**sections: BaseModel | int | None) -> list[str]:
-    """What the forms set, as `dvc exp run -S` arguments (`filter.hq.seconds.min=3.0`)."""
+def changes(**sections: BaseModel | int | None) -> dict[str, Any]:
+    """What the forms set, as a nested dict of params.yaml keys; empty when they set nothing."""
+    out: dict[str, Any] = {}
+    for name, section in sections.items():
+        value = (
+            section.model_dump(mode="json", exclude_none=True) if isinstance(section, BaseModel) else section
+        )
+        if value not in (None, {}):
+            out[name] = value
+    return out
+
+
+def settings(changes: dict[str, Any]) -> list[str]:
+    """`changes` as `dvc exp run -S` arguments (`filter.hq.seconds.min=3.0`): what the run's page
+    shows, and the command that reproduces the run."""
 
     def leaves(prefix: str, value: Any) -> list[str]:
         if isinstance(value, dict):
             return [x for k, v in value.items() for x in leaves(f"{prefix}.{k}", v)]
         return [f"{prefix}={json.dumps(value)}"]
 
-    out: list[str] = []
-    for name, section in sections.items():
-        value = (
-            section.model_dump(mode="json", exclude_none=True) if isinstance(section, BaseModel) else section
-        )
-        if value not in (None, {}):
-            out += leaves(name, value)
-    return out
+    return [x for k, v in changes.items() for x in leaves(k, v)]
 
 
-def apply(params_path: str, sets: list[str]) -> None:
-    """Write `key=value` settings into params_path in place, comments and order kept, after checking
-    that the result is valid params: a bad value fails the run before anything is written."""
-    changes: dict[str, Any] = {}
-    for s in sets:
-        key, value = s.split("=", 1)
-        *parents, leaf = key.split(".")
-        node = changes
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = json.loads(value)
+def apply(params_path: str, changes: dict[str, Any]) -> None:
+    """Write `changes` into params_path in place, comments and order kept, after checking that the
+    result is valid params: a bad value fails the run before anything is written."""
     params.load(params_path, changes)
     yaml = YAML()  # round trip: the file stays the one a user edits
     path = Path(params_path)
@@ -83,6 +81,7 @@ def apply(params_path: str, sets: list[str]) -> None:
 
 
 def merge_into(doc: Any, changes: dict[str, Any]) -> None:
+    """svd.params.merge, in place on ruamel's document: a new dict would lose the file's comments."""
     for k, v in changes.items():
         if isinstance(v, dict) and isinstance(doc.get(k), dict):
             merge_into(doc[k], v)
@@ -95,9 +94,10 @@ def override(params_path: str, **sections: BaseModel | int | None) -> list[str]:
     command that reproduces it. The settings applied, as `-S` arguments."""
     from prefect.artifacts import create_markdown_artifact
 
-    sets = settings(**sections)
+    changed = changes(**sections)
+    sets = settings(changed)
     if sets:
-        apply(params_path, sets)
+        apply(params_path, changed)
         flags = " ".join(f"-S '{s}'" for s in sets)
         create_markdown_artifact(
             f"This run set, in `{params_path}`: {', '.join(f'`{s}`' for s in sets)}.\n\n"

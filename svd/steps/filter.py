@@ -16,13 +16,13 @@ from svd.storage import join, read_bytes
 
 
 def filter(p: Params, tags: tracking.Tags = None) -> dict[str, Any]:
-    """Every subset must pass its suite before any is written. Returns the clips per subset, per rule
-    the clips it dropped, and the MLflow run, which also keeps each filtered score's histogram with
-    its thresholds and frames of the clips each rule dropped."""
+    """Every subset must pass its suite before any is written. Returns the clips per subset and, per
+    rule, the clips it dropped. The MLflow run also keeps each filtered score's histogram with its
+    thresholds and frames of the clips each rule dropped."""
     table_path = join(p.curate.out, "clips.parquet")
     about = "Filter the clip table into the LVD, LVD-F and HQ subsets, each validated."
     parents = {"lvd_f": "lvd", "hq": "lvd_f"}
-    with tracking.run("filter", p, tags, about) as run_id:
+    with tracking.run("filter", p, tags, about):
         subsets = make_subsets(pd.read_parquet(io.BytesIO(read_bytes(table_path))), p.filter)
         for name, df in subsets.items():
             check_subset(name, df, p.filter)
@@ -35,4 +35,4 @@ def filter(p: Params, tags: tracking.Tags = None) -> dict[str, Any]:
         tracking.log_bytes(
             report.dropped_examples(report.dropped(subsets, parents), p.curate.out), "report/dropped.png"
         )
-    return {"clips": counts, "rules": rules, "run_id": run_id}
+    return {"clips": counts, "rules": rules}

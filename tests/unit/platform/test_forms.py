@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.utilities.callables import parameter_schema
 
-from flows.forms import FilterForm, TrainForm, apply, settings
+from flows.forms import FilterForm, TrainForm, apply, changes, settings
 from flows.pipeline import pipeline
 from svd.params import ParamsError, load
 
@@ -51,14 +51,14 @@ def test_what_a_form_sets_is_written_into_params_yaml_comments_kept(tmp_path: Pa
     shutil.copy(ROOT / "params.yaml", path)
     form = FilterForm.model_validate({"hq": {"seconds": {"min": 3.0}}})
     train = TrainForm.model_validate({"video": {"steps": 7}, "compute": {"precision": "bf16"}})
-    sets = settings(filter=form, train=train, seed=5, evaluate=None)
-    assert sets == [
+    changed = changes(filter=form, train=train, seed=5, evaluate=None)
+    assert settings(changed) == [
         "filter.hq.seconds.min=3.0",
         'train.compute.precision="bf16"',
         "train.video.steps=7",
         "seed=5",
     ]
-    apply(str(path), sets)
+    apply(str(path), changed)
     p = load(path)
     assert (p.filter.hq["seconds"].min, p.train.video.steps, p.train.compute.precision, p.seed) == (
         3.0,
@@ -69,7 +69,7 @@ def test_what_a_form_sets_is_written_into_params_yaml_comments_kept(tmp_path: Pa
     assert p.filter.hq["motion_score"].drop_lowest == 0.5  # the rest of the rule set is kept
     text = path.read_text()
     assert "# Every knob of the pipeline." in text and "# the paper's LVD-F" in text  # comments kept
-    assert settings(filter=FilterForm(), train=TrainForm()) == []  # an untouched form sets nothing
+    assert changes(filter=FilterForm(), train=TrainForm()) == {}  # an untouched form sets nothing
 
 
 def test_a_bad_value_fails_before_params_yaml_changes(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_a_bad_value_fails_before_params_yaml_changes(tmp_path: Path) -> None:
     shutil.copy(ROOT / "params.yaml", path)
     before = path.read_bytes()
     with pytest.raises(ParamsError, match="subset"):
-        apply(str(path), ['train.video.subset="nope"'])
+        apply(str(path), {"train": {"video": {"subset": "nope"}}})
     assert path.read_bytes() == before
     with pytest.raises(ValueError, match="less than 1"):
         FilterForm.model_validate({"lvd_f": {"motion_score": {"drop_lowest": 1.5}}})

@@ -1,0 +1,41 @@
+"""`python -m flows` with no Prefect server configured: the one temporary server it starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Inside prefect_api(): the URL a child process (a curate worker) sees, and whether it answers.
+SCRIPT = """
+import os, subprocess, sys, urllib.request
+from flows.__main__ import prefect_api
+
+child = [sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"]
+with prefect_api():
+    url = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
+    urllib.request.urlopen(url + "/health", timeout=5).read()
+    print(url)
+print(os.environ.get("PREFECT_API_URL"))
+"""
+
+
+def test_child_processes_report_to_the_one_temporary_server_which_stops_after(tmp_path: Path) -> None:
+    """Before, each of curate's worker processes started a temporary server of its own."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    url, after = run.stdout.split()[-2:]
+    assert url.startswith("http://127.0.0.1:") and after == "None"
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url + "/health", timeout=2)
+    assert "Error logging to API" not in run.stderr
