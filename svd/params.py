@@ -99,7 +99,7 @@ class CurateParams(Section):
         default=1.0, gt=0, description="Shorter scenes give no clip (never merged)"
     )
     scorers: dict[str, Any] = Field(
-        default_factory=lambda: {"motion": {}, "text": {}},
+        default_factory=lambda: {"motion": {}, "text": {}, "aesthetics": {}},
         validate_default=True,
         description="Scorers to run, one file each in svd/curation/scorers/, with their settings",
     )
@@ -148,7 +148,12 @@ class FilterParams(Section):
     # Each subset is its rules, applied to the one before it: lvd (every ok clip) -> lvd_f -> hq.
     lvd_f: dict[str, Rule] = Field(
         description="LVD-F's rules (per column of the clip table), applied to LVD",
-        default_factory=lambda: {"motion_score": Rule(drop_lowest=0.25), "text_area": Rule(max=0.07)},
+        default_factory=lambda: {
+            "motion_score": Rule(drop_lowest=0.25),
+            "text_area": Rule(max=0.07),
+            "aesthetic_score": Rule(drop_lowest=0.25),
+            "caption_similarity": Rule(drop_lowest=0.5),
+        },
     )
     hq: dict[str, Rule] = Field(
         description="HQ's rules (Stage III's subset), applied to LVD-F",

@@ -28,11 +28,15 @@ def rules(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> Iterator
     """Every (subset, rule) with the parent subset's rows the rule alone drops."""
     for name, parent in parents.items():
         base = subsets[parent]
+        skipped = subsets[name].attrs.get("not_scored", [])
         for column, (lo, hi) in subsets[name].attrs["bounds"].items():
-            v = base[column].to_numpy(float)
-            yield Rule(
-                name, parent, column, f"{column} in [{_num(lo)}, {_num(hi)}]", base[(v < lo) | (v > hi)]
+            v = base[column].to_numpy(float)  # NaN, not scored, is never outside
+            text = (
+                f"{column}: not scored, rule skipped"
+                if column in skipped
+                else f"{column} in [{_num(lo)}, {_num(hi)}]"
             )
+            yield Rule(name, parent, column, text, base[(v < lo) | (v > hi)])
 
 
 def rule_counts(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> list[dict]:
@@ -62,13 +66,17 @@ def histograms(lvd: pd.DataFrame, subsets: dict[str, pd.DataFrame]) -> bytes:
     columns = sorted({c for df in subsets.values() for c in df.attrs["bounds"]})
     fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4 * max(len(columns), 1), 3), squeeze=False)
     for ax, column in zip(axes[0], columns, strict=False):
-        ax.hist(lvd[column].to_numpy(float), bins=30, color="0.6")
+        values = lvd[column].dropna().to_numpy(float)
+        ax.set_title(column)
+        if len(lvd) and not len(values):  # no weights configured for its scorer: nothing to draw
+            ax.text(0.5, 0.5, "not scored", ha="center", va="center", transform=ax.transAxes)
+            continue
+        ax.hist(values, bins=30, color="0.6")
         for (name, df), colour in zip(subsets.items(), ("C0", "C1", "C2"), strict=False):
             for x in df.attrs["bounds"].get(column, ()):
                 if math.isfinite(x):
                     ax.axvline(x, color=colour, label=name)
-        ax.set_title(column)
-        ax.set_xlabel(f"LVD, {len(lvd)} clips")
+        ax.set_xlabel(f"LVD, {len(values)} of {len(lvd)} clips scored")
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             unique = dict(zip(labels, handles, strict=True))

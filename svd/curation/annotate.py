@@ -5,8 +5,10 @@
        the dense frames of the scorers (motion at 2 fps, 16 px) are cut from the same frame
     3. scenes of at least min_clip_seconds -> clips, by stream copy from a keyframe (or a lossless
        re-encode when snapping would leave too little); a short scene is dropped, never merged
-    4. picked frames (first / middle / last of each clip) decoded with seeks, at each scorer's size
-    5. every scorer scores every clip; captions come from the source's sidecar when it has one
+    4. picked frames (first / middle / last of each clip) decoded once with seeks, at the size of
+       each scorer that picks them
+    5. every scorer scores every clip; captions come from the source's sidecar when it has one, and
+       a scorer that reads them (caption similarity) is cached per caption
 
 Steps 2-3 and each scorer's columns are cached (svd.curation.cache) under the video's hash, their
 params and their code, so a resumed run, or a run that changed one scorer's params, decodes and
@@ -36,7 +38,7 @@ from svd.curation import cache, scorers
 from svd.curation.captions import Captioned, SidecarError, caption_for, read_sidecar
 from svd.curation.extract import PacketIndex, extract_clip, index_packets
 from svd.curation.scenes import SceneDetector, detection_size, scenes
-from svd.curation.scorers.base import ClipFrames, Frames
+from svd.curation.scorers.base import LOADS, ClipFrames, Frames
 from svd.media.io import VideoError, VideoInfo, iter_decoded, probe, to_array
 from svd.params import CurateParams
 
@@ -89,9 +91,7 @@ def annotate_video(uri: str, p: CurateParams) -> VideoResult:
     except Exception as e:  # any reason at all: this video is one failed row, the run goes on
         log.warning("%s: failed: %s", uri, e)
         result = VideoResult(uri, [_video_row(uri, None, None, "failed", _reason(uri, e))])
-    from svd.curation.scorers import text
-
-    result.model_loads = dict(text.LOADS)
+    result.model_loads = dict(LOADS)
     return result
 
 
@@ -104,25 +104,38 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     index = index_packets(path)
     clips_entry = cache.clips_entry(p, sha)
     clips = cache.get_clips(clips_entry)
-    cached = {n: cache.get_scores(cache.scores_entry(p, clips_entry, n)) for n in p.scorers}
-    todo = [n for n, hit in cached.items() if hit is None]
-    dense = {n: scorers.instance(n, p.scorers[n]).frames() for n in todo}
-    dense = {n: f for n, f in dense.items() if f.fps is not None}
+    specs = {n: scorers.instance(n, p.scorers[n]).frames() for n in p.scorers}
+    dense = {n: f for n, f in specs.items() if f.fps is not None}
     grabbed: dict[str, dict[int, np.ndarray]] = {}
-    if clips is None or dense:
-        detector = SceneDetector(info.fps, p.cuts) if clips is None else None
+    if clips is None:
+        detector = SceneDetector(info.fps, p.cuts)
         grabbed = _decode_pass(path, info, index, detector, dense, p)
-        if detector is not None:
-            clips = _cut(path, key, info, index, detector.finish(), p)
-            cache.put_clips(clips_entry, clips)
-    assert clips is not None
-    scores = {
-        n: hit
-        if (hit := cached[n]) is not None
-        else _scores(n, path, info, index, clips, grabbed.get(n), p, clips_entry)
-        for n in p.scorers
+        clips = _cut(path, key, info, index, detector.finish(), p)
+        cache.put_clips(clips_entry, clips)
+    sidecar, warning = _captions(uri)
+    captioned = [
+        caption_for(sidecar, c["start_s"], c["end_s"]) if "start_s" in c else ("", "") for c in clips.meta
+    ]
+    captions = [c for c, _ in captioned]
+    entries = {
+        n: cache.scores_entry(p, clips_entry, n, captions if f.caption else None) for n, f in specs.items()
     }
-    captions, warning = _captions(uri)
+    cached = {n: cache.get_scores(e) for n, e in entries.items()}
+    scores = {n: hit for n, hit in cached.items() if hit is not None}
+    todo = {n: f for n, f in specs.items() if n not in scores}
+    if not grabbed and any(n in dense for n in todo):
+        grabbed = _decode_pass(path, info, index, None, {n: f for n, f in todo.items() if n in dense}, p)
+    ok = [c for c in clips.meta if not c.get("error")]
+    picked = _picked(path, info, index, ok, {n: f for n, f in todo.items() if f.picks})
+    for n, spec in todo.items():
+        if spec.fps is not None:
+            order = grid(index, spec.fps)
+            inputs = [[grabbed[n][j] for j in order if c["start_frame"] <= j < c["end_frame"]] for c in ok]
+        else:
+            inputs = picked[n]
+        scores[n] = _score(n, clips.meta, inputs, spec.fps or info.fps, info, captions, p)
+        cache.put_scores(entries[n], scores[n])
+    scores = {n: scores[n] for n in specs}  # the columns in params order, cached or not
     rows = []
     for i, c in enumerate(clips.meta):
         if c.get("error"):
@@ -132,7 +145,7 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
         if failed:
             rows.append(_video_row(uri, sha, c["clip"], "failed", f"{uri}: " + "; ".join(failed)) | _span(c))
             continue
-        caption, source = caption_for(captions, c["start_s"], c["end_s"])
+        caption, source = captioned[i]
         row = _video_row(uri, sha, c["clip"], "ok", None) | _span(c)
         row |= {"fps": info.fps, "width": info.width, "height": info.height, "reencoded": c["reencoded"]}
         row |= {"caption": caption, "caption_source": source, "warning": warning}
@@ -225,60 +238,54 @@ def _cut(
     return cache.Clips(meta, data, [vars(t) for t in transitions])
 
 
-def _scores(
+def _score(
     name: str,
-    path: Path,
+    clips: list[dict[str, Any]],
+    inputs: list[list[np.ndarray]],
+    rate: float,
     info: VideoInfo,
-    index: PacketIndex,
-    clips: cache.Clips,
-    grabbed: dict[int, np.ndarray] | None,
+    captions: list[str],
     p: CurateParams,
-    clips_entry: str,
 ) -> list[dict[str, Any]]:
-    """The scorer's columns for every clip (an {"error": ...} entry for a clip it could not score),
-    computed and cached."""
+    """The scorer's columns for every clip (`inputs`: the frames of each clip without an error), or
+    an {"error": ...} entry for a clip it could not score."""
     scorer = scorers.instance(name, p.scorers[name])
-    spec = scorer.frames()
-    ok = [c for c in clips.meta if not c.get("error")]
-    if spec.fps is not None:
-        assert grabbed is not None
-        order = grid(index, spec.fps)
-        inputs = [[grabbed[i] for i in order if c["start_frame"] <= i < c["end_frame"]] for c in ok]
-        rate = spec.fps
-    else:
-        inputs = _picked(path, info, index, ok, spec)
-        rate = info.fps
+    frames = iter(inputs)
     out: list[dict[str, Any]] = []
-    it = iter(inputs)
-    for c in clips.meta:
+    for c, caption in zip(clips, captions, strict=True):
         if c.get("error"):
             out.append({"error": "not scored"})
             continue
         try:
-            out.append(scorer.score(ClipFrames(next(it), rate, info.width, info.height)))
+            out.append(scorer.score(ClipFrames(next(frames), rate, info.width, info.height, caption)))
         except Exception as e:
             out.append({"error": f"{name} scorer on frames {c['start_frame']}-{c['end_frame']}: {e}"})
-    cache.put_scores(cache.scores_entry(p, clips_entry, name), out)
     return out
 
 
 def _picked(
-    path: Path, info: VideoInfo, index: PacketIndex, clips: list[dict], spec: Frames
-) -> list[list[np.ndarray]]:
+    path: Path, info: VideoInfo, index: PacketIndex, clips: list[dict], specs: dict[str, Frames]
+) -> dict[str, list[list[np.ndarray]]]:
+    """Per scorer, each clip's picked frames at the scorer's size, from one seeking decode: a frame
+    two scorers pick is decoded once."""
     at = {"first": lambda a, b: a, "middle": lambda a, b: a + (b - a) // 2, "last": lambda a, b: b - 1}
-    wanted = [[at[k](c["start_frame"], c["end_frame"]) for k in spec.picks] for c in clips]
-    got = read_picks(
-        path, info, index, sorted({i for w in wanted for i in w}), spec.size(info.width, info.height)
-    )
-    return [[got[i] for i in w] for w in wanted]
+    wanted = {
+        n: [[at[k](c["start_frame"], c["end_frame"]) for k in f.picks] for c in clips]
+        for n, f in specs.items()
+    }
+    frames = sorted({i for w in wanted.values() for clip in w for i in clip})
+    sizes = {n: f.size(info.width, info.height) for n, f in specs.items()}
+    got = read_picks(path, info, index, frames, sizes) if frames else {}
+    return {n: [[got[i][n] for i in clip] for clip in w] for n, w in wanted.items()}
 
 
 def read_picks(
-    path: Path, info: VideoInfo, index: PacketIndex, frames: Iterable[int], size: tuple[int, int]
-) -> dict[int, np.ndarray]:
-    """Frames by index at `size`, decoding forward and seeking to a keyframe only where that skips
-    work: a pick costs at most one GOP, and nearby picks share their decoding."""
-    out: dict[int, np.ndarray] = {}
+    path: Path, info: VideoInfo, index: PacketIndex, frames: Iterable[int], sizes: dict[str, tuple[int, int]]
+) -> dict[int, dict[str, np.ndarray]]:
+    """Frames by index, each at every size of `sizes` (name -> (h, w)), decoding forward and seeking
+    to a keyframe only where that skips work: a pick costs at most one GOP, and nearby picks share
+    their decoding."""
+    out: dict[int, dict[str, np.ndarray]] = {}
     pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
     with av.open(str(path)) as c:
         s = c.streams.video[0]
@@ -296,7 +303,7 @@ def read_picks(
                     break
             if at != target:
                 raise VideoError(f"{path}: frame {target} did not decode (got {at})")
-            out[target] = to_array(frame, size, sws, info.sar)
+            out[target] = {n: to_array(frame, size, sws, info.sar) for n, size in sizes.items()}
     return out
 
 

@@ -3,7 +3,8 @@ determines them.
 
     clips/<key>.tar + clips/<key>.json   key = hash(video sha256, cuts params, min_clip_seconds,
                                                source of the scene, extraction and media code)
-    scores/<scorer>/<key>.json           key = hash(clips key, the scorer's params, its source)
+    scores/<scorer>/<key>.json           key = hash(clips key, the scorer's params, its source, and
+                                               the clips' captions if the scorer reads them)
 
 So a resumed run skips every finished video, a run with one scorer's params changed recomputes that
 scorer only, and a run over the same bytes under another name or folder reuses everything. Entries
@@ -48,11 +49,13 @@ def clips_entry(p: CurateParams, sha: str) -> str:
     return storage.join(p.cache, "clips", key)
 
 
-def scores_entry(p: CurateParams, clips: str, scorer: str) -> str:
+def scores_entry(p: CurateParams, clips: str, scorer: str, captions: list[str] | None = None) -> str:
+    """`captions`: the clips' captions, for a scorer that reads them (a new sidecar rescores it)."""
     params = p.scorers[scorer].model_dump(mode="json")
-    return storage.join(
-        p.cache, "scores", scorer, _hash(storage.name(clips), params, scorers.version(scorer)) + ".json"
+    key = _hash(
+        storage.name(clips), params, scorers.version(scorer), *([captions] if captions is not None else [])
     )
+    return storage.join(p.cache, "scores", scorer, key + ".json")
 
 
 def get_clips(entry: str) -> Clips | None:

@@ -107,9 +107,9 @@ def check_clips(table: pd.DataFrame) -> None:
         gxe.ExpectColumnValuesToBeUnique(column="clip", row_condition=OK, condition_parser="pandas"),
         gxe.ExpectColumnValuesToNotBeNull(column="error", row_condition=NOT_OK, condition_parser="pandas"),
     ]
-    for c in [*REQUIRED, *columns]:
+    for c in [*REQUIRED, *(c for c, col in columns.items() if not col.optional)]:
         ex.append(gxe.ExpectColumnValuesToNotBeNull(column=c, row_condition=OK, condition_parser="pandas"))
-    ranges = [(c, col.lo, col.hi, False) for c, col in columns.items()]
+    ranges = [(c, col.lo, col.hi, False) for c, col in columns.items() if (col.lo, col.hi) != (None, None)]
     ranges += [
         ("seconds", 0, None, True),
         ("fps", 0, None, True),
@@ -158,7 +158,12 @@ def check_subset(name: str, df: pd.DataFrame, p: FilterParams) -> None:
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok"]),
         gxe.ExpectColumnValuesToBeUnique(column="clip"),
     ]
-    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in scorer_columns(df) if c != "split"]
+    optional = {c for c, col in scorers.columns().items() if col.optional}
+    ex += [
+        gxe.ExpectColumnValuesToNotBeNull(column=c)
+        for c in scorer_columns(df)
+        if c not in {"split", *optional}
+    ]
     if len(df) >= 2 and p.val_fraction > 0:
         ex.append(gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "val"]))
     if name != "lvd":
@@ -169,5 +174,6 @@ def check_subset(name: str, df: pd.DataFrame, p: FilterParams) -> None:
             lo, hi = limits[column]
             lo = None if lo is None or math.isinf(lo) or math.isnan(lo) else lo
             hi = None if hi is None or math.isinf(hi) or math.isnan(hi) else hi
-            ex.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi))
+            if (lo, hi) != (None, None):  # a rule skipped (not scored) bounds nothing
+                ex.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi))
     _validate(f"subset:{name}", df, ex)

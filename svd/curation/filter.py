@@ -8,8 +8,10 @@
 
 A rule names a table column (a scorer's, or a base column such as `seconds`) and bounds it: `min`,
 `max`, or `drop_lowest` / `drop_highest`, a fraction of LVD, so thresholds of both subsets are on one
-scale. A new scorer's columns can be filtered on with no change here. Columns whose scorer needs
-weights this project cannot download (CLIP aesthetics and similarity) slot in the same way.
+scale. A new scorer's columns can be filtered on with no change here. Percentiles are of the clips
+that have a value: a clip not scored on a column (no caption to compare with) passes its rule, and a
+rule on a column no clip was scored on (its scorer has no weights configured) is skipped and listed
+in the subset's `not_scored`, never filled in.
 
 Every subset has a `split` column: "val" when a hash of the clip key falls under `val_fraction`, so
 a clip is held out in every subset or in none, and evaluation never sees a clip that trained an
@@ -42,14 +44,18 @@ def split_hash(clip: str) -> float:
 
 
 def bounds(lvd: pd.DataFrame, rules: dict[str, Rule]) -> dict[str, tuple[float, float]]:
-    """(low, high) per column: the rule's limits tightened by its percentiles of LVD."""
+    """(low, high) per column: the rule's limits tightened by its percentiles of LVD's scored clips.
+    A column no clip was scored on (its scorer has no weights configured) bounds nothing."""
     out = {}
     for column, r in sorted(rules.items()):
         if column not in lvd.columns:
             raise KeyError(
                 f"filter rule on {column!r}: no such column in the clip table ({sorted(lvd.columns)})"
             )
-        values = lvd[column].to_numpy(float)
+        values = lvd[column].dropna().to_numpy(float)
+        if len(lvd) and not len(values):  # no clip scored: the rule bounds nothing
+            out[column] = (-math.inf, math.inf)
+            continue
         lo, hi = -math.inf if r.min is None else r.min, math.inf if r.max is None else r.max
         if r.drop_lowest is not None:
             lo = max(lo, float(np.quantile(values, r.drop_lowest))) if len(values) else math.nan
@@ -59,11 +65,17 @@ def bounds(lvd: pd.DataFrame, rules: dict[str, Rule]) -> dict[str, tuple[float, 
     return out
 
 
+def not_scored(lvd: pd.DataFrame, rules: dict[str, Rule]) -> list[str]:
+    """Columns of `rules` that no clip of LVD has a value in: their rules were skipped."""
+    return sorted(c for c in rules if len(lvd) and lvd[c].isna().all())
+
+
 def _apply(df: pd.DataFrame, limits: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Rows within every bound; a clip not scored on a column (no caption to compare) passes it."""
     keep = np.ones(len(df), bool)
     for column, (lo, hi) in limits.items():
         v = df[column].to_numpy(float)
-        keep &= (v >= lo) & (v <= hi)
+        keep &= np.isnan(v) | ((v >= lo) & (v <= hi))
     return df[keep].reset_index(drop=True)
 
 
@@ -76,7 +88,13 @@ def make_subsets(table: pd.DataFrame, p: FilterParams) -> dict[str, pd.DataFrame
     out = {}
     for name, df in subsets.items():
         df = df.assign(split=df["clip"].map(split).astype("string"))
-        df.attrs = {"subset": name, "val_fraction": p.val_fraction, "bounds": limits[name]}
+        skipped = not_scored(lvd, getattr(p, name)) if name != "lvd" else []
+        df.attrs = {
+            "subset": name,
+            "val_fraction": p.val_fraction,
+            "bounds": limits[name],
+            "not_scored": skipped,
+        }
         out[name] = df
     return out
 
@@ -113,6 +131,7 @@ def write_subsets(subsets: dict[str, pd.DataFrame], out: Path) -> None:
             "hours": float(df["seconds"].sum() / 3600),
             "val_fraction": df.attrs["val_fraction"],
             "bounds": {c: [_finite(lo), _finite(hi)] for c, (lo, hi) in df.attrs["bounds"].items()},
+            "not_scored": df.attrs["not_scored"],  # rules skipped: no clip had a value
         }
     _atomic(out / "summary.json", partial(_to_json, summary))
 

@@ -103,7 +103,7 @@ def test_ray_gives_the_serial_bytes_and_loads_each_model_once_per_worker(
     )
     results = run_flow(p, prefect_server, tmp_path)
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
-    assert all(r.model_loads["detector"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
+    assert all(r.model_loads["text"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
     assert len({r.worker for r in results}) <= 2 < len(results)  # workers were reused across videos
 
 

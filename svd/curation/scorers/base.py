@@ -14,6 +14,7 @@ Frames come in two kinds, because they cost differently:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -21,6 +22,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 Pick = Literal["first", "middle", "last"]
+
+# Models built in this process, by scorer: a worker builds each once, never once per video.
+LOADS: Counter[str] = Counter()
 
 
 class ScorerParams(BaseModel):
@@ -36,6 +40,7 @@ class Column:
     doc: str
     lo: float | None = None
     hi: float | None = None
+    optional: bool = False  # null where not scored (no weights configured, no caption): never invented
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,9 @@ class Frames:
 
     fps: float | None = None  # dense: one frame per 1 / fps s of the video's time axis
     picks: tuple[Pick, ...] = ()  # sparse: these frames of each clip
-    short_side: int | None = None  # scale so the short side is this (dense frames), or ...
-    long_side: int | None = None  # ... so the long side is this (picks)
+    short_side: int | None = None  # scale so the short side is this, or ...
+    long_side: int | None = None  # ... so the long side is this
+    caption: bool = False  # the clip's caption too: its scores are then cached per caption
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) for a display size, aspect kept."""
@@ -66,6 +72,7 @@ class ClipFrames:
     fps: float  # rate of dense frames (Frames.fps); the source's rate for picks
     width: int  # display size of the source
     height: int
+    caption: str = ""  # the clip's caption, for a scorer whose Frames ask for it; "" when it has none
 
 
 class Scorer(Protocol):
@@ -77,4 +84,4 @@ class Scorer(Protocol):
 
     def frames(self) -> Frames: ...
 
-    def score(self, clip: ClipFrames) -> dict[str, float]: ...
+    def score(self, clip: ClipFrames) -> dict[str, float | None]: ...  # None: not scored (optional)

@@ -22,9 +22,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from svd.curation.scorers.base import ClipFrames, Column, Frames, Pick, ScorerParams
-
-LOADS = {"detector": 0}  # how often this process built the model: once per worker, never per video
+from svd.curation.scorers.base import LOADS, ClipFrames, Column, Frames, Pick, ScorerParams
 
 
 class TextParams(ScorerParams):
@@ -61,7 +59,7 @@ def detector() -> Any:
     cfg = update_model_path(read_yaml(DEFAULT_CFG_PATH))["Det"]
     # One intra-op thread: parallelism comes from the runner's workers, and N workers x 2 threads on
     # 2 cores spin. Frames arrive already at `side`; "max" keeps the detector from rescaling them.
-    LOADS["detector"] += 1
+    LOADS["text"] += 1
     return TextDetector(
         {
             **cfg,

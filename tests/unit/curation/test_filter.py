@@ -15,6 +15,7 @@ from svd.params import FilterParams, Rule
 
 
 def table(n: int = 20, seed: int = 0) -> pd.DataFrame:
+    """No aesthetics: as a run without CLIP weights configured writes it (null columns)."""
     rng = np.random.default_rng(seed)
     rows = [
         {
@@ -28,7 +29,7 @@ def table(n: int = 20, seed: int = 0) -> pd.DataFrame:
         for i in range(n)
     ]
     rows += [{"video": "bad.mp4", "clip": "bad", "status": "failed", "error": "bad.mp4: cannot open"}]
-    return to_table(rows, ["motion", "text"])
+    return to_table(rows, ["motion", "text", "aesthetics"])
 
 
 def test_paper_filters() -> None:
@@ -48,6 +49,29 @@ def test_paper_filters() -> None:
         np.quantile(ok["motion_score"], 0.25)
     )
     assert s["lvd_f"].attrs["bounds"]["text_area"][1] == 0.07
+    # no CLIP weights: those two rules are skipped and say so, no score is made up
+    assert s["lvd_f"].attrs["not_scored"] == ["aesthetic_score", "caption_similarity"]
+    assert s["lvd_f"]["aesthetic_score"].isna().all()
+
+
+def test_the_clip_scores_filter_as_the_paper_and_a_clip_without_caption_passes() -> None:
+    t = table()
+    ok = t["status"] == "ok"
+    t.loc[ok, "aesthetic_score"] = np.linspace(1, 10, ok.sum())
+    sim = np.linspace(-0.2, 0.6, ok.sum())
+    sim[:4] = np.nan  # four clips have no caption to compare with
+    t.loc[ok, "caption_similarity"] = sim
+    p = FilterParams(
+        lvd_f={"aesthetic_score": Rule(drop_lowest=0.25), "caption_similarity": Rule(drop_lowest=0.5)}
+    )
+    got = make_subsets(t, p)["lvd_f"]
+    lvd = t[ok]
+    aesthetic = lvd["aesthetic_score"] >= np.quantile(lvd["aesthetic_score"], 0.25)
+    scored = lvd["caption_similarity"].dropna()
+    similar = lvd["caption_similarity"].isna() | (lvd["caption_similarity"] >= np.quantile(scored, 0.5))
+    assert set(got["clip"]) == set(lvd[aesthetic & similar]["clip"])
+    assert got["caption_similarity"].isna().sum() == 0  # the uncaptioned are the least aesthetic here
+    assert got.attrs["not_scored"] == []
 
 
 def test_a_rule_on_any_column_and_on_the_high_tail() -> None:
@@ -125,6 +149,8 @@ def test_the_report_counts_what_each_rule_dropped_and_draws_the_thresholds() -> 
     assert rows["lvd_f", "motion_score"]["kept"] == len(s["lvd_f"])
     assert rows["lvd_f", "motion_score"]["dropped"] == len(lvd) - len(s["lvd_f"])
     assert rows["hq", "seconds"]["dropped_by_rule"] == int((s["lvd_f"]["seconds"] < 2.0).sum())
+    assert rows["lvd_f", "aesthetic_score:"]["rule"] == "aesthetic_score: not scored, rule skipped"
+    assert rows["lvd_f", "aesthetic_score:"]["dropped_by_rule"] == 0
     png = report.histograms(lvd, s)
     assert png.startswith(b"\x89PNG") and report.histograms(lvd, s) == png  # the same table, the same bytes
     curve = report.loss_curve([1.0, 0.5, 0.4, 0.3], "loss")
@@ -143,6 +169,8 @@ def test_the_report_shows_frames_of_what_each_rule_dropped(synth_table, curate_p
     subsets = make_subsets(synth_table, FilterParams())
     picks = report.dropped(subsets, {"lvd_f": "lvd", "hq": "lvd_f"}, per_rule=3)
     assert [t.split(" in ")[0] for t, _ in picks] == [
+        "lvd_f: aesthetic_score: not scored, rule skipped",  # no CLIP weights in the tests: said so
+        "lvd_f: caption_similarity: not scored, rule skipped",
         "lvd_f: motion_score",
         "lvd_f: text_area",
         "hq: motion_score",
@@ -150,7 +178,7 @@ def test_the_report_shows_frames_of_what_each_rule_dropped(synth_table, curate_p
         "hq: text_area",
     ]
     for title, df in picks:
-        subset, column = title.split(" in ")[0].split(": ")
+        subset, column = title.split(" in ")[0].split(": ")[:2]
         parent = {"lvd_f": "lvd", "hq": "lvd_f"}[subset]
         lo, hi = subsets[subset].attrs["bounds"][column]
         base = subsets[parent]
@@ -162,4 +190,4 @@ def test_the_report_shows_frames_of_what_each_rule_dropped(synth_table, curate_p
             )
     png = report.dropped_examples(picks, curate_params.out)
     image = Image.open(io.BytesIO(png))
-    assert image.width > 300 and image.height > 5 * 100, image.size
+    assert image.width > 300 and image.height > 7 * 100, image.size

@@ -67,7 +67,7 @@ def test_registry_drives_params_and_the_table_schema() -> None:
     for name, cls in scorers.SCORERS.items():
         assert cls.name == name and cls.columns and scorers.version(name)
     with pytest.raises(ValueError, match="unknown scorer"):
-        CurateParams(scorers={"aesthetics": {}})
+        CurateParams(scorers={"laion": {}})
 
 
 def test_a_typo_in_a_scorer_param_fails_at_load() -> None:

@@ -16,6 +16,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 MARK = "# side output"
+# What a module runs by name, which its imports do not show: annotate runs every registered scorer
+# (svd.curation.scorers lists its own package), so each scorer file is a dependency of curate.
+RUNS = {
+    "svd.curation.annotate": {
+        f"svd.curation.scorers.{f.stem}"
+        for f in (ROOT / "svd" / "curation" / "scorers").glob("*.py")
+        if f.stem not in ("__init__", "base")
+    }
+}
 
 
 def module_file(name: str) -> Path | None:
@@ -57,7 +66,7 @@ def code_closure(module: str) -> set[str]:
         seen.add(f)
         parts = name.split(".")
         todo |= {".".join(parts[:i]) for i in range(1, len(parts))}  # packages run their __init__
-        todo |= imported(f, name)
+        todo |= imported(f, name) | RUNS.get(name, set())
     return {str(f.relative_to(ROOT)) for f in seen if f.stat().st_size}
 
 

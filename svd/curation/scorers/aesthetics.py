@@ -1,0 +1,128 @@
+"""Aesthetics and caption similarity from one CLIP embedding of the first, middle and last frame
+(paper App. C; the LVD-F filters drop the 25% lowest aesthetic scores and the 50% lowest
+similarities).
+
+- aesthetic_score: LAION's aesthetic predictor, an MLP on the L2-normalised CLIP ViT-L/14 image
+  embedding (about 1 to 10), averaged over the picks.
+- caption_similarity: cosine between the normalised image and caption embeddings, averaged over the
+  picks; null for a clip without a caption.
+
+Weights come from configured paths only, never invented: `model` is a CLIP model in transformers'
+format (a folder or a hub id such as openai/clip-vit-large-patch14, read from safetensors), `head`
+the predictor's MLP as a safetensors file. LAION ships the MLP as a pickled state dict; converting
+it once needs no code of theirs (`safetensors.torch.save_file(torch.load(pth, weights_only=True),
+out)`). Without `model` both columns are null, without `head` the aesthetic score is: the report
+says "not scored" and the filter skips the rule.
+
+The picks go through CLIP's own image processor (resize, centre crop, normalisation), so scores
+match what the model was trained to see whatever the video's size.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from svd.curation.scorers.base import LOADS, ClipFrames, Column, Frames, Pick, ScorerParams
+
+
+class AestheticsParams(ScorerParams):
+    model: str | None = None  # CLIP in transformers' format (folder or hub id); null: not scored
+    head: str | None = None  # LAION aesthetic MLP, safetensors; null: no aesthetic_score
+    frames: tuple[Pick, ...] = Field(default=("first", "middle", "last"), min_length=1)
+    side: int = Field(default=224, ge=32)  # short side of the picks handed to CLIP's processor, px
+
+
+class Aesthetics:
+    name: ClassVar[str] = "aesthetics"
+    Params = AestheticsParams
+    columns: ClassVar[dict[str, Column]] = {
+        "aesthetic_score": Column(
+            "LAION aesthetic predictor on CLIP image embeddings, mean of picks", optional=True
+        ),
+        "caption_similarity": Column(
+            "cosine of CLIP image and caption embeddings, mean of picks", -1.0, 1.0, optional=True
+        ),
+    }
+
+    def __init__(self, params: AestheticsParams) -> None:
+        self.p = params
+
+    def frames(self) -> Frames:
+        return Frames(picks=self.p.frames, short_side=self.p.side, caption=self.p.model is not None)
+
+    def score(self, clip: ClipFrames) -> dict[str, float | None]:
+        if self.p.model is None:
+            return {"aesthetic_score": None, "caption_similarity": None}
+        import torch
+
+        model, processor, tokenizer = load(self.p.model)
+        head = aesthetic_head(self.p.head, model.config.projection_dim) if self.p.head else None
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # parallelism comes from the runner's workers, as for every scorer
+        try:
+            with torch.inference_mode():
+                image = embed_images(model, processor, clip.frames)
+                aesthetic = float(head(image).mean()) if head is not None else None
+                similarity = None
+                if clip.caption:
+                    similarity = float((image @ embed_text(model, tokenizer, clip.caption).T).mean())
+        finally:
+            torch.set_num_threads(threads)
+        return {"aesthetic_score": aesthetic, "caption_similarity": similarity}
+
+
+@cache
+def load(ref: str) -> tuple[Any, Any, Any]:
+    """CLIP, its image processor and its tokenizer, once per process (a worker's first clip)."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    LOADS["aesthetics"] += 1
+    model = CLIPModel.from_pretrained(ref, use_safetensors=True).eval()
+    return model, CLIPImageProcessor.from_pretrained(ref), AutoTokenizer.from_pretrained(ref)
+
+
+@cache
+def aesthetic_head(path: str, dim: int) -> Any:
+    """LAION's improved aesthetic predictor, layer for layer (its state dict's indices), so the
+    released weights load once converted to safetensors."""
+    import torch
+    from safetensors.torch import load_file
+    from torch import nn
+
+    state = {k.removeprefix("layers."): v for k, v in load_file(path).items()}
+    if "0.weight" not in state or state["0.weight"].shape[1] != dim:
+        found = tuple(state["0.weight"].shape) if "0.weight" in state else "no layers.0.weight"
+        raise ValueError(f"{path}: not an aesthetic MLP over {dim}-d CLIP embeddings (first layer: {found})")
+    head = nn.Sequential(
+        nn.Linear(dim, 1024),
+        nn.Dropout(0.2),
+        nn.Linear(1024, 128),
+        nn.Dropout(0.2),
+        nn.Linear(128, 64),
+        nn.Dropout(0.1),
+        nn.Linear(64, 16),
+        nn.Linear(16, 1),
+    )
+    head.load_state_dict(state)
+    return head.eval().to(torch.float32)
+
+
+def embed_images(model: Any, processor: Any, frames: list[np.ndarray]) -> Any:
+    """(n, d) L2-normalised image embeddings of uint8 RGB frames, in one batch."""
+    pixels = processor(images=list(frames), return_tensors="pt").pixel_values
+    e = model.get_image_features(pixel_values=pixels).pooler_output
+    return e / e.norm(dim=-1, keepdim=True)
+
+
+def embed_text(model: Any, tokenizer: Any, text: str) -> Any:
+    """(1, d) L2-normalised embedding of a caption, cut to the text encoder's length."""
+    limit = model.config.text_config.max_position_embeddings
+    tokens = tokenizer([text], truncation=True, max_length=limit, padding=True, return_tensors="pt")
+    e = model.get_text_features(
+        input_ids=tokens.input_ids, attention_mask=tokens.attention_mask
+    ).pooler_output
+    return e / e.norm(dim=-1, keepdim=True)

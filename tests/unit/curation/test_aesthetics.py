@@ -1,0 +1,167 @@
+"""The CLIP scorer (aesthetics and caption similarity) with a tiny CLIP saved in transformers' format
+and a tiny aesthetic MLP in safetensors: the loading code is the one real weights go through."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from svd.curation.curate import curate
+from svd.curation.scorers import aesthetics
+from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams
+from svd.curation.scorers.base import LOADS, ClipFrames
+from svd.media.synth import make_corpus
+from svd.params import CurateParams, SynthParams
+
+PROJECTION = 16
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(CLIP folder, aesthetic head file), as a user points params.yaml at them."""
+    from safetensors.torch import save_file
+    from torch import nn
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from svd.model.components import BYTE_VOCAB, byte_tokenizer
+
+    root = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=small
+        | dict(
+            vocab_size=BYTE_VOCAB,
+            max_position_embeddings=77,
+            bos_token_id=BYTE_VOCAB - 2,
+            eos_token_id=BYTE_VOCAB - 1,
+        ),
+        vision_config=small | dict(image_size=32, patch_size=8),
+        projection_dim=PROJECTION,
+    )
+    CLIPModel(config).save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        root / "clip"
+    )
+    byte_tokenizer(77).save_pretrained(root / "clip")
+    dims = [PROJECTION, 1024, 128, 64, 16, 1]
+    layers = [0, 2, 4, 6, 7]  # LAION's Sequential, dropouts between
+    head = {}
+    for i, (a, b) in zip(layers, itertools.pairwise(dims), strict=True):
+        lin = nn.Linear(a, b)
+        head[f"layers.{i}.weight"], head[f"layers.{i}.bias"] = lin.weight.detach(), lin.bias.detach()
+    save_file(head, root / "head.safetensors")
+    return str(root / "clip"), str(root / "head.safetensors")
+
+
+def frames(seed: int, n: int = 3) -> list[np.ndarray]:
+    return list(np.random.default_rng(seed).integers(0, 256, (n, 72, 128, 3), dtype=np.uint8))
+
+
+def test_scores_equal_clips_own_forward_pass(tiny_clip: tuple[str, str]) -> None:
+    """Checked against CLIPModel.forward (its normalised embeddings and logit scale), not the
+    scorer's own helpers; the head is LAION's layer layout loaded from safetensors."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    model_dir, head_file = tiny_clip
+    scorer = Aesthetics(AestheticsParams(model=model_dir, head=head_file))
+    picks = frames(0)
+    got = scorer.score(ClipFrames(picks, 12.0, 128, 72, "a red square on grey"))
+
+    model = CLIPModel.from_pretrained(model_dir).eval()
+    pixels = CLIPImageProcessor.from_pretrained(model_dir)(images=picks, return_tensors="pt").pixel_values
+    ids = AutoTokenizer.from_pretrained(model_dir)(["a red square on grey"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels)
+        similarity = (out.logits_per_image / model.logit_scale.exp()).mean()
+        w = load_file(head_file)
+        x = out.image_embeds
+        for i in (0, 2, 4, 6, 7):
+            x = x @ w[f"layers.{i}.weight"].T + w[f"layers.{i}.bias"]
+    assert got["caption_similarity"] == pytest.approx(float(similarity), abs=1e-5)
+    assert got["aesthetic_score"] == pytest.approx(float(x.mean()), abs=1e-5)
+
+
+def test_the_caption_matters_and_no_caption_is_not_scored(tiny_clip: tuple[str, str]) -> None:
+    model_dir, head_file = tiny_clip
+    scorer = Aesthetics(AestheticsParams(model=model_dir, head=head_file))
+    picks = frames(1)
+    a = scorer.score(ClipFrames(picks, 12.0, 128, 72, "a dog"))
+    b = scorer.score(ClipFrames(picks, 12.0, 128, 72, "white text on a black title card"))
+    none = scorer.score(ClipFrames(picks, 12.0, 128, 72, ""))
+    assert a["caption_similarity"] != b["caption_similarity"]
+    assert a["aesthetic_score"] == b["aesthetic_score"] == none["aesthetic_score"]
+    assert none["caption_similarity"] is None
+    assert -1 <= a["caption_similarity"] <= 1  # type: ignore[operator]
+
+
+def test_without_weights_nothing_is_invented(tiny_clip: tuple[str, str]) -> None:
+    model_dir, _ = tiny_clip
+    none = Aesthetics(AestheticsParams())
+    assert none.score(ClipFrames(frames(2), 12.0, 128, 72, "a dog")) == {
+        "aesthetic_score": None,
+        "caption_similarity": None,
+    }
+    assert not none.frames().caption  # its (empty) scores are not cached per caption
+    no_head = Aesthetics(AestheticsParams(model=model_dir))
+    got = no_head.score(ClipFrames(frames(2), 12.0, 128, 72, "a dog"))
+    assert got["aesthetic_score"] is None and got["caption_similarity"] is not None
+
+
+def test_a_head_for_another_clip_fails_naming_the_file(tiny_clip: tuple[str, str], tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model_dir, _ = tiny_clip
+    wrong = tmp_path / "vit-b32-head.safetensors"
+    save_file({"layers.0.weight": torch.zeros(1024, 512), "layers.0.bias": torch.zeros(1024)}, wrong)
+    with pytest.raises(ValueError, match=rf"{wrong}.*16-d"):
+        Aesthetics(AestheticsParams(model=model_dir, head=str(wrong))).score(
+            ClipFrames(frames(3), 12.0, 128, 72, "")
+        )
+
+
+def test_curation_scores_every_clip_loads_clip_once_and_rescores_only_it_on_new_captions(
+    tiny_clip: tuple[str, str], tmp_path: Path
+) -> None:
+    model_dir, head_file = tiny_clip
+    raw = make_corpus(SynthParams(out=tmp_path / "raw", videos=2, segments=(2, 2), text_fraction=0.0), seed=3)
+    p = CurateParams(
+        sources=(str(raw),),
+        out=str(tmp_path / "out"),
+        cache=str(tmp_path / "cache"),
+        scorers={"motion": {}, "aesthetics": {"model": model_dir, "head": head_file}},
+    )
+    aesthetics.load.cache_clear()  # as a fresh worker process: the tests above loaded this CLIP
+    loads = LOADS["aesthetics"]
+    table = curate(p)
+    ok = table[table["status"] == "ok"]
+    assert len(ok) >= 4 and ok["aesthetic_score"].notna().all()
+    assert (ok["caption_similarity"].notna() == (ok["caption"] != "")).all() and (ok["caption"] != "").any()
+    assert LOADS["aesthetics"] - loads == 1  # once for the process, not per video
+
+    # a new caption for one video: its similarity changes, nothing else of the table does
+    def entries(scorer: str) -> list[Path]:
+        return sorted((Path(p.cache) / "scores" / scorer).glob("*.json"))
+
+    motion, scored = entries("motion"), entries("aesthetics")
+    sidecar = next(f for f in sorted(raw.glob("*.json")) if f.with_suffix(".mp4").exists())
+    doc = json.loads(sidecar.read_text())
+    for s in doc["segments"]:
+        s["caption"] = "an entirely different caption"
+    sidecar.write_text(json.dumps(doc))
+    shutil.rmtree(p.out)
+    again = curate(p)
+    video = str(sidecar.with_suffix(".mp4"))
+    changed = again["video"] == video
+    assert not again.loc[changed, "caption_similarity"].equals(table.loc[changed, "caption_similarity"])
+    same = [c for c in table.columns if c not in ("caption", "caption_similarity")]
+    assert again[same].equals(table[same])
+    assert again.loc[~changed, "caption_similarity"].equals(table.loc[~changed, "caption_similarity"])
+    assert entries("motion") == motion and len(entries("aesthetics")) == len(scored) + 1  # cache keys
