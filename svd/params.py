@@ -99,7 +99,7 @@ class CurateParams(Section):
         default=1.0, gt=0, description="Shorter scenes give no clip (never merged)"
     )
     scorers: dict[str, Any] = Field(
-        default_factory=lambda: {"motion": {}, "text": {}, "aesthetics": {}},
+        default_factory=lambda: {"motion": {}, "text": {}, "aesthetics": {}, "fingerprint": {}},
         validate_default=True,
         description="Scorers to run, one file each in svd/curation/scorers/, with their settings",
     )
@@ -154,6 +154,11 @@ class FilterParams(Section):
             "aesthetic_score": Rule(drop_lowest=0.25),
             "caption_similarity": Rule(drop_lowest=0.5),
         },
+    )
+    near_duplicates: dict[str, float] | None = Field(
+        default_factory=lambda: {"thumb": 0.3, "clip": 0.05},
+        description="LVD-F keeps one clip of each group whose fingerprints are within this cosine"
+        " distance, per fingerprint kind (thumb, clip); null keeps near-duplicates",
     )
     hq: dict[str, Rule] = Field(
         description="HQ's rules (Stage III's subset), applied to LVD-F",

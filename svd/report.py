@@ -37,6 +37,9 @@ def rules(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> Iterator
                 else f"{column} in [{_num(lo)}, {_num(hi)}]"
             )
             yield Rule(name, parent, column, text, base[(v < lo) | (v > hi)])
+        if subsets[name].attrs.get("near_duplicates") is not None:
+            text = "near_duplicate_of: a copy of a clip kept (filter.near_duplicates)"
+            yield Rule(name, parent, "near_duplicate_of", text, base[base["near_duplicate_of"].notna()])
 
 
 def rule_counts(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> list[dict]:
@@ -118,7 +121,9 @@ def dropped_examples(picks: list[tuple[str, pd.DataFrame]], curated: str) -> byt
             ax.axis("off")
             if r is not None:
                 ax.imshow(middle[r.clip])
-                ax.set_title(f"{column} {getattr(r, column):.3g}", fontsize="x-small")
+                value = getattr(r, column)
+                shown = f"{value:.3g}" if isinstance(value, float) else f"...{value[-10:]}"  # the kept clip
+                ax.set_title(f"{column} {shown}", fontsize="x-small")
         label = title if len(df) else f"{title}: drops nothing"
         row[0].text(0, 1.3, label, transform=row[0].transAxes, fontsize="small", weight="bold")
     return _png(fig)

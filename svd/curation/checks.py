@@ -16,7 +16,7 @@ import pandas as pd
 
 from svd.curation import scorers
 from svd.curation.filter import SUBSETS
-from svd.curation.table import BASE, REQUIRED, STATUSES, scorer_columns
+from svd.curation.table import BASE, REQUIRED, STATUSES
 from svd.params import FilterParams
 
 OK = 'status=="ok"'
@@ -158,12 +158,8 @@ def check_subset(name: str, df: pd.DataFrame, p: FilterParams) -> None:
         gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ok"]),
         gxe.ExpectColumnValuesToBeUnique(column="clip"),
     ]
-    optional = {c for c, col in scorers.columns().items() if col.optional}
-    ex += [
-        gxe.ExpectColumnValuesToNotBeNull(column=c)
-        for c in scorer_columns(df)
-        if c not in {"split", *optional}
-    ]
+    required = [c for c, col in scorers.columns().items() if c in df.columns and not col.optional]
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required]
     if len(df) >= 2 and p.val_fraction > 0:
         ex.append(gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "val"]))
     if name != "lvd":

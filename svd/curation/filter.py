@@ -1,9 +1,10 @@
 """Clip table -> the training subsets LVD, LVD-F and HQ (paper Sec. 3.1, App. E.2.2).
 
     lvd    every clip that was annotated (status "ok")
-    lvd_f  lvd through the `filter.lvd_f` rules: the paper's drop the 25% least-moving clips (a
-           percentile of the annotated set, recomputed per dataset) and every clip whose text covers
-           more than 7% of the frame
+    lvd_f  lvd less its near-duplicates (one clip kept per group, svd.curation.duplicates), through
+           the `filter.lvd_f` rules: the paper's drop the 25% least-moving clips (a percentile of the
+           annotated set, recomputed per dataset), every clip whose text covers more than 7% of the
+           frame, the 25% least aesthetic and the 50% least like their caption
     hq     lvd_f through the `filter.hq` rules: the Stage III cut
 
 A rule names a table column (a scorer's, or a base column such as `seconds`) and bounds it: `min`,
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from svd.curation.duplicates import near_duplicates
 from svd.params import FilterParams, Rule
 
 SUBSETS = ("lvd", "lvd_f", "hq")
@@ -81,8 +83,9 @@ def _apply(df: pd.DataFrame, limits: dict[str, tuple[float, float]]) -> pd.DataF
 
 def make_subsets(table: pd.DataFrame, p: FilterParams) -> dict[str, pd.DataFrame]:
     lvd = table[table["status"] == "ok"].reset_index(drop=True)
+    lvd = lvd.assign(near_duplicate_of=_copies(lvd, p.near_duplicates))
     limits = {"lvd": {}, "lvd_f": bounds(lvd, p.lvd_f), "hq": bounds(lvd, p.hq)}
-    lvd_f = _apply(lvd, limits["lvd_f"])
+    lvd_f = _apply(lvd[lvd["near_duplicate_of"].isna()], limits["lvd_f"])
     subsets = {"lvd": lvd, "lvd_f": lvd_f, "hq": _apply(lvd_f, limits["hq"])}
     split = _splits(subsets, p.val_fraction)
     out = {}
@@ -95,8 +98,21 @@ def make_subsets(table: pd.DataFrame, p: FilterParams) -> dict[str, pd.DataFrame
             "bounds": limits[name],
             "not_scored": skipped,
         }
+        if name == "lvd_f":
+            df.attrs["near_duplicates"] = p.near_duplicates
         out[name] = df
     return out
+
+
+def _copies(lvd: pd.DataFrame, max_distance: dict[str, float] | None) -> pd.Series:
+    """Per clip, the clip kept in its place when it is a near-duplicate of it; null otherwise."""
+    if max_distance is None:
+        return pd.Series(pd.NA, index=lvd.index, dtype="string")
+    if "fingerprint" not in lvd.columns:
+        raise KeyError(
+            "filter.near_duplicates needs the fingerprint scorer (curate.scorers.fingerprint), or null"
+        )
+    return lvd["clip"].map(near_duplicates(lvd, max_distance)).astype("string")
 
 
 def _splits(subsets: dict[str, pd.DataFrame], val_fraction: float) -> dict[str, str]:

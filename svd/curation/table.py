@@ -59,14 +59,9 @@ REQUIRED = (
 
 
 def schema(scorer_names: list[str]) -> dict[str, str]:
-    return BASE | {c: "float64" for c in scorers.columns(scorer_names)}
+    return BASE | {c: col.dtype for c, col in scorers.columns(scorer_names).items()}
 
 
 def to_table(rows: list[dict[str, Any]], scorer_names: list[str]) -> pd.DataFrame:
     cols = schema(scorer_names)
     return pd.DataFrame(rows, columns=list(cols)).astype(cols).reset_index(drop=True)
-
-
-def scorer_columns(table: pd.DataFrame) -> list[str]:
-    """Score columns present in a table read back from disk."""
-    return [c for c in table.columns if c not in BASE]

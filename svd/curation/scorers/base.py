@@ -41,6 +41,7 @@ class Column:
     lo: float | None = None
     hi: float | None = None
     optional: bool = False  # null where not scored (no weights configured, no caption): never invented
+    dtype: str = "float64"  # pandas dtype: a score, or "string" for a signature such as a fingerprint
 
 
 @dataclass(frozen=True)
@@ -84,4 +85,6 @@ class Scorer(Protocol):
 
     def frames(self) -> Frames: ...
 
-    def score(self, clip: ClipFrames) -> dict[str, float | None]: ...  # None: not scored (optional)
+    def score(
+        self, clip: ClipFrames
+    ) -> dict[str, Any]: ...  # a value of the column's dtype; None: not scored
