@@ -7,7 +7,11 @@
        pass that each decode again; what a pipeline built from separate tools costs;
    (c) `svd.curation.curate.curate` with every scorer and an empty cache (a warm cache would measure
        cache hits). Goal: (c) at least 30% of the floor.
-2. Wall time of the Prefect fan-out (flows/curate.py) with 1 and 2 local worker processes, and whether
+2. Cost per clip of each scorer's `score` on the same clips, frames already decoded, one thread:
+   what each model adds. The learned ones run at the sizes the tests use: the text detector is the
+   real one (it ships in its wheel), CLIP is a tiny random one (no download here); on a GPU machine
+   the real sizes are what to time next.
+3. Wall time of the Prefect fan-out (flows/curate.py) with 1 and 2 local worker processes, and whether
    both write the same bytes. Goal: at least 1.7x. The 13 videos above are no test of scaling: the
    24-s 720p one alone outlasts the rest, so this part uses 24 synthetic videos of similar length,
    enough annotation to stand well above the ~3 s each worker process takes to import and start.
@@ -73,6 +77,8 @@ class Scaling:
 
 @dataclass(frozen=True)
 class Result:
+    scorer_ms: dict[str, float]  # scorer setup -> CPU ms per clip
+    scored_clips: int
     videos: int
     media: int  # of them from ../shared/media, the rest synthetic
     video_s: float
@@ -187,6 +193,46 @@ def task_span(flow_run_id: Any, expected: int) -> float | None:
     return None
 
 
+def scorer_costs(table: pd.DataFrame, tmp: Path, clips: int = 24) -> tuple[dict[str, float], int]:
+    """CPU ms per clip of each scorer setup's `score`, on the first `clips` ok clips of a curated
+    table, their frames decoded beforehand as each scorer asks for them (so no decoding is timed)."""
+    from svd.curation import scorers
+    from svd.curation.scorers.aesthetics import save_tiny
+    from svd.curation.scorers.base import ClipFrames
+
+    model, head = save_tiny(tmp / "tiny-clip")
+    setups = {
+        "motion": ("motion", {}),
+        "text (PP-OCRv4 detector)": ("text", {}),
+        "aesthetics (tiny CLIP + head)": ("aesthetics", {"model": model, "head": head}),
+        "fingerprint (thumbnail)": ("fingerprint", {}),
+        "fingerprint (tiny CLIP)": ("fingerprint", {"model": model}),
+    }
+    rows = table[table["status"] == "ok"].head(clips)
+    out = {}
+    for label, (name, raw) in setups.items():
+        scorer = scorers.SCORERS[name](scorers.SCORERS[name].Params.model_validate(raw))
+        spec = scorer.frames()
+        inputs = []
+        for r in rows.itertuples():
+            size = spec.size(int(r.width), int(r.height))
+            if spec.fps is not None:
+                frames = list(read_frames(r.video, fps=spec.fps, size=size, start=r.start_s, end=r.end_s))
+                rate = spec.fps
+            else:
+                last = r.end_s - 1 / r.fps
+                at = {"first": r.start_s, "middle": r.start_s + (r.end_s - r.start_s) / 2, "last": last}
+                frames = read_at(r.video, [at[k] for k in spec.picks], [size] * len(spec.picks))
+                rate = r.fps
+            inputs.append(ClipFrames(frames, rate, int(r.width), int(r.height), str(r.caption)))
+        scorer.score(inputs[0])  # a model's one-off load stays untimed
+        t0 = time.process_time()
+        for clip in inputs:
+            scorer.score(clip)
+        out[label] = (time.process_time() - t0) / len(inputs) * 1000
+    return out, len(rows)
+
+
 def warm_up() -> None:
     pass
 
@@ -255,11 +301,13 @@ def main() -> Result:
         assert not Path(p.cache).exists(), "the cache must start empty, or (c) measures cache hits"
         cpu_c, df = cpu_of(lambda: curate(p))
         status = {str(k): int(v) for k, v in df["status"].value_counts().items()}
+        scorer_ms, scored = scorer_costs(df, tmp)
         # 2. scaling of the fan-out
         scale = scaling(tmp)
         n_media = len(list(media.glob("*.mp4")))
     cv2.setNumThreads(threads)
-    return Result(len(videos), n_media, video_s, {"a": cpu_a, "b": cpu_b, "c": cpu_c}, scenes, status, scale)
+    cpu_s = {"a": cpu_a, "b": cpu_b, "c": cpu_c}
+    return Result(scorer_ms, scored, len(videos), n_media, video_s, cpu_s, scenes, status, scale)
 
 
 def table(r: Result) -> str:
@@ -279,6 +327,11 @@ def table(r: Result) -> str:
         f"   (c)/(b) {rate['c'] / rate['b']:.2f}x"
         f"   goal (c) >= 30% of the floor: {'met' if of_floor >= 0.3 else 'NOT met'}",
         f"  (b) scored {r.scenes_b} scenes; (c) rows by status: {r.status_c}",
+    ]
+    lines += [
+        f"cost per clip of each scorer's score(), {r.scored_clips} clips, frames decoded beforehand,"
+        " one thread (CPU; no GPU here, so the real CLIP sizes are not timed):",
+        *(f"  {label:40} {ms:8.2f} ms" for label, ms in r.scorer_ms.items()),
     ]
     s = r.scaling
     span = {n: f"{v:.2f}" if v is not None else "n/a" for n, v in s.span_s.items()}

@@ -3,7 +3,6 @@ and a tiny aesthetic MLP in safetensors: the loading code is the one real weight
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 
 from svd.curation.curate import curate
 from svd.curation.scorers import aesthetics
-from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams
+from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams, save_tiny
 from svd.curation.scorers.base import LOADS, ClipFrames
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
@@ -25,39 +24,7 @@ PROJECTION = 16
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(CLIP folder, aesthetic head file), as a user points params.yaml at them."""
-    from safetensors.torch import save_file
-    from torch import nn
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from svd.model.components import BYTE_VOCAB, byte_tokenizer
-
-    root = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=small
-        | dict(
-            vocab_size=BYTE_VOCAB,
-            max_position_embeddings=77,
-            bos_token_id=BYTE_VOCAB - 2,
-            eos_token_id=BYTE_VOCAB - 1,
-        ),
-        vision_config=small | dict(image_size=32, patch_size=8),
-        projection_dim=PROJECTION,
-    )
-    CLIPModel(config).save_pretrained(root / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        root / "clip"
-    )
-    byte_tokenizer(77).save_pretrained(root / "clip")
-    dims = [PROJECTION, 1024, 128, 64, 16, 1]
-    layers = [0, 2, 4, 6, 7]  # LAION's Sequential, dropouts between
-    head = {}
-    for i, (a, b) in zip(layers, itertools.pairwise(dims), strict=True):
-        lin = nn.Linear(a, b)
-        head[f"layers.{i}.weight"], head[f"layers.{i}.bias"] = lin.weight.detach(), lin.bias.detach()
-    save_file(head, root / "head.safetensors")
-    return str(root / "clip"), str(root / "head.safetensors")
+    return save_tiny(tmp_path_factory.mktemp("clip"), PROJECTION)
 
 
 def frames(seed: int, n: int = 3) -> list[np.ndarray]:
