@@ -197,10 +197,10 @@ def scorer_costs(table: pd.DataFrame, tmp: Path, clips: int = 24) -> tuple[dict[
     """CPU ms per clip of each scorer setup's `score`, on the first `clips` ok clips of a curated
     table, their frames decoded beforehand as each scorer asks for them (so no decoding is timed)."""
     from svd.curation import scorers
-    from svd.curation.scorers.aesthetics import save_tiny
     from svd.curation.scorers.base import ClipFrames
+    from svd.curation.tiny_models import save_tiny_clip
 
-    model, head = save_tiny(tmp / "tiny-clip")
+    model, head = save_tiny_clip(tmp / "tiny-clip")
     setups = {
         "motion": ("motion", {}),
         "text (PP-OCRv4 detector)": ("text", {}),

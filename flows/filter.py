@@ -29,12 +29,15 @@ def filter(filter: FilterForm = FilterForm(), params_path: str = "params.yaml") 
     create_table_artifact([{"subset": k, "clips": v} for k, v in filtered["clips"].items()], key="subsets")
     create_table_artifact(filtered["rules"], key="filter-rules", description="Clips each filter rule dropped")
     if runs := link_mlflow("filter"):  # the report's pictures, served by the tracking server from the run
-        shown = [f"![{n}]({artifact_url(runs[0], f'report/{n}.png')})" for n in ("scores", "dropped")]
+        scores, dropped = (
+            f"![{n}]({artifact_url(runs[0], f'report/{n}.png')})" for n in ("scores", "dropped")
+        )
+        docs = artifact_url(runs[0], "report/data-docs/index.html")
         create_markdown_artifact(
-            "### Scores with their thresholds\n\n{}\n\n### Frames of clips each rule dropped\n\n{}".format(
-                *shown
-            ),
+            f"### Scores with their thresholds\n\n{scores}\n\n### Frames of clips each rule dropped\n\n"
+            f"{dropped}\n\n### Data checks\n\n[great_expectations Data Docs]({docs}): every suite's"
+            " results, the clip table's and each subset's (the whole site is in the run's report/data-docs)",
             key="curation-report",
-            description="The filter step's MLflow run keeps these PNGs",
+            description="The filter step's MLflow run keeps these PNGs and the Data Docs",
         )
     return filtered["clips"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,14 +59,15 @@ def rule_counts(subsets: dict[str, pd.DataFrame], parents: dict[str, str]) -> li
     ]
 
 
-def histograms(lvd: pd.DataFrame, subsets: dict[str, pd.DataFrame]) -> bytes:
-    """PNG: one panel per filtered column, LVD's values with each subset's bounds drawn on them."""
+def histograms(lvd: pd.DataFrame, subsets: dict[str, pd.DataFrame], scores: Sequence[str] = ()) -> bytes:
+    """PNG: one panel per score and per filtered column, LVD's values with each subset's bounds
+    drawn on them (a score no rule filters shows without)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = sorted({c for df in subsets.values() for c in df.attrs["bounds"]})
+    columns = sorted({*scores, *(c for df in subsets.values() for c in df.attrs["bounds"])})
     fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4 * max(len(columns), 1), 3), squeeze=False)
     for ax, column in zip(axes[0], columns, strict=False):
         values = lvd[column].dropna().to_numpy(float)

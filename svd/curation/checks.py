@@ -2,14 +2,18 @@
 
 They run after curation and after filtering (the flow's gates), and fail with a report a person can
 act on: the suite, every failed expectation with its column and a few offending values. GX is
-imported inside the functions because importing it costs seconds; the context is ephemeral (nothing
-written to disk) and analytics stay off unless the caller turned them on.
+imported inside the functions because importing it costs seconds; the context is ephemeral and
+analytics stay off unless the caller turned them on. Given a folder, the results also become a GX
+Data Docs site there (the filter step's report keeps one, with the clip table's suite and each
+subset's).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -35,7 +39,39 @@ def _gx() -> tuple[Any, Any]:
     return gx, gxe
 
 
-def _validate(suite_name: str, df: pd.DataFrame, expectations: list[Any]) -> None:
+def _validate(suite_name: str, df: pd.DataFrame, expectations: list[Any], docs: Path | None = None) -> None:
+    """Run the suite on `df`; raise CheckFailed with a readable report if it fails. With `docs`, the
+    result also goes into the Data Docs site in that folder (one index for every suite run with it)."""
+    gx, _ = _gx()
+    ctx = _context(str(docs) if docs else None)
+    source = ctx.data_sources.add_or_update_pandas(suite_name)
+    definition = source.add_dataframe_asset(suite_name).add_batch_definition_whole_dataframe("all")
+    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    if docs is None:
+        result = definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
+    else:
+        from great_expectations.checkpoint import UpdateDataDocsAction
+
+        validation = ctx.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=suite_name, data=definition, suite=suite)
+        )
+        checkpoint = ctx.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=suite_name,
+                validation_definitions=[validation],
+                actions=[UpdateDataDocsAction(name="docs")],
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": df})
+        result = next(iter(run.run_results.values()))
+    if not result.success:
+        raise CheckFailed(_report(suite_name, result, len(df)))
+
+
+@cache
+def _context(docs: str | None) -> Any:
+    """An in-memory context (no analytics, no progress bars in logs), one per docs folder so that
+    its site's index lists every suite validated into it."""
     gx, _ = _gx()
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -43,24 +79,22 @@ def _validate(suite_name: str, df: pd.DataFrame, expectations: list[Any]) -> Non
         ProgressBarsConfig,
     )
 
-    config = DataContextConfig(  # in memory, no docs site, no analytics, no progress bars in logs
+    config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False),
     )
     ctx = gx.get_context(mode="ephemeral", project_config=config)
-    batch = (
-        ctx.data_sources.add_pandas("svd")
-        .add_dataframe_asset(suite_name)
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": df})
-    )
-    suite = ctx.suites.add(gx.ExpectationSuite(name=suite_name))
-    for e in expectations:
-        suite.add_expectation(e)
-    result = batch.validate(suite)
-    if not result.success:
-        raise CheckFailed(_report(suite_name, result, len(df)))
+    if docs is not None:
+        ctx.add_data_docs_site(
+            "svd",
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    return ctx
 
 
 def _report(suite_name: str, result: Any, rows: int) -> str:
@@ -95,7 +129,7 @@ def _report(suite_name: str, result: Any, rows: int) -> str:
     return "\n".join(lines)
 
 
-def check_clips(table: pd.DataFrame) -> None:
+def check_clips(table: pd.DataFrame, docs: Path | None = None) -> None:
     """Schema (base columns plus the scorers' own), statuses, each scorer's declared ranges on ok
     rows, unique clip keys, a reason on every row that is not ok."""
     _, gxe = _gx()
@@ -140,10 +174,10 @@ def check_clips(table: pd.DataFrame) -> None:
             condition_parser="pandas",
         ),
     ]
-    _validate("clips", table, ex)
+    _validate("clips", table, ex, docs)
 
 
-def check_subset(name: str, df: pd.DataFrame, p: FilterParams) -> None:
+def check_subset(name: str, df: pd.DataFrame, p: FilterParams, docs: Path | None = None) -> None:
     """Non-empty, only ok clips, the subset's own bounds hold, valid splits (both, from 2 clips on).
 
     Percentile bounds depend on the annotated set, so they cannot be recomputed from the subset
@@ -172,4 +206,4 @@ def check_subset(name: str, df: pd.DataFrame, p: FilterParams) -> None:
             hi = None if hi is None or math.isinf(hi) or math.isnan(hi) else hi
             if (lo, hi) != (None, None):  # a rule skipped (not scored) bounds nothing
                 ex.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi))
-    _validate(f"subset:{name}", df, ex)
+    _validate(f"subset:{name}", df, ex, docs)

@@ -119,13 +119,20 @@ def check_outcome(proj: Path, env: dict) -> None:
     assert [a.path for a in client.list_logged_model_artifacts(checkpoints[0].model_id)] == ["video.resume"]
 
     # what a user looks at: the loss curve of each stage, and what the filters dropped with the scores'
-    # histograms and thresholds
+    # histograms and thresholds, and the data checks' results as GX Data Docs
     for r in runs:
         report = {a.path for a in client.list_artifacts(r.info.run_id, "report")}
         if r.info.run_name.startswith("train-"):
             assert report == {"report/loss.png", "report/loss.json"}, (r.info.run_name, report)
         if r.info.run_name == "filter":
-            assert report == {"report/rules.json", "report/scores.png", "report/dropped.png"}, report
+            assert report == {
+                "report/rules.json",
+                "report/scores.png",
+                "report/dropped.png",
+                "report/data-docs",
+            }
+            docs = {a.path for a in client.list_artifacts(r.info.run_id, "report/data-docs")}
+            assert "report/data-docs/index.html" in docs, docs
 
     finetune = next(r for r in runs if r.info.run_name == "train-finetune")
     assert finetune.data.tags["dvc.md5.models/video"] == next(

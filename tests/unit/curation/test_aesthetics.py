@@ -13,8 +13,9 @@ import torch
 
 from svd.curation.curate import curate
 from svd.curation.scorers import aesthetics
-from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams, save_tiny
+from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams
 from svd.curation.scorers.base import LOADS, ClipFrames
+from svd.curation.tiny_models import save_tiny_clip
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
 
@@ -24,7 +25,7 @@ PROJECTION = 16
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(CLIP folder, aesthetic head file), as a user points params.yaml at them."""
-    return save_tiny(tmp_path_factory.mktemp("clip"), PROJECTION)
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"), PROJECTION)
 
 
 def frames(seed: int, n: int = 3) -> list[np.ndarray]:

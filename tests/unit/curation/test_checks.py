@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -17,6 +19,26 @@ def test_subsets_of_the_curated_corpus_pass(synth_table: pd.DataFrame) -> None:
     p = FilterParams(hq=HQ)
     for name, df in make_subsets(synth_table, p).items():
         check_subset(name, df, p)
+
+
+def test_the_suites_become_a_data_docs_site_failures_included(
+    synth_table: pd.DataFrame, tmp_path: Path
+) -> None:
+    p = FilterParams(hq=HQ)
+    subsets = make_subsets(synth_table, p)
+    check_clips(synth_table, tmp_path)
+    check_subset("lvd", subsets["lvd"], p, tmp_path)
+    bad = subsets["lvd_f"].copy()
+    bad.loc[bad.index[0], "text_area"] = 0.5
+    with pytest.raises(CheckFailed):
+        check_subset("lvd_f", bad, p, tmp_path)
+    index = (tmp_path / "index.html").read_text()
+    for suite in ("clips", "subset:lvd", "subset:lvd_f"):
+        assert suite in index
+    pages = list((tmp_path / "validations").rglob("*.html"))
+    assert len(pages) == 3
+    failed = next(f.read_text() for f in pages if "subset:lvd_f" in str(f))
+    assert "text_area" in failed and "Failed" in failed
 
 
 def test_text_inside_lvd_f_is_reported(synth_table: pd.DataFrame) -> None:
