@@ -1,6 +1,7 @@
 """Scene transitions: precision / recall / F1 on the default synthetic corpus and on the shared real
-videos (../shared/media against tests/data/media_cuts.json), and the detector's cost per frame at
-detection size, against decoding and scaling those frames in the same run."""
+videos (../shared/media against tests/data/media_cuts.json), without and with TransNetV2 in the
+cascade, and the detector's cost per frame at detection size, against decoding and scaling those
+frames in the same run."""
 
 from __future__ import annotations
 
@@ -33,21 +34,23 @@ def per_frame(video: Path, p: CutParams) -> tuple[float, float, tuple[int, int]]
 
 
 def main() -> None:
-    p = CutParams()
+    setups = {"": CutParams(), ", + TransNetV2": CutParams(learned=True)}
     with tempfile.TemporaryDirectory() as tmp:
         corpus = make_corpus(SynthParams(out=Path(tmp)), seed=0)
         truth = cutscore.load_truth(corpus / "ground_truth.json")
-        print(cutscore.table("synthetic (default, seed 0)", cutscore.score_videos(truth, p)))
+        media = cutscore.load_truth(cutscore.MEDIA_TRUTH, MEDIA)
+        for name, p in setups.items():
+            print(cutscore.table(f"synthetic (default, seed 0){name}", cutscore.score_videos(truth, p)))
+            print(cutscore.table(f"shared media{name}", cutscore.score_videos(media, p)))
         synth_video = next(iter(truth))
-        print(
-            cutscore.table(
-                "shared media", cutscore.score_videos(cutscore.load_truth(cutscore.MEDIA_TRUTH, MEDIA), p)
-            )
-        )
-        print("detector cost per frame (decode + scale to detection size, same run):")
+        print("detector cost per frame, one thread (decode + scale to detection size, same run):")
         for video in (synth_video, MEDIA / "testvideo.mp4", MEDIA / "issue-134-rotate.mp4"):
-            detect_ms, decode_ms, (h, w) = per_frame(video, p)
-            print(f"  {video.name:22s} {w}x{h}: detect {detect_ms:.3f} ms, decode + scale {decode_ms:.3f} ms")
+            for name, p in setups.items():
+                detect_ms, decode_ms, (h, w) = per_frame(video, p)
+                print(
+                    f"  {video.name:22s} {w}x{h}: detect{name or ''} {detect_ms:.3f} ms,"
+                    f" decode + scale {decode_ms:.3f} ms"
+                )
 
 
 if __name__ == "__main__":

@@ -128,17 +128,22 @@ def cmd_cuts_score(args: argparse.Namespace) -> None:
     from svd.media.synth import make_corpus
 
     p = params.load(args.params)
-    cuts, tolerance = p.curate.cuts, args.tolerance
+    tolerance = args.tolerance
+    # the cascade without and with TransNetV2, whatever params.yaml's cuts.learned says
+    setups = {"": p.curate.cuts.model_copy(update={"learned": False})}
+    setups[", + TransNetV2"] = p.curate.cuts.model_copy(update={"learned": True})
     with tempfile.TemporaryDirectory() as tmp:
         synth = Path(args.synth or make_corpus(p.synth.model_copy(update={"out": Path(tmp)}), p.seed))
-        title = f"synthetic ({args.synth or f'seed {p.seed}'})"
         truth = cutscore.load_truth(synth / "ground_truth.json")
-        print(cutscore.table(title, cutscore.score_videos(truth, cuts, tolerance)))
-    if Path(args.media).is_dir():
-        truth = cutscore.load_truth(Path(args.truth or cutscore.MEDIA_TRUTH), Path(args.media))
-        print(cutscore.table(f"media ({args.media})", cutscore.score_videos(truth, cuts, tolerance)))
-    else:
+        for name, cuts in setups.items():
+            title = f"synthetic ({args.synth or f'seed {p.seed}'}){name}"
+            print(cutscore.table(title, cutscore.score_videos(truth, cuts, tolerance)))
+    if not Path(args.media).is_dir():
         print(f"no folder {args.media}: real videos not scored")
+        return
+    truth = cutscore.load_truth(Path(args.truth or cutscore.MEDIA_TRUTH), Path(args.media))
+    for name, cuts in setups.items():
+        print(cutscore.table(f"media ({args.media}){name}", cutscore.score_videos(truth, cuts, tolerance)))
 
 
 def cmd_model(args: argparse.Namespace) -> None:

@@ -82,6 +82,12 @@ class CutParams(Section):
     motion_residual: float = Field(
         default=0.5, ge=0, le=1, description="At most this change left once moved: motion"
     )
+    learned: bool = Field(
+        default=False, description="Add TransNetV2's transitions (a learned detector; slow on a CPU)"
+    )
+    learned_threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="TransNetV2: per-frame probability that is a transition"
+    )
 
 
 class CurateParams(Section):

@@ -25,7 +25,7 @@ from svd.curation import scorers
 from svd.data.shards import read_shard, shard_bytes
 from svd.params import CurateParams
 
-_CODE = ("svd/curation/scenes.py", "svd/curation/extract.py", "svd/media/io.py")
+_CODE = ("svd/curation/scenes.py", "svd/curation/transnet.py", "svd/curation/extract.py", "svd/media/io.py")
 
 
 @dataclass

@@ -19,6 +19,9 @@ checked at detection size: its inner frames must be blends of its ends (see _ver
 must not be its start moved or re-lit (a pan of smooth content is a blend to first order). The
 blended frames are the transition and belong to no scene; so does the black frame a fade reaches.
 
+With `learned` on, TransNetV2 (svd.curation.transnet) sees the same frames, and a transition only
+it found is added; off by default, as on a CPU it costs more than the rest of the cascade.
+
 One physical event seen twice (a fade also trips ContentDetector in its dark frames) is merged by
 proximity, never by a scene length: a cut within MERGE_GAP frames of a gradual transition is part of
 it, and gradual transitions that touch are one (a fade out to black followed by a fade in).
@@ -36,6 +39,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, FrameTimecode
 
+from svd.curation.transnet import LearnedCuts
 from svd.media.io import iter_decoded, probe, to_array
 from svd.params import CutParams
 
@@ -111,6 +115,7 @@ class SceneDetector:
         self.floor = 0  # spans start at or after the end frame of the last transition
         self.last_start = 0  # start frame of the span of the last gradual transition
         self.adaptive = AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0)
+        self.learned = LearnedCuts(p.learned_threshold) if p.learned else None
 
     def _frame(self, k: int) -> np.ndarray:
         """Frame k, which must still be in the window."""
@@ -142,6 +147,8 @@ class SceneDetector:
             if c > 0 and c not in self.cuts and self._cut(c, adaptive):
                 self.cuts.add(c)
         self._search(j)
+        if self.learned is not None:
+            self.learned.push(frame)
 
     def _cut(self, c: int, adaptive: bool) -> bool:
         """Whether a cut reported at c changes the picture, and, unless AdaptiveDetector saw it stand
@@ -246,7 +253,14 @@ class SceneDetector:
             for c in sorted(self.cuts)
             if c < self.count and not any(g.start - MERGE_GAP <= c <= g.end + MERGE_GAP for g in merged)
         ]
-        return sorted(merged + cuts, key=lambda t: t.start)
+        found = merged + cuts
+        if self.learned is not None:  # what TransNetV2 alone saw; what both saw is one event, kept as found
+            found += [
+                Transition(a, b, "cut" if b - a == 1 else "dissolve")
+                for a, b in self.learned.transitions()
+                if not any(t.start - MERGE_GAP <= b and a <= t.end + MERGE_GAP for t in found)
+            ]
+        return sorted(found, key=lambda t: t.start)
 
 
 def scenes(transitions: list[Transition], frames: int) -> list[Scene]:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from svd.curation.scorers.base import LOADS, ClipFrames, Column, Frames, Pick, ScorerParams
+from svd.curation.scorers.base import LOADS, ClipFrames, Column, Frames, Pick, ScorerParams, one_torch_thread
 
 
 class AestheticsParams(ScorerParams):
@@ -61,17 +61,12 @@ class Aesthetics:
 
         model, processor, tokenizer = load(self.p.model)
         head = aesthetic_head(self.p.head, model.config.projection_dim) if self.p.head else None
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # parallelism comes from the runner's workers, as for every scorer
-        try:
-            with torch.inference_mode():
-                image = embed_images(model, processor, clip.frames)
-                aesthetic = float(head(image).mean()) if head is not None else None
-                similarity = None
-                if clip.caption:
-                    similarity = float((image @ embed_text(model, tokenizer, clip.caption).T).mean())
-        finally:
-            torch.set_num_threads(threads)
+        with one_torch_thread(), torch.inference_mode():
+            image = embed_images(model, processor, clip.frames)
+            aesthetic = float(head(image).mean()) if head is not None else None
+            similarity = None
+            if clip.caption:
+                similarity = float((image @ embed_text(model, tokenizer, clip.caption).T).mean())
         return {"aesthetic_score": aesthetic, "caption_similarity": similarity}
 
 

@@ -15,6 +15,8 @@ Frames come in two kinds, because they cost differently:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -25,6 +27,21 @@ Pick = Literal["first", "middle", "last"]
 
 # Models built in this process, by scorer: a worker builds each once, never once per video.
 LOADS: Counter[str] = Counter()
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for a model call, as every scorer runs: parallelism comes from the
+    runner's workers, and N workers x M threads on a few cores spin. Put back after, so a process
+    that also trains (a test session, `svd curate` then training) keeps its threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ScorerParams(BaseModel):

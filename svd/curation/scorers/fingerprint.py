@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from svd.curation.duplicates import encode
-from svd.curation.scorers.base import ClipFrames, Column, Frames, ScorerParams
+from svd.curation.scorers.base import ClipFrames, Column, Frames, ScorerParams, one_torch_thread
 
 
 class FingerprintParams(ScorerParams):
@@ -50,7 +50,7 @@ class Fingerprint:
         from svd.curation.scorers.aesthetics import embed_images, load
 
         model, processor, _ = load(self.p.model)
-        with torch.inference_mode():
+        with one_torch_thread(), torch.inference_mode():
             return {"fingerprint": encode("clip", embed_images(model, processor, clip.frames)[0].numpy())}
 
 

