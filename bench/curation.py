@@ -321,8 +321,8 @@ def table(r: Result) -> str:
     lines = [
         f"throughput on one core: {r.videos} videos ({r.media} from shared/media, "
         f"{r.videos - r.media} synthetic), {r.video_s:.1f} video-s",
-        f"  {'':50} {'CPU s':>7} {'video-s/CPU-s':>14} {'of floor':>9}",
-        *(f"  {names[k]:50} {r.cpu_s[k]:7.2f} {rate[k]:14.1f} {rate[k] / rate['a']:9.0%}" for k in "abc"),
+        f"  {'':66} {'CPU s':>7} {'video-s/CPU-s':>14} {'of floor':>9}",
+        *(f"  {names[k]:66} {r.cpu_s[k]:7.2f} {rate[k]:14.1f} {rate[k] / rate['a']:9.0%}" for k in "abc"),
         f"  (c)/(a) {of_floor:.0%}   (b)/(a) {rate['b'] / rate['a']:.0%}"
         f"   (c)/(b) {rate['c'] / rate['b']:.2f}x"
         f"   goal (c) >= 30% of the floor: {'met' if of_floor >= 0.3 else 'NOT met'}",

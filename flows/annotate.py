@@ -9,6 +9,7 @@ MLflow or the training stack, so a worker starts in about 2 s rather than 3.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -40,5 +41,16 @@ def annotate_one(video: str, p: CurateParams) -> VideoResult:
 @flow(name="curate-videos")
 def annotate_videos(p: CurateParams) -> list[VideoResult]:
     start(p)
-    futures = annotate_one.map(videos(p), unmapped(p))
+    with gpu_share(p):
+        futures = annotate_one.map(videos(p), unmapped(p))
     return [f.result() for f in futures]
+
+
+def gpu_share(p: CurateParams) -> Any:  # a context manager
+    """On Ray, each video's task asks for `gpus_per_worker` of a GPU, so Ray packs that many tasks
+    onto each GPU and sets CUDA_VISIBLE_DEVICES for them."""
+    if p.runner != "ray" or not p.gpus_per_worker:
+        return nullcontext()
+    from prefect_ray.context import remote_options
+
+    return remote_options(num_gpus=p.gpus_per_worker)

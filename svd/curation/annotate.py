@@ -38,7 +38,7 @@ from svd.curation import cache, scorers
 from svd.curation.captions import Captioned, SidecarError, caption_for, read_sidecar
 from svd.curation.extract import PacketIndex, extract_clip, index_packets
 from svd.curation.scenes import SceneDetector, detection_size, scenes
-from svd.curation.scorers.base import LOADS, ClipFrames, Frames
+from svd.curation.scorers.base import LOADS, ClipFrames, Frames, score_all
 from svd.media.io import VideoError, VideoInfo, iter_decoded, probe, to_array
 from svd.params import CurateParams
 
@@ -57,6 +57,8 @@ class VideoResult:
     clips_entry: str | None = None  # cache entry holding the clip bytes (svd.curation.cache)
     worker: int = field(default_factory=os.getpid)
     model_loads: dict[str, int] = field(default_factory=dict)  # per process, to prove once per worker
+    # the GPUs the worker was given (a Ray task asking for a share of one), as CUDA_VISIBLE_DEVICES
+    devices: str | None = field(default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def file_sha256(path: Path) -> str:
@@ -248,18 +250,26 @@ def _score(
     p: CurateParams,
 ) -> list[dict[str, Any]]:
     """The scorer's columns for every clip (`inputs`: the frames of each clip without an error), or
-    an {"error": ...} entry for a clip it could not score."""
+    an {"error": ...} entry for a clip it could not score. All clips go to the scorer at once (a
+    model batches them); if that fails, each is scored alone, so only a bad clip fails."""
     scorer = scorers.instance(name, p.scorers[name])
-    frames = iter(inputs)
-    out: list[dict[str, Any]] = []
-    for c, caption in zip(clips, captions, strict=True):
-        if c.get("error"):
-            out.append({"error": "not scored"})
-            continue
-        try:
-            out.append(scorer.score(ClipFrames(next(frames), rate, info.width, info.height, caption)))
-        except Exception as e:
-            out.append({"error": f"{name} scorer on frames {c['start_frame']}-{c['end_frame']}: {e}"})
+    ok = [i for i, c in enumerate(clips) if not c.get("error")]
+    given = [
+        ClipFrames(f, rate, info.width, info.height, captions[i]) for i, f in zip(ok, inputs, strict=True)
+    ]
+    try:
+        scored = score_all(scorer, given)
+    except Exception:
+        scored = []
+        for i, clip in zip(ok, given, strict=True):
+            try:
+                scored.append(scorer.score(clip))
+            except Exception as e:
+                c = clips[i]
+                scored.append({"error": f"{name} scorer on frames {c['start_frame']}-{c['end_frame']}: {e}"})
+    out: list[dict[str, Any]] = [{"error": "not scored"} for _ in clips]
+    for i, s in zip(ok, scored, strict=True):
+        out[i] = s
     return out
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, FrameTimecode
 
+from svd.curation.scorers.base import torch_device
 from svd.curation.transnet import LearnedCuts
 from svd.media.io import iter_decoded, probe, to_array
 from svd.params import CutParams
@@ -115,7 +116,7 @@ class SceneDetector:
         self.floor = 0  # spans start at or after the end frame of the last transition
         self.last_start = 0  # start frame of the span of the last gradual transition
         self.adaptive = AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0)
-        self.learned = LearnedCuts(p.learned_threshold) if p.learned else None
+        self.learned = LearnedCuts(p.learned_threshold, torch_device(p.learned_device)) if p.learned else None
 
     def _frame(self, k: int) -> np.ndarray:
         """Frame k, which must still be in the window."""

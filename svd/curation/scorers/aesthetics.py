@@ -26,7 +26,17 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from svd.curation.scorers.base import LOADS, ClipFrames, Column, Frames, Pick, ScorerParams, one_torch_thread
+from svd.curation.scorers.base import (
+    LOADS,
+    ClipFrames,
+    Column,
+    Device,
+    Frames,
+    Pick,
+    ScorerParams,
+    one_torch_thread,
+    torch_device,
+)
 
 
 class AestheticsParams(ScorerParams):
@@ -34,6 +44,8 @@ class AestheticsParams(ScorerParams):
     head: str | None = None  # LAION aesthetic MLP, safetensors; null: no aesthetic_score
     frames: tuple[Pick, ...] = Field(default=("first", "middle", "last"), min_length=1)
     side: int = Field(default=224, ge=32)  # short side of the picks handed to CLIP's processor, px
+    device: Device = "cpu"  # cpu | cuda | auto (CUDA when present)
+    batch: int = Field(default=64, ge=1)  # frames per CLIP forward pass, across a video's clips
 
 
 class Aesthetics:
@@ -55,33 +67,56 @@ class Aesthetics:
         return Frames(picks=self.p.frames, short_side=self.p.side, caption=self.p.model is not None)
 
     def score(self, clip: ClipFrames) -> dict[str, float | None]:
+        return self.score_many([clip])[0]
+
+    def score_many(self, clips: list[ClipFrames]) -> list[dict[str, float | None]]:
+        """All of a video's clips: their frames through CLIP in batches of `batch`, each distinct
+        caption once."""
         if self.p.model is None:
-            return {"aesthetic_score": None, "caption_similarity": None}
+            return [{"aesthetic_score": None, "caption_similarity": None} for _ in clips]
         import torch
 
-        model, processor, tokenizer = load(self.p.model)
-        head = aesthetic_head(self.p.head, model.config.projection_dim) if self.p.head else None
+        device = torch_device(self.p.device)
+        model, processor, tokenizer = load(self.p.model, device)
+        head = aesthetic_head(self.p.head, model.config.projection_dim, device) if self.p.head else None
+        frames = [f for c in clips for f in c.frames]
+        texts = sorted({c.caption for c in clips if c.caption})
         with one_torch_thread(), torch.inference_mode():
-            image = embed_images(model, processor, clip.frames)
-            aesthetic = float(head(image).mean()) if head is not None else None
-            similarity = None
-            if clip.caption:
-                similarity = float((image @ embed_text(model, tokenizer, clip.caption).T).mean())
-        return {"aesthetic_score": aesthetic, "caption_similarity": similarity}
+            image = torch.cat(
+                [
+                    embed_images(model, processor, frames[i : i + self.p.batch])
+                    for i in range(0, len(frames), self.p.batch)
+                ]
+            )
+            aesthetic = head(image)[:, 0].cpu() if head is not None else None
+            text = dict(zip(texts, embed_text(model, tokenizer, texts), strict=True)) if texts else {}
+            out, at = [], 0
+            for c in clips:
+                picks = slice(at, at + len(c.frames))
+                at += len(c.frames)
+                similar = image[picks] @ text[c.caption] if c.caption else None
+                out.append(
+                    {
+                        "aesthetic_score": float(aesthetic[picks].mean()) if aesthetic is not None else None,
+                        "caption_similarity": float(similar.mean()) if similar is not None else None,
+                    }
+                )
+        return out
 
 
 @cache
-def load(ref: str) -> tuple[Any, Any, Any]:
-    """CLIP, its image processor and its tokenizer, once per process (a worker's first clip)."""
+def load(ref: str, device: str = "cpu") -> tuple[Any, Any, Any]:
+    """CLIP on `device`, its image processor and its tokenizer, once per process (a worker's first
+    clip)."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     LOADS["aesthetics"] += 1
-    model = CLIPModel.from_pretrained(ref, use_safetensors=True).eval()
+    model = CLIPModel.from_pretrained(ref, use_safetensors=True).eval().to(device)
     return model, CLIPImageProcessor.from_pretrained(ref), AutoTokenizer.from_pretrained(ref)
 
 
 @cache
-def aesthetic_head(path: str, dim: int) -> Any:
+def aesthetic_head(path: str, dim: int, device: str = "cpu") -> Any:
     """LAION's improved aesthetic predictor, layer for layer (its state dict's indices), so the
     released weights load once converted to safetensors."""
     import torch
@@ -103,20 +138,22 @@ def aesthetic_head(path: str, dim: int) -> Any:
         nn.Linear(16, 1),
     )
     head.load_state_dict(state)
-    return head.eval().to(torch.float32)
+    return head.eval().to(device=device, dtype=torch.float32)
 
 
 def embed_images(model: Any, processor: Any, frames: list[np.ndarray]) -> Any:
-    """(n, d) L2-normalised image embeddings of uint8 RGB frames, in one batch."""
-    pixels = processor(images=list(frames), return_tensors="pt").pixel_values
+    """(n, d) L2-normalised image embeddings of uint8 RGB frames, in one batch on the model's device."""
+    pixels = processor(images=list(frames), return_tensors="pt").pixel_values.to(model.device)
     e = model.get_image_features(pixel_values=pixels).pooler_output
     return e / e.norm(dim=-1, keepdim=True)
 
 
-def embed_text(model: Any, tokenizer: Any, text: str) -> Any:
-    """(1, d) L2-normalised embedding of a caption, cut to the text encoder's length."""
+def embed_text(model: Any, tokenizer: Any, texts: list[str]) -> Any:
+    """(n, d) L2-normalised embeddings of captions, each cut to the text encoder's length."""
     limit = model.config.text_config.max_position_embeddings
-    tokens = tokenizer([text], truncation=True, max_length=limit, padding=True, return_tensors="pt")
+    tokens = tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt").to(
+        model.device
+    )
     e = model.get_text_features(
         input_ids=tokens.input_ids, attention_mask=tokens.attention_mask
     ).pooler_output

@@ -1,9 +1,10 @@
 """The contract every scorer keeps: which columns it adds, which frames it needs, and `score`.
 
-A scorer is one file in this package defining one class that satisfies `Scorer`. The clip table's
-schema, the great_expectations suites and the filters are all derived from these declarations, so a
-new scorer needs no edit anywhere else: one file here and one entry under `curate.scorers` in
-params.yaml.
+A scorer is one file in this package defining one class that satisfies `Scorer` (one that runs a
+model may also define `score_many(clips)`, which annotation calls with all of a video's clips, so
+the model batches across them). The clip table's schema, the great_expectations suites and the
+filters are all derived from these declarations, so a new scorer needs no edit anywhere else: one
+file here and one entry under `curate.scorers` in params.yaml.
 
 Frames come in two kinds, because they cost differently:
 - dense (`Frames.fps` set): frames every 1 / fps seconds on the video's own time axis, small
@@ -27,6 +28,18 @@ Pick = Literal["first", "middle", "last"]
 
 # Models built in this process, by scorer: a worker builds each once, never once per video.
 LOADS: Counter[str] = Counter()
+
+
+Device = Literal["cpu", "auto", "cuda"]  # where a learned scorer runs; auto: CUDA when present
+
+
+def torch_device(device: Device) -> str:
+    """The torch device for a scorer's `device` param; asking for CUDA where torch sees none fails."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda, but torch sees no CUDA device here (auto falls back to cpu)")
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 @contextmanager
@@ -104,4 +117,11 @@ class Scorer(Protocol):
 
     def score(
         self, clip: ClipFrames
-    ) -> dict[str, Any]: ...  # a value of the column's dtype; None: not scored
+    ) -> dict[str, Any]: ...  # values of the columns' dtypes; None: not scored
+
+
+def score_all(scorer: Scorer, clips: list[ClipFrames]) -> list[dict[str, Any]]:
+    """Every clip's columns: through the scorer's `score_many` when it has one (a model batches
+    across clips, on a GPU above all), else one `score` per clip."""
+    many = getattr(scorer, "score_many", None)
+    return many(clips) if many is not None else [scorer.score(c) for c in clips]

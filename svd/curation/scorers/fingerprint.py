@@ -20,13 +20,24 @@ from typing import ClassVar
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from svd.curation.duplicates import encode
-from svd.curation.scorers.base import ClipFrames, Column, Frames, ScorerParams, one_torch_thread
+from svd.curation.scorers.base import (
+    ClipFrames,
+    Column,
+    Device,
+    Frames,
+    ScorerParams,
+    one_torch_thread,
+    torch_device,
+)
 
 
 class FingerprintParams(ScorerParams):
     model: str | None = None  # CLIP (transformers format, as aesthetics.model); null: a thumbnail
+    device: Device = "cpu"  # for CLIP: cpu | cuda | auto (CUDA when present)
+    batch: int = Field(default=64, ge=1)  # for CLIP: frames per forward pass, across a video's clips
 
 
 class Fingerprint:
@@ -43,15 +54,23 @@ class Fingerprint:
         return Frames(picks=("middle",), short_side=224 if self.p.model else 64)
 
     def score(self, clip: ClipFrames) -> dict[str, str]:
+        return self.score_many([clip])[0]
+
+    def score_many(self, clips: list[ClipFrames]) -> list[dict[str, str]]:
         if self.p.model is None:
-            return {"fingerprint": encode("thumb", thumbnail(clip.frames[0]))}
+            return [{"fingerprint": encode("thumb", thumbnail(c.frames[0]))} for c in clips]
         import torch
 
         from svd.curation.scorers.aesthetics import embed_images, load
 
-        model, processor, _ = load(self.p.model)
+        model, processor, _ = load(self.p.model, torch_device(self.p.device))
+        frames = [c.frames[0] for c in clips]
         with one_torch_thread(), torch.inference_mode():
-            return {"fingerprint": encode("clip", embed_images(model, processor, clip.frames)[0].numpy())}
+            e = [
+                embed_images(model, processor, frames[i : i + self.p.batch])
+                for i in range(0, len(frames), self.p.batch)
+            ]
+        return [{"fingerprint": encode("clip", v.cpu().numpy())} for v in torch.cat(e)]
 
 
 def thumbnail(frame: np.ndarray, keep: float = 0.8, side: int = 8) -> np.ndarray:

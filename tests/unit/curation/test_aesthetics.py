@@ -133,3 +133,33 @@ def test_curation_scores_every_clip_loads_clip_once_and_rescores_only_it_on_new_
     assert again[same].equals(table[same])
     assert again.loc[~changed, "caption_similarity"].equals(table.loc[~changed, "caption_similarity"])
     assert entries("motion") == motion and len(entries("aesthetics")) == len(scored) + 1  # cache keys
+
+
+def test_a_videos_clips_batch_to_the_scores_they_get_alone(tiny_clip: tuple[str, str]) -> None:
+    model_dir, head_file = tiny_clip
+    clips = [
+        ClipFrames(frames(10 + i, n=3), 12.0, 128, 72, ["a dog", "", "a dog", "rain"][i]) for i in range(4)
+    ]
+    alone = [Aesthetics(AestheticsParams(model=model_dir, head=head_file)).score(c) for c in clips]
+    for batch in (2, 64):  # frames per forward: 12 frames in 6 passes, or in one
+        together = Aesthetics(AestheticsParams(model=model_dir, head=head_file, batch=batch)).score_many(
+            clips
+        )
+        for a, b in zip(alone, together, strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert (a[k] is None) == (b[k] is None) and (a[k] is None or abs(a[k] - b[k]) < 1e-5), (
+                    k,
+                    a,
+                    b,
+                )
+
+
+def test_device_auto_takes_cuda_only_where_there_is_one() -> None:
+    from svd.curation.scorers.base import torch_device
+
+    assert torch_device("cpu") == "cpu"
+    assert torch_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            torch_device("cuda")

@@ -157,3 +157,32 @@ def test_killed_runs_resume_to_the_same_bytes(three_videos: Path, tmp_path: Path
     assert outputs(killed.out) == outputs(clean.out)
     left = [p for p in tmp_path.rglob(f"{TMP_PREFIX}*")]
     assert not left, left
+
+
+def test_a_clip_its_scorer_fails_on_is_a_failed_row_and_its_neighbours_go_on(
+    three_videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scorers see a video's clips together (a model batches them); one clip that breaks the scorer
+    must fail alone, whether the scorer scores one by one or in a batch (aesthetics here)."""
+    from svd.curation.scorers.aesthetics import Aesthetics
+    from svd.curation.scorers.motion import Motion
+
+    def picky(self, clip):  # type: ignore[no-untyped-def]
+        if len(clip.frames) % 2:
+            raise ValueError("odd frame count")
+        return {"motion_score": 1.0}
+
+    def batch_fails(self, clips, _whole=Aesthetics.score_many):  # type: ignore[no-untyped-def]
+        if len(clips) > 1:
+            raise RuntimeError("out of GPU memory")
+        return _whole(self, clips)
+
+    monkeypatch.setattr(Motion, "score", picky)
+    monkeypatch.setattr(Aesthetics, "score_many", batch_fails)  # a video's batch fails: one by one then
+    scorers.instance.cache_clear()
+    t = curate(params(three_videos, tmp_path, scorers={"motion": {}, "aesthetics": {}}))
+    clips = t[t["clip"].notna() & t["start_frame"].notna()]
+    failed = clips[clips["status"] == "failed"]
+    assert len(failed) and len(failed) < len(clips), failed["error"].tolist()
+    assert failed["error"].str.contains("motion scorer on frames .* odd frame count", regex=True).all()
+    assert (clips[clips["status"] == "ok"]["motion_score"] == 1.0).all()
