@@ -47,10 +47,12 @@ def annotate_videos(p: CurateParams) -> list[VideoResult]:
 
 
 def gpu_share(p: CurateParams) -> Any:  # a context manager
-    """On Ray, each video's task asks for `gpus_per_worker` of a GPU, so Ray packs that many tasks
-    onto each GPU and sets CUDA_VISIBLE_DEVICES for them."""
-    if p.runner != "ray" or not p.gpus_per_worker:
+    """On Ray, each video's task asks for `gpus_per_video` of a GPU, so Ray packs 1 / that many
+    tasks onto each GPU and sets CUDA_VISIBLE_DEVICES for them. Ray would start a fresh process for
+    every GPU task (max_calls=1 is its default for them), loading each model once per video:
+    max_calls=0 keeps the workers, and their models, across videos."""
+    if p.runner != "ray" or not p.gpus_per_video:
         return nullcontext()
     from prefect_ray.context import remote_options
 
-    return remote_options(num_gpus=p.gpus_per_worker)
+    return remote_options(num_gpus=p.gpus_per_video, max_calls=0)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import mlflow
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import artifact_url, link_mlflow, run_name, run_tags
+from flows.common import artifact_url, link_mlflow, run_name, run_page, run_tags
 from flows.forms import FilterForm, override
 from svd import params
 from svd.steps.filter import filter as filter_step
@@ -32,11 +33,12 @@ def filter(filter: FilterForm = FilterForm(), params_path: str = "params.yaml") 
         scores, dropped = (
             f"![{n}]({artifact_url(runs[0], f'report/{n}.png')})" for n in ("scores", "dropped")
         )
-        docs = artifact_url(runs[0], "report/data-docs/index.html")
+        docs = run_page(mlflow.get_run(runs[0]).info.experiment_id, runs[0], "report/data-docs")
         create_markdown_artifact(
             f"### Scores with their thresholds\n\n{scores}\n\n### Frames of clips each rule dropped\n\n"
-            f"{dropped}\n\n### Data checks\n\n[great_expectations Data Docs]({docs}): every suite's"
-            " results, the clip table's and each subset's (the whole site is in the run's report/data-docs)",
+            f"{dropped}\n\n### Data checks\n\n[great_expectations Data Docs]({docs}) in the run's artifacts:"
+            " every suite's results, the clip table's and each subset's (download the folder and open"
+            " index.html to follow its links)",
             key="curation-report",
             description="The filter step's MLflow run keeps these PNGs and the Data Docs",
         )

@@ -88,7 +88,7 @@ class CutParams(Section):
     learned_threshold: float = Field(
         default=0.5, gt=0, lt=1, description="TransNetV2: per-frame probability that is a transition"
     )
-    learned_device: Literal["cpu", "auto", "cuda"] = Field(
+    learned_device: Literal["cpu", "auto", "cuda"] = Field(  # svd.curation.models.Device
         default="cpu", description="TransNetV2 runs on: cpu, cuda, or auto (CUDA when present)"
     )
 
@@ -122,7 +122,7 @@ class CurateParams(Section):
     ray_address: str | None = Field(
         default=None, description='A running Ray cluster ("ray://head:10001", "auto"); None: start one'
     )
-    gpus_per_worker: float = Field(
+    gpus_per_video: float = Field(
         default=0.0,
         ge=0,
         description="runner ray: the share of a GPU each video's task asks Ray for (0.25: four videos"

@@ -123,7 +123,9 @@ def dropped_examples(picks: list[tuple[str, pd.DataFrame]], curated: str) -> byt
             if r is not None:
                 ax.imshow(middle[r.clip])
                 value = getattr(r, column)
-                shown = f"{value:.3g}" if isinstance(value, float) else f"...{value[-10:]}"  # the kept clip
+                shown = (
+                    f"...{value[-10:]}" if isinstance(value, str) else f"{value:.3g}"
+                )  # str: the kept clip
                 ax.set_title(f"{column} {shown}", fontsize="x-small")
         label = title if len(df) else f"{title}: drops nothing"
         row[0].text(0, 1.3, label, transform=row[0].transAxes, fontsize="small", weight="bold")

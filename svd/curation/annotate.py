@@ -8,7 +8,7 @@
     4. picked frames (first / middle / last of each clip) decoded once with seeks, at the size of
        each scorer that picks them
     5. every scorer scores every clip; captions come from the source's sidecar when it has one, and
-       a scorer that reads them (caption similarity) is cached per caption
+       the scores of a scorer that reads them (caption similarity) are keyed on the video's captions
 
 Steps 2-3 and each scorer's columns are cached (svd.curation.cache) under the video's hash, their
 params and their code, so a resumed run, or a run that changed one scorer's params, decodes and
@@ -37,8 +37,9 @@ from svd import storage
 from svd.curation import cache, scorers
 from svd.curation.captions import Captioned, SidecarError, caption_for, read_sidecar
 from svd.curation.extract import PacketIndex, extract_clip, index_packets
+from svd.curation.models import LOADS
 from svd.curation.scenes import SceneDetector, detection_size, scenes
-from svd.curation.scorers.base import LOADS, ClipFrames, Frames, score_all
+from svd.curation.scorers.base import ClipFrames, Frames
 from svd.media.io import VideoError, VideoInfo, iter_decoded, probe, to_array
 from svd.params import CurateParams
 
@@ -134,7 +135,7 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
             order = grid(index, spec.fps)
             inputs = [[grabbed[n][j] for j in order if c["start_frame"] <= j < c["end_frame"]] for c in ok]
         else:
-            inputs = picked[n]
+            inputs = picked.get(n, [[] for _ in ok])  # a scorer that needs no frames gets none
         scores[n] = _score(n, clips.meta, inputs, spec.fps or info.fps, info, captions, p)
         cache.put_scores(entries[n], scores[n])
     scores = {n: scores[n] for n in specs}  # the columns in params order, cached or not
@@ -250,16 +251,22 @@ def _score(
     p: CurateParams,
 ) -> list[dict[str, Any]]:
     """The scorer's columns for every clip (`inputs`: the frames of each clip without an error), or
-    an {"error": ...} entry for a clip it could not score. All clips go to the scorer at once (a
-    model batches them); if that fails, each is scored alone, so only a bad clip fails."""
+    an {"error": ...} entry for a clip it could not score. A scorer with `score_many` gets all clips
+    at once (a model batches them); if that fails, each is scored alone, so only a bad clip fails."""
     scorer = scorers.instance(name, p.scorers[name])
     ok = [i for i, c in enumerate(clips) if not c.get("error")]
     given = [
         ClipFrames(f, rate, info.width, info.height, captions[i]) for i, f in zip(ok, inputs, strict=True)
     ]
-    try:
-        scored = score_all(scorer, given)
-    except Exception:
+    scored: list[dict[str, Any]] | None = None
+    if hasattr(scorer, "score_many"):
+        try:
+            scored = scorer.score_many(given)
+        except Exception as e:
+            log.warning(
+                "%s scorer failed on a batch of %d clips (%s): scoring them one by one", name, len(given), e
+            )
+    if scored is None:
         scored = []
         for i, clip in zip(ok, given, strict=True):
             try:

@@ -3,8 +3,9 @@ determines them.
 
     clips/<key>.tar + clips/<key>.json   key = hash(video sha256, cuts params, min_clip_seconds,
                                                source of the scene, extraction and media code)
-    scores/<scorer>/<key>.json           key = hash(clips key, the scorer's params, its source, and
-                                               the clips' captions if the scorer reads them)
+    scores/<scorer>/<key>.json           key = hash(clips key, the scorer's params (a path to
+                                               weights by its bytes), its source, and the
+                                               clips' captions if the scorer reads them)
 
 So a resumed run skips every finished video, a run with one scorer's params changed recomputes that
 scorer only, and a run over the same bytes under another name or folder reuses everything. Entries
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +53,29 @@ def clips_entry(p: CurateParams, sha: str) -> str:
 
 def scores_entry(p: CurateParams, clips: str, scorer: str, captions: list[str] | None = None) -> str:
     """`captions`: the clips' captions, for a scorer that reads them (a new sidecar rescores it)."""
-    params = p.scorers[scorer].model_dump(mode="json")
+    params = {k: _content(v) for k, v in p.scorers[scorer].model_dump(mode="json").items()}
     key = _hash(
         storage.name(clips), params, scorers.version(scorer), *([captions] if captions is not None else [])
     )
     return storage.join(p.cache, "scores", scorer, key + ".json")
+
+
+def _content(value: Any) -> Any:
+    """A param naming a local file or folder (model weights) keys on the bytes in it, so new weights
+    under the same name rescore; anything else (a hub id included) keys on itself."""
+    return _digest(value) if isinstance(value, str) and Path(value).exists() else value
+
+
+@cache
+def _digest(path: str) -> str:
+    """sha256 over a file, or a folder's files (names and bytes, in name order); once per process."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted([root] if root.is_file() else [f for f in root.rglob("*") if f.is_file()]):
+        h.update(str(f.relative_to(root)).encode())
+        with f.open("rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
 
 
 def get_clips(entry: str) -> Clips | None:

@@ -14,10 +14,10 @@ larger corpus wants an approximate nearest-neighbour index in place of `_close_p
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
 import pandas as pd
+
+from svd.curation.scorers.fingerprint import decode
 
 BLOCK = 2048  # rows compared at once: the distance block stays a few MB
 
@@ -65,13 +65,3 @@ def _close_pairs(e: np.ndarray, max_distance: float) -> list[tuple[int, int]]:
         i, j = np.nonzero(1 - e[lo : lo + BLOCK] @ e.T <= max_distance + 1e-6)
         pairs += [(int(a) + lo, int(b)) for a, b in zip(i, j, strict=True) if a + lo < b]
     return pairs
-
-
-def encode(kind: str, vector: np.ndarray) -> str:
-    """A fingerprint as the clip table stores it: `<kind>:<base64 of float16>`."""
-    return f"{kind}:" + base64.b64encode(vector.astype(np.float16).tobytes()).decode()
-
-
-def decode(fingerprint: str) -> tuple[str, np.ndarray]:
-    kind, data = fingerprint.split(":", 1)
-    return kind, np.frombuffer(base64.b64decode(data), np.float16).astype(np.float32)

@@ -14,10 +14,11 @@ that have a value: a clip not scored on a column (no caption to compare with) pa
 rule on a column no clip was scored on (its scorer has no weights configured) is skipped and listed
 in the subset's `not_scored`, never filled in.
 
-Every subset has a `split` column: "val" when a hash of the clip key falls under `val_fraction`, so
-a clip is held out in every subset or in none, and evaluation never sees a clip that trained an
-earlier stage. Each subset of two or more clips gets at least one of each (val_fraction > 0): the
-clip with the lowest hash is promoted to val, or the highest demoted to train, in every subset.
+Every subset has a `split` column: "val" when a hash of the clip key (for a near-duplicate, of the
+clip kept in its place) falls under `val_fraction`, so a clip and its copies are held out in every
+subset or in none, and evaluation never sees a clip that trained an earlier stage. Each subset of
+two or more such groups gets at least one of each (val_fraction > 0): the group with the lowest hash
+is promoted to val, or the highest demoted to train, in every subset.
 The bounds applied are kept in each subset's `attrs` (they survive Parquet) for the checks.
 """
 
@@ -115,22 +116,27 @@ def _copies(lvd: pd.DataFrame, max_distance: dict[str, float] | None) -> pd.Seri
     return lvd["clip"].map(near_duplicates(lvd, max_distance)).astype("string")
 
 
+def groups(df: pd.DataFrame) -> pd.Series:
+    """Per clip, its group: the clip kept in its place if it is a near-duplicate, else itself."""
+    return df["near_duplicate_of"].fillna(df["clip"]) if "near_duplicate_of" in df else df["clip"]
+
+
 def _splits(subsets: dict[str, pd.DataFrame], val_fraction: float) -> dict[str, str]:
-    """One split per clip for all subsets; subsets are nested, so fixing the smallest first means a
-    promotion never takes the last train (or val) clip away from a larger one."""
-    h = {c: split_hash(c) for c in subsets["lvd"]["clip"]}
-    split = {c: "val" if u < val_fraction else "train" for c, u in h.items()}
-    if val_fraction == 0:
-        return split
-    for df in sorted(subsets.values(), key=len):
-        clips = sorted(df["clip"], key=h.__getitem__)
-        if len(clips) < 2:
+    """One split per clip for all subsets, and one per group of near-duplicates: a copy in training
+    whose original is held out would leak. Subsets are nested, so fixing the smallest first means a
+    promotion never takes the last train (or val) group away from a larger one."""
+    group = dict(zip(subsets["lvd"]["clip"], groups(subsets["lvd"]), strict=True))
+    h = {g: split_hash(g) for g in set(group.values())}
+    split = {g: "val" if u < val_fraction else "train" for g, u in h.items()}
+    for df in sorted(subsets.values(), key=len) if val_fraction else []:
+        keys = sorted({group[c] for c in df["clip"]}, key=h.__getitem__)
+        if len(keys) < 2:
             continue
-        if all(split[c] == "train" for c in clips):
-            split[clips[0]] = "val"
-        if all(split[c] == "val" for c in clips):
-            split[clips[-1]] = "train"
-    return split
+        if all(split[k] == "train" for k in keys):
+            split[keys[0]] = "val"
+        if all(split[k] == "val" for k in keys):
+            split[keys[-1]] = "train"
+    return {c: split[g] for c, g in group.items()}
 
 
 def write_subsets(subsets: dict[str, pd.DataFrame], out: Path) -> None:

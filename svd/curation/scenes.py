@@ -39,7 +39,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, FrameTimecode
 
-from svd.curation.scorers.base import torch_device
+from svd.curation.models import torch_device
 from svd.curation.transnet import LearnedCuts
 from svd.media.io import iter_decoded, probe, to_array
 from svd.params import CutParams
@@ -58,7 +58,8 @@ MOVED_WIDTH = 64  # px: `moved` compares frames downscaled to about this width
 @dataclass(frozen=True)
 class Transition:
     start: int  # first frame that belongs to no scene (for a hard cut: the first frame of the new scene)
-    end: int  # exclusive; start == end for a hard cut; for fades/dissolves the blended frames [start, end)
+    end: int  # exclusive: the blended frames [start, end); start == end for a hard cut, except one that
+    # only TransNetV2 found: it spans the frame the network marked, on whichever side of the cut
     kind: str  # "cut" | "fade" | "dissolve"
 
 

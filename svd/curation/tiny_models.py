@@ -7,7 +7,7 @@ import itertools
 from pathlib import Path
 
 
-def save_tiny_clip(out: Path, projection: int = 16) -> tuple[str, str]:
+def save_tiny_clip(out: Path, projection: int = 16, seed: int = 0) -> tuple[str, str]:
     """A randomly initialised tiny CLIP (transformers' format, byte-level tokenizer) and aesthetic
     head (LAION's layout, safetensors) under `out`, seeded: tests and benches run the loading code
     real weights go through, without a download. (CLIP folder, head file)."""
@@ -17,7 +17,7 @@ def save_tiny_clip(out: Path, projection: int = 16) -> tuple[str, str]:
 
     from svd.model.components import BYTE_VOCAB, byte_tokenizer
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     text = dict(
         vocab_size=BYTE_VOCAB,

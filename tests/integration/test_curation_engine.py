@@ -61,7 +61,7 @@ from flows.annotate import annotate_videos, task_runner
 from svd.params import CurateParams
 p = CurateParams.model_validate_json(open(sys.argv[1]).read())
 runner = task_runner(p)
-if p.gpus_per_worker:
+if p.gpus_per_video:
     runner.init_kwargs["num_gpus"] = 1  # Ray is told of a GPU this machine lacks: scorers stay on cpu
 try:
     results = annotate_videos.with_options(task_runner=runner)(p)
@@ -114,10 +114,13 @@ def test_on_ray_each_video_task_gets_its_share_of_a_gpu(
     serial: CurateParams, prefect_server: Service, tmp_path: Path
 ) -> None:
     update = {"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "runner": "ray", "workers": 2}
-    p = serial.model_copy(update=update | {"gpus_per_worker": 0.5})
+    p = serial.model_copy(update=update | {"gpus_per_video": 0.5})
     results = run_flow(p, prefect_server, tmp_path)
     assert {r.devices for r in results} == {"0"}  # Ray placed every task on GPU 0, two at a time
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
+    # Ray starts a fresh process per GPU task unless told not to: models must still load once a worker
+    assert all(r.model_loads["text"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
+    assert len({r.worker for r in results}) <= 2 < len(results)
 
 
 def test_sources_and_outputs_on_s3(

@@ -13,13 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Inside prefect_api(): the URL a child process (a curate worker) sees, and whether it answers.
+# Inside temporary_server(): the URL a child process (a curate worker) sees, and whether it answers.
 SCRIPT = """
 import os, subprocess, sys, urllib.request
-from flows.__main__ import prefect_api
+from flows.__main__ import temporary_server
 
 child = [sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"]
-with prefect_api():
+with temporary_server():
     url = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
     urllib.request.urlopen(url + "/health", timeout=5).read()
     print(url)

@@ -26,17 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from svd.curation.scorers.base import (
-    LOADS,
-    ClipFrames,
-    Column,
-    Device,
-    Frames,
-    Pick,
-    ScorerParams,
-    one_torch_thread,
-    torch_device,
-)
+from svd.curation.models import LOADS, Device, one_torch_thread, torch_device
+from svd.curation.scorers.base import ClipFrames, Column, Frames, Pick, ScorerParams
 
 
 class AestheticsParams(ScorerParams):
@@ -64,7 +55,9 @@ class Aesthetics:
         self.p = params
 
     def frames(self) -> Frames:
-        return Frames(picks=self.p.frames, short_side=self.p.side, caption=self.p.model is not None)
+        if self.p.model is None:
+            return Frames()  # nothing to score with: no frames decoded for it
+        return Frames(picks=self.p.frames, short_side=self.p.side, caption=True)
 
     def score(self, clip: ClipFrames) -> dict[str, float | None]:
         return self.score_many([clip])[0]
@@ -72,7 +65,7 @@ class Aesthetics:
     def score_many(self, clips: list[ClipFrames]) -> list[dict[str, float | None]]:
         """All of a video's clips: their frames through CLIP in batches of `batch`, each distinct
         caption once."""
-        if self.p.model is None:
+        if self.p.model is None or not clips:
             return [{"aesthetic_score": None, "caption_similarity": None} for _ in clips]
         import torch
 

@@ -15,9 +15,6 @@ Frames come in two kinds, because they cost differently:
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -25,36 +22,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 Pick = Literal["first", "middle", "last"]
-
-# Models built in this process, by scorer: a worker builds each once, never once per video.
-LOADS: Counter[str] = Counter()
-
-
-Device = Literal["cpu", "auto", "cuda"]  # where a learned scorer runs; auto: CUDA when present
-
-
-def torch_device(device: Device) -> str:
-    """The torch device for a scorer's `device` param; asking for CUDA where torch sees none fails."""
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda, but torch sees no CUDA device here (auto falls back to cpu)")
-    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread for a model call, as every scorer runs: parallelism comes from the
-    runner's workers, and N workers x M threads on a few cores spin. Put back after, so a process
-    that also trains (a test session, `svd curate` then training) keeps its threads."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class ScorerParams(BaseModel):
@@ -82,7 +49,7 @@ class Frames:
     picks: tuple[Pick, ...] = ()  # sparse: these frames of each clip
     short_side: int | None = None  # scale so the short side is this, or ...
     long_side: int | None = None  # ... so the long side is this
-    caption: bool = False  # the clip's caption too: its scores are then cached per caption
+    caption: bool = False  # the clip's caption too: its cached scores are then keyed on the captions
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         """(height, width) for a display size, aspect kept."""
@@ -118,10 +85,3 @@ class Scorer(Protocol):
     def score(
         self, clip: ClipFrames
     ) -> dict[str, Any]: ...  # values of the columns' dtypes; None: not scored
-
-
-def score_all(scorer: Scorer, clips: list[ClipFrames]) -> list[dict[str, Any]]:
-    """Every clip's columns: through the scorer's `score_many` when it has one (a model batches
-    across clips, on a GPU above all), else one `score` per clip."""
-    many = getattr(scorer, "score_many", None)
-    return many(clips) if many is not None else [scorer.score(c) for c in clips]

@@ -16,22 +16,15 @@ are never compared.
 
 from __future__ import annotations
 
+import base64
 from typing import ClassVar
 
 import cv2
 import numpy as np
 from pydantic import Field
 
-from svd.curation.duplicates import encode
-from svd.curation.scorers.base import (
-    ClipFrames,
-    Column,
-    Device,
-    Frames,
-    ScorerParams,
-    one_torch_thread,
-    torch_device,
-)
+from svd.curation.models import Device, one_torch_thread, torch_device
+from svd.curation.scorers.base import ClipFrames, Column, Frames, ScorerParams
 
 
 class FingerprintParams(ScorerParams):
@@ -57,7 +50,7 @@ class Fingerprint:
         return self.score_many([clip])[0]
 
     def score_many(self, clips: list[ClipFrames]) -> list[dict[str, str]]:
-        if self.p.model is None:
+        if self.p.model is None or not clips:
             return [{"fingerprint": encode("thumb", thumbnail(c.frames[0]))} for c in clips]
         import torch
 
@@ -81,3 +74,13 @@ def thumbnail(frame: np.ndarray, keep: float = 0.8, side: int = 8) -> np.ndarray
     x = cv2.resize(centre, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
     x -= x.mean()
     return x / max(float(np.linalg.norm(x)), 1e-6)  # a flat frame stays all zeros: close to nothing
+
+
+def encode(kind: str, vector: np.ndarray) -> str:
+    """A fingerprint as the clip table stores it: `<kind>:<base64 of float16>`."""
+    return f"{kind}:" + base64.b64encode(vector.astype(np.float16).tobytes()).decode()
+
+
+def decode(fingerprint: str) -> tuple[str, np.ndarray]:
+    kind, data = fingerprint.split(":", 1)
+    return kind, np.frombuffer(base64.b64decode(data), np.float16).astype(np.float32)

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from svd.curation.scorers.base import LOADS, ClipFrames, Column, Frames, Pick, ScorerParams
+from svd.curation.models import LOADS
+from svd.curation.scorers.base import ClipFrames, Column, Frames, Pick, ScorerParams
 
 
 class TextParams(ScorerParams):

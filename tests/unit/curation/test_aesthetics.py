@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from svd.curation import cache
 from svd.curation.curate import curate
+from svd.curation.models import LOADS
 from svd.curation.scorers import aesthetics
 from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams
-from svd.curation.scorers.base import LOADS, ClipFrames
+from svd.curation.scorers.base import ClipFrames
 from svd.curation.tiny_models import save_tiny_clip
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
@@ -98,7 +100,8 @@ def test_a_head_for_another_clip_fails_naming_the_file(tiny_clip: tuple[str, str
 def test_curation_scores_every_clip_loads_clip_once_and_rescores_only_it_on_new_captions(
     tiny_clip: tuple[str, str], tmp_path: Path
 ) -> None:
-    model_dir, head_file = tiny_clip
+    model_dir, shared_head = tiny_clip
+    head_file = str(shutil.copy(shared_head, tmp_path / "head.safetensors"))  # this test replaces it
     raw = make_corpus(SynthParams(out=tmp_path / "raw", videos=2, segments=(2, 2), text_fraction=0.0), seed=3)
     p = CurateParams(
         sources=(str(raw),),
@@ -133,6 +136,15 @@ def test_curation_scores_every_clip_loads_clip_once_and_rescores_only_it_on_new_
     assert again[same].equals(table[same])
     assert again.loc[~changed, "caption_similarity"].equals(table.loc[~changed, "caption_similarity"])
     assert entries("motion") == motion and len(entries("aesthetics")) == len(scored) + 1  # cache keys
+    # new weights under the same file name: the aesthetic scores are computed again, not read back
+    _, other_head = save_tiny_clip(tmp_path / "other", PROJECTION, seed=1)
+    shutil.copy(other_head, head_file)
+    aesthetics.aesthetic_head.cache_clear()  # as in a new run's processes
+    cache._digest.cache_clear()
+    shutil.rmtree(p.out)
+    rescored = curate(p)
+    assert not rescored["aesthetic_score"].equals(again["aesthetic_score"])
+    assert rescored["motion_score"].equals(again["motion_score"]) and entries("motion") == motion
 
 
 def test_a_videos_clips_batch_to_the_scores_they_get_alone(tiny_clip: tuple[str, str]) -> None:
@@ -156,7 +168,7 @@ def test_a_videos_clips_batch_to_the_scores_they_get_alone(tiny_clip: tuple[str,
 
 
 def test_device_auto_takes_cuda_only_where_there_is_one() -> None:
-    from svd.curation.scorers.base import torch_device
+    from svd.curation.models import torch_device
 
     assert torch_device("cpu") == "cpu"
     assert torch_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

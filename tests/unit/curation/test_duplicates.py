@@ -11,9 +11,9 @@ import pytest
 
 from svd import report
 from svd.curation.curate import curate
-from svd.curation.duplicates import decode, encode, near_duplicates
+from svd.curation.duplicates import near_duplicates
 from svd.curation.filter import make_subsets
-from svd.curation.scorers.fingerprint import thumbnail
+from svd.curation.scorers.fingerprint import decode, encode, thumbnail
 from svd.media.io import encode_video, probe, read_frames
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, FilterParams, SynthParams
@@ -64,6 +64,8 @@ def test_one_clip_of_each_scenes_copies_is_kept_and_no_unrelated_one_goes(table:
         assert (keeper["width"] * keeper["height"]).iloc[0] == (group["width"] * group["height"]).max()
     rows = {r["rule"].split(":")[0]: r for r in report.rule_counts(got, {"lvd_f": "lvd", "hq": "lvd_f"})}
     assert rows["near_duplicate_of"]["dropped_by_rule"] == len(lvd) - len(kept) == 2 * scene[copies].nunique()
+    # a copy shares its keeper's split: one in training and the other held out would leak
+    assert (lvd.groupby(lvd["near_duplicate_of"].fillna(lvd["clip"]))["split"].nunique() == 1).all()
     every = make_subsets(table, FilterParams(lvd_f={}, hq={}, near_duplicates=None))["lvd_f"]
     assert len(every) == len(lvd)
 

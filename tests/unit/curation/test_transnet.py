@@ -18,14 +18,16 @@ from svd.params import CutParams
 def test_streaming_windows_score_as_the_reference_does(media: Path) -> None:
     """Frame by frame through three windows, the last padded, the same probabilities as the
     package's own whole-video predict_frames."""
+    model.cache_clear()
+    before = torch.are_deterministic_algorithms_enabled(), torch.random.get_rng_state()
     lc = LearnedCuts()
     frames = []
     for f in itertools.islice(iter_frames(media / "fades.mp4", size=(72, 128)), 130):
-        lc.push(f)
+        lc.push(f)  # the first builds the network, which flips process-wide switches of torch
         frames.append(cv2.resize(f, SIZE, interpolation=cv2.INTER_AREA))
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before[0]  # put back as they were
+    assert torch.equal(torch.random.get_rng_state(), before[1])  # the package's seed(42) undone
     single, _ = model().predict_frames(torch.from_numpy(np.stack(frames)), quiet=True)
-    assert torch.are_deterministic_algorithms_enabled() == deterministic  # not left switched by the package
     got = lc.probabilities()
     assert got.shape == (len(frames),)
     np.testing.assert_allclose(got, single.numpy(), atol=1e-5)

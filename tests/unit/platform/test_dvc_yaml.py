@@ -16,15 +16,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 MARK = "# side output"
-# What a module runs by name, which its imports do not show: annotate runs every registered scorer
-# (svd.curation.scorers lists its own package), so each scorer file is a dependency of curate.
-RUNS = {
-    "svd.curation.annotate": {
-        f"svd.curation.scorers.{f.stem}"
-        for f in (ROOT / "svd" / "curation" / "scorers").glob("*.py")
-        if f.stem not in ("__init__", "base")
-    }
+# What a module uses by name, which its imports do not show: the registry lists its own package, and
+# annotate runs every scorer and the data checks read every scorer's columns (their ranges, whether
+# they may be null), so each scorer file is a dependency of the steps that annotate or check.
+SCORERS = {
+    f"svd.curation.scorers.{f.stem}"
+    for f in (ROOT / "svd" / "curation" / "scorers").glob("*.py")
+    if f.stem not in ("__init__", "base")
 }
+RUNS = {"svd.curation.annotate": SCORERS, "svd.curation.checks": SCORERS}
 
 
 def module_file(name: str) -> Path | None:
