@@ -88,7 +88,7 @@ class CutParams(Section):
     learned_threshold: float = Field(
         default=0.5, gt=0, lt=1, description="TransNetV2: per-frame probability that is a transition"
     )
-    learned_device: Literal["cpu", "auto", "cuda"] = Field(  # svd.curation.models.Device
+    learned_device: Literal["cpu", "auto", "cuda"] = Field(  # svd.curation.scorers.base.Device
         default="cpu", description="TransNetV2 runs on: cpu, cuda, or auto (CUDA when present)"
     )
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from svd import storage
 from svd.curation import scorers
+from svd.curation.scorers.base import torch_device
 from svd.data.shards import read_shard, shard_bytes
 from svd.params import CurateParams
 
@@ -47,13 +48,18 @@ def _code_version() -> str:
 
 
 def clips_entry(p: CurateParams, sha: str) -> str:
-    key = _hash(sha, p.cuts.model_dump(mode="json"), p.min_clip_seconds, _code_version())
+    cuts = p.cuts.model_dump(mode="json")
+    if p.cuts.learned:  # auto as the device it resolves to: a GPU's floats are not a CPU's
+        cuts["learned_device"] = torch_device(p.cuts.learned_device)
+    else:  # TransNetV2's settings change nothing while it is off
+        cuts = {k: v for k, v in cuts.items() if not k.startswith("learned_")}
+    key = _hash(sha, cuts, p.min_clip_seconds, _code_version())
     return storage.join(p.cache, "clips", key)
 
 
 def scores_entry(p: CurateParams, clips: str, scorer: str, captions: list[str] | None = None) -> str:
     """`captions`: the clips' captions, for a scorer that reads them (a new sidecar rescores it)."""
-    params = {k: _content(v) for k, v in p.scorers[scorer].model_dump(mode="json").items()}
+    params = {k: _content(v) for k, v in p.scorers[scorer].key().items()}
     key = _hash(
         storage.name(clips), params, scorers.version(scorer), *([captions] if captions is not None else [])
     )

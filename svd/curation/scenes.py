@@ -39,7 +39,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import AdaptiveDetector, FrameTimecode
 
-from svd.curation.models import torch_device
+from svd.curation.scorers.base import torch_device
 from svd.curation.transnet import LearnedCuts
 from svd.media.io import iter_decoded, probe, to_array
 from svd.params import CutParams

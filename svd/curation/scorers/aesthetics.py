@@ -26,17 +26,14 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from svd.curation.models import LOADS, Device, one_torch_thread, torch_device
-from svd.curation.scorers.base import ClipFrames, Column, Frames, Pick, ScorerParams
+from svd.curation.models import LOADS, one_torch_thread
+from svd.curation.scorers.base import ClipFrames, ClipParams, Column, Frames, Pick, torch_device
 
 
-class AestheticsParams(ScorerParams):
-    model: str | None = None  # CLIP in transformers' format (folder or hub id); null: not scored
+class AestheticsParams(ClipParams):  # model null: not scored
     head: str | None = None  # LAION aesthetic MLP, safetensors; null: no aesthetic_score
     frames: tuple[Pick, ...] = Field(default=("first", "middle", "last"), min_length=1)
     side: int = Field(default=224, ge=32)  # short side of the picks handed to CLIP's processor, px
-    device: Device = "cpu"  # cpu | cuda | auto (CUDA when present)
-    batch: int = Field(default=64, ge=1)  # frames per CLIP forward pass, across a video's clips
 
 
 class Aesthetics:

@@ -19,15 +19,47 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Pick = Literal["first", "middle", "last"]
+
+
+Device = Literal["cpu", "auto", "cuda"]  # where a learned model runs; auto: CUDA when present
+
+
+def torch_device(device: Device) -> str:
+    """The torch device for a `device` param; asking for CUDA where torch sees none fails."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda, but torch sees no CUDA device here (auto falls back to cpu)")
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 class ScorerParams(BaseModel):
     """Base of every scorer's params: frozen, unknown keys rejected (a typo fails at load time)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def key(self) -> dict[str, Any]:
+        """What the annotation cache keys the scorer's columns on."""
+        return self.model_dump(mode="json")
+
+
+class ClipParams(ScorerParams):
+    """Params of a scorer that can run CLIP."""
+
+    model: str | None = None  # CLIP in transformers' format (folder or hub id); null: no CLIP
+    device: Device = "cpu"  # cpu | cuda | auto (CUDA when present)
+    batch: int = Field(default=64, ge=1)  # frames per CLIP forward pass, across a video's clips
+
+    def key(self) -> dict[str, Any]:
+        """`auto` as the device it resolves to (a GPU's floats are not a CPU's, and a cache shared by
+        both must keep them apart); without a model, device and batch change nothing."""
+        key = super().key()
+        if self.model is None:
+            return {k: v for k, v in key.items() if k not in ("device", "batch")}
+        return key | {"device": torch_device(self.device)}
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,13 @@ from typing import ClassVar
 
 import cv2
 import numpy as np
-from pydantic import Field
 
-from svd.curation.models import Device, one_torch_thread, torch_device
-from svd.curation.scorers.base import ClipFrames, Column, Frames, ScorerParams
+from svd.curation.models import one_torch_thread
+from svd.curation.scorers.base import ClipFrames, ClipParams, Column, Frames, torch_device
 
 
-class FingerprintParams(ScorerParams):
-    model: str | None = None  # CLIP (transformers format, as aesthetics.model); null: a thumbnail
-    device: Device = "cpu"  # for CLIP: cpu | cuda | auto (CUDA when present)
-    batch: int = Field(default=64, ge=1)  # for CLIP: frames per forward pass, across a video's clips
+class FingerprintParams(ClipParams):  # model null: a thumbnail
+    pass
 
 
 class Fingerprint:

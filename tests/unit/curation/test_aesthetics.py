@@ -168,10 +168,26 @@ def test_a_videos_clips_batch_to_the_scores_they_get_alone(tiny_clip: tuple[str,
 
 
 def test_device_auto_takes_cuda_only_where_there_is_one() -> None:
-    from svd.curation.models import torch_device
+    from svd.curation.scorers.base import torch_device
 
     assert torch_device("cpu") == "cpu"
     assert torch_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             torch_device("cuda")
+
+
+def test_the_cache_keys_on_what_changes_the_numbers(tiny_clip: tuple[str, str]) -> None:
+    from svd.curation import cache
+    from svd.params import CutParams
+
+    model_dir, _ = tiny_clip
+    bare = AestheticsParams()
+    assert bare.key() == AestheticsParams(device="auto", batch=8).key()  # no model: nothing runs
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert AestheticsParams(model=model_dir, device="auto").key()["device"] == here  # as it ran
+    p = CurateParams()
+    off = p.model_copy(update={"cuts": CutParams(learned_threshold=0.7, learned_device="auto")})
+    assert cache.clips_entry(off, "abc") == cache.clips_entry(p, "abc")  # TransNetV2 off: its settings idle
+    on = p.model_copy(update={"cuts": CutParams(learned=True)})
+    assert cache.clips_entry(on, "abc") != cache.clips_entry(p, "abc")
