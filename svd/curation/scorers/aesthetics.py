@@ -72,12 +72,7 @@ class Aesthetics:
         frames = [f for c in clips for f in c.frames]
         texts = sorted({c.caption for c in clips if c.caption})
         with one_torch_thread(), torch.inference_mode():
-            image = torch.cat(
-                [
-                    embed_images(model, processor, frames[i : i + self.p.batch])
-                    for i in range(0, len(frames), self.p.batch)
-                ]
-            )
+            image = embed_images(model, processor, frames, self.p.batch)
             aesthetic = head(image)[:, 0].cpu() if head is not None else None
             text = dict(zip(texts, embed_text(model, tokenizer, texts), strict=True)) if texts else {}
             out, at = [], 0
@@ -131,11 +126,17 @@ def aesthetic_head(path: str, dim: int, device: str = "cpu") -> Any:
     return head.eval().to(device=device, dtype=torch.float32)
 
 
-def embed_images(model: Any, processor: Any, frames: list[np.ndarray]) -> Any:
-    """(n, d) L2-normalised image embeddings of uint8 RGB frames, in one batch on the model's device."""
-    pixels = processor(images=list(frames), return_tensors="pt").pixel_values.to(model.device)
-    e = model.get_image_features(pixel_values=pixels).pooler_output
-    return e / e.norm(dim=-1, keepdim=True)
+def embed_images(model: Any, processor: Any, frames: list[np.ndarray], batch: int = 64) -> Any:
+    """(n, d) L2-normalised image embeddings of uint8 RGB frames, `batch` frames a forward pass on the
+    model's device."""
+    import torch
+
+    out = []
+    for i in range(0, len(frames), batch):
+        pixels = processor(images=list(frames[i : i + batch]), return_tensors="pt").pixel_values
+        e = model.get_image_features(pixel_values=pixels.to(model.device)).pooler_output
+        out.append(e / e.norm(dim=-1, keepdim=True))
+    return torch.cat(out)
 
 
 def embed_text(model: Any, tokenizer: Any, texts: list[str]) -> Any:

@@ -54,13 +54,9 @@ class Fingerprint:
         from svd.curation.scorers.aesthetics import embed_images, load
 
         model, processor, _ = load(self.p.model, torch_device(self.p.device))
-        frames = [c.frames[0] for c in clips]
         with one_torch_thread(), torch.inference_mode():
-            e = [
-                embed_images(model, processor, frames[i : i + self.p.batch])
-                for i in range(0, len(frames), self.p.batch)
-            ]
-        return [{"fingerprint": encode("clip", v.cpu().numpy())} for v in torch.cat(e)]
+            e = embed_images(model, processor, [c.frames[0] for c in clips], self.p.batch)
+        return [{"fingerprint": encode("clip", v.cpu().numpy())} for v in e]
 
 
 def thumbnail(frame: np.ndarray, keep: float = 0.8, side: int = 8) -> np.ndarray:
