@@ -12,9 +12,11 @@ def main() -> None:
     # Imported here, not at the top: the curation bench's Prefect workers are spawned processes that
     # re-import this module, and must not pay for torch.
     import curation
+    import learned_gpu
     import train
 
     print(curation.table(curation.main()))
+    print("\n".join(learned_gpu.main()))
     print(train.main())
 
 

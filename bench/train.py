@@ -12,8 +12,10 @@ the most a latent store can save on the `svd` preset: the bound the 3x goal meet
 
 3. On a GPU (`--only gpu` runs this part alone, with no video decoder installed): the `svd`
    preset's Stage II step on latents, as a latent store serves them (UNet forward and backward,
-   gradient clipping, fused AdamW), at 14 x 320 x 576 in bf16 with gradient checkpointing and SDPA,
-   for several batch sizes: step time, peak memory and MFU. MFU counts the model's FLOPs (forward
+   gradient clipping, fused AdamW), at 14 x 320 x 576 in bf16 with gradient checkpointing and SDPA:
+   diffusers' checkpointing against ours (every layer) at batch 2, ours at batches up to 16, one step
+   profiled by kind of kernel, then channels_last and torch.compile at our best batch: step time,
+   peak memory and MFU. MFU counts the model's FLOPs (forward
    x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation is not useful work)
    against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200). Goal: MFU >= 40%.
 """
@@ -25,7 +27,9 @@ import gc
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,14 +155,25 @@ def streamed(p: Params, condition: Condition, workers: int, store: str | None) -
 
 
 def latent_step(
-    arch: Architecture, cp: ComputeParams, batch: int, frames: int, size: tuple[int, int], repeats: int
-) -> dict[str, float]:
-    """A Stage II step on latents at (batch, frames, *size): seconds, peak bytes, model FLOPs."""
+    arch: Architecture,
+    cp: ComputeParams,
+    batch: int,
+    frames: int,
+    size: tuple[int, int],
+    repeats: int,
+    diffusers_checkpointing: bool = False,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """A Stage II step on latents at (batch, frames, *size): seconds, peak bytes, model FLOPs, and
+    with `profile` the GPU time of one step by kind of kernel. `diffusers_checkpointing` uses
+    diffusers' own switch instead of compute.checkpoint_layers: the baseline it replaced."""
     dev = compute.device(cp)
     with torch.device(dev):  # 1.5 B parameters: initialised where they will live
         c = components.build(arch, size[0])
         c.unet = inflate(c.unet, arch.unet.addition_time_embed_dim, frames)
     compute.prepare_networks(c, cp)
+    if diffusers_checkpointing:
+        c.unet.enable_gradient_checkpointing()
     d = denoiser(c)
     step_d = compute.compiled(d, cp)  # FLOPs are counted on the plain module: no second compilation
     params = list(c.unet.parameters())
@@ -196,7 +211,40 @@ def latent_step(
     sync()
     seconds = (time.perf_counter() - t0) / repeats
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else float("nan")
-    return {"seconds": seconds, "peak_bytes": peak, "flops": 3.0 * fc.get_total_flops()}
+    out: dict[str, Any] = {"seconds": seconds, "peak_bytes": peak, "flops": 3.0 * fc.get_total_flops()}
+    if profile:
+        out["kernels"] = kernel_time(step)
+    return out
+
+
+KINDS = {  # kernel name fragments -> kind, first match wins
+    "attention": ("flash", "fmha", "attention", "sdpa"),
+    "optimizer": ("adam", "multi_tensor", "foreach"),
+    "matmul and conv": ("gemm", "conv", "xmma", "cutlass", "nvjet", "wgrad", "dgrad", "fprop", "cudnn"),
+    "norm": ("norm",),
+    "copy and layout": ("copy", "transpose", "cat", "permute", "contiguous"),
+}
+
+
+def kernel_time(step: Callable[[], None]) -> dict[str, float]:
+    """GPU seconds of one step by kind of kernel, and the step's wall time: their gap is the GPU
+    waiting on the host (launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    kinds: dict[str, float] = dict.fromkeys([*KINDS, "other elementwise"], 0.0)
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", 0.0)
+        if e.device_type != torch.autograd.DeviceType.CUDA or not us:
+            continue
+        name = e.key.lower()
+        kind = next((k for k, frags in KINDS.items() if any(f in name for f in frags)), "other elementwise")
+        kinds[kind] += us / 1e6
+    return kinds | {"wall": wall}
 
 
 def matmul_rate(n: int = 8192, repeats: int = 20) -> float:
@@ -211,9 +259,9 @@ def matmul_rate(n: int = 8192, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
-def gpu(
-    p: Params, batches: tuple[int, ...] = (1, 2, 4, 8), frames: int = 14, budget_s: float = 240
-) -> list[str]:
+def gpu(p: Params, frames: int = 14, budget_s: float = 300) -> list[str]:
+    """Variants of the `svd` preset's step, each line printed as it lands (a run cut short by its
+    time limit keeps what it measured); torch.compile last, skipped past `budget_s`."""
     if not torch.cuda.is_available():
         return ["GPU figures: no CUDA GPU on this machine (run `bench/train.py --only gpu` on one)"]
     name = torch.cuda.get_device_name()
@@ -223,31 +271,50 @@ def gpu(
     lines = [
         f"svd preset, Stage II step on latents, {frames} x {size[0]}x{size[1]}, bf16, SDPA, on {name}"
         f" (bf16 matmul 8192^3: {matmul_rate() / 1e12:.0f} TFLOP/s; MFU against {peak / 1e12:.0f})",
-        f"  {'variant':<28} {'batch':>5} {'step s':>7} {'clips/s':>8} {'peak GiB':>9}"
+        f"  {'variant':<34} {'batch':>5} {'step s':>7} {'clips/s':>8} {'peak GiB':>9}"
         f" {'TFLOP/s':>8} {'MFU':>6}",
     ]
-    variants = [(f"checkpointing, batch {b}", base, b) for b in batches]
-    variants += [("no checkpointing", base.model_copy(update={"gradient_checkpointing": False}), 2)]
-    variants += [("checkpointing + compile", base.model_copy(update={"compile": True}), max(batches))]
-    t0 = time.perf_counter()
-    for label, cp, b in variants:
+    print(*lines, sep="\n", flush=True)
+    ours = "checkpointing (every layer)"
+    # (label, params, batch or None for the batch of our best MFU so far, extra arguments)
+    variants: list[tuple[str, ComputeParams, int | None, dict[str, bool]]] = [
+        ("diffusers' checkpointing", base, 2, {"diffusers_checkpointing": True}),
+        *((ours, base, b, {}) for b in (2, 4, 8, 16)),
+        (ours + ", profiled", base, None, {"profile": True}),
+        (ours + " + channels_last", base.model_copy(update={"channels_last": True}), None, {}),
+        (ours + " + compile", base.model_copy(update={"compile": True}), None, {}),
+    ]
+    t0, best = time.perf_counter(), (0.0, 2)
+    for label, cp, batch, extra in variants:
+        b = batch or best[1]
         gc.collect()
         torch.cuda.empty_cache()
         if cp.compile and time.perf_counter() - t0 > budget_s:
-            lines.append(f"  {label:<28} {b:>5} skipped: compiling would outrun the {budget_s:.0f} s budget")
+            lines.append(f"  {label:<34} {b:>5} skipped: compiling would outrun the {budget_s:.0f} s budget")
             continue
         try:
-            r = latent_step(p.model.presets["svd"], cp, b, frames, size, repeats=5)
+            repeats = 2 if extra.get("profile") else 5
+            r = latent_step(p.model.presets["svd"], cp, b, frames, size, repeats, **extra)
         except Exception as e:  # out of memory, or a compiler failure: the row says which
-            lines.append(f"  {label:<28} {b:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
+            lines.append(f"  {label:<34} {b:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
             print(lines[-1], flush=True)
             continue
         rate = r["flops"] / r["seconds"]
+        if label == ours:
+            best = max(best, (rate, b))
         lines.append(
-            f"  {label:<28} {b:>5} {r['seconds']:>7.3f} {b / r['seconds']:>8.2f}"
+            f"  {label:<34} {b:>5} {r['seconds']:>7.3f} {b / r['seconds']:>8.2f}"
             f" {r['peak_bytes'] / 2**30:>9.1f} {rate / 1e12:>8.0f} {rate / peak:>6.1%}"
         )
-        print(lines[-1], flush=True)
+        if "kernels" in r:
+            k = r["kernels"]
+            busy = sum(v for n, v in k.items() if n != "wall")
+            lines.append(
+                f"    one step's GPU time by kernel kind (wall {k['wall']:.3f} s,"
+                f" GPU busy {busy / k['wall']:.0%}): "
+                + ", ".join(f"{n} {v / busy:.0%}" for n, v in k.items() if n != "wall")
+            )
+        print(*lines[-1 - ("kernels" in r) :], sep="\n", flush=True)
     return lines
 
 

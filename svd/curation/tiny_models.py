@@ -1,16 +1,31 @@
-"""Tiny random models saved in the formats the real ones come in, for tests and benches: they run
-the loading code real weights go through, without a download. No pipeline step imports this."""
+"""Random models saved in the formats the real ones come in: tiny for tests, at the real sizes for
+timing on a GPU. They run the loading code real weights go through, without a download. No pipeline
+step imports this."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
+# CLIP ViT-L/14's sizes (openai/clip-vit-large-patch14), the model LAION's aesthetic head reads.
+VIT_L_14 = dict(
+    text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    vision_config=dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+    ),
+    projection_dim=768,
+)
 
-def save_tiny_clip(out: Path, projection: int = 16, seed: int = 0) -> tuple[str, str]:
-    """A randomly initialised tiny CLIP (transformers' format, byte-level tokenizer) and aesthetic
-    head (LAION's layout, safetensors) under `out`, seeded: tests and benches run the loading code
-    real weights go through, without a download. (CLIP folder, head file)."""
+
+def save_random_clip(out: Path, projection: int = 16, seed: int = 0, vit_l: bool = False) -> tuple[str, str]:
+    """A randomly initialised CLIP (transformers' format, byte-level tokenizer) and aesthetic head
+    (LAION's layout, safetensors) under `out`, seeded: tiny, or with `vit_l` at ViT-L/14's sizes.
+    (CLIP folder, head file)."""
     import torch
     from safetensors.torch import save_file
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
@@ -25,19 +40,20 @@ def save_tiny_clip(out: Path, projection: int = 16, seed: int = 0) -> tuple[str,
         bos_token_id=BYTE_VOCAB - 2,
         eos_token_id=BYTE_VOCAB - 1,
     )
-    config = CLIPConfig(
-        text_config=small | text,
-        vision_config=small | dict(image_size=32, patch_size=8),
-        projection_dim=projection,
+    tiny = dict(
+        text_config=small, vision_config=small | dict(image_size=32, patch_size=8), projection_dim=projection
     )
+    sizes: dict = VIT_L_14 if vit_l else tiny
+    config = CLIPConfig(**sizes | dict(text_config=sizes["text_config"] | text))
+    side = config.vision_config.image_size
     CLIPModel(config).save_pretrained(out / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        out / "clip"
-    )
+    CLIPImageProcessor(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+    ).save_pretrained(out / "clip")
     byte_tokenizer(77).save_pretrained(out / "clip")
     head = {}
     for i, (a, b) in zip(
-        [0, 2, 4, 6, 7], itertools.pairwise([projection, 1024, 128, 64, 16, 1]), strict=True
+        [0, 2, 4, 6, 7], itertools.pairwise([config.projection_dim, 1024, 128, 64, 16, 1]), strict=True
     ):
         layer = torch.nn.Linear(a, b)
         head[f"layers.{i}.weight"], head[f"layers.{i}.bias"] = layer.weight.detach(), layer.bias.detach()

@@ -17,7 +17,7 @@ from svd.curation.models import LOADS
 from svd.curation.scorers import aesthetics
 from svd.curation.scorers.aesthetics import Aesthetics, AestheticsParams
 from svd.curation.scorers.base import ClipFrames
-from svd.curation.tiny_models import save_tiny_clip
+from svd.curation.tiny_models import save_random_clip
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
 
@@ -27,7 +27,7 @@ PROJECTION = 16
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(CLIP folder, aesthetic head file), as a user points params.yaml at them."""
-    return save_tiny_clip(tmp_path_factory.mktemp("clip"), PROJECTION)
+    return save_random_clip(tmp_path_factory.mktemp("clip"), PROJECTION)
 
 
 def frames(seed: int, n: int = 3) -> list[np.ndarray]:
@@ -137,7 +137,7 @@ def test_curation_scores_every_clip_loads_clip_once_and_rescores_only_it_on_new_
     assert again.loc[~changed, "caption_similarity"].equals(table.loc[~changed, "caption_similarity"])
     assert entries("motion") == motion and len(entries("aesthetics")) == len(scored) + 1  # cache keys
     # new weights under the same file name: the aesthetic scores are computed again, not read back
-    _, other_head = save_tiny_clip(tmp_path / "other", PROJECTION, seed=1)
+    _, other_head = save_random_clip(tmp_path / "other", PROJECTION, seed=1)
     shutil.copy(other_head, head_file)
     aesthetics.aesthetic_head.cache_clear()  # as in a new run's processes
     cache._digest.cache_clear()
