@@ -46,7 +46,7 @@ import learned_gpu  # noqa: E402
 
 from svd.curation.curate import curate, write_outputs  # noqa: E402
 from svd.curation.scorers import SCORERS, text  # noqa: E402
-from svd.curation.scorers.base import Frames  # noqa: E402
+from svd.curation.scorers.base import Frames, pick_frame  # noqa: E402
 from svd.curation.scorers.motion import flow_magnitude  # noqa: E402
 from svd.curation.scorers.text import text_area  # noqa: E402
 from svd.media.io import iter_decoded, probe, read_at, read_frames  # noqa: E402
@@ -200,15 +200,21 @@ def scorer_costs(table: pd.DataFrame, tmp: Path, clips: int = 24) -> tuple[dict[
     table, their frames decoded beforehand as each scorer asks for them (so no decoding is timed)."""
     from svd.curation import scorers
     from svd.curation.scorers.base import ClipFrames
-    from svd.curation.tiny_models import save_random_clip
+    from svd.curation.tiny_models import save_random_clip, save_tiny_captioner, save_tiny_llm
 
     model, head = save_random_clip(tmp / "tiny-clip")
+    captioners = {
+        "image": save_tiny_captioner(tmp / "tiny-git"),
+        "video": save_tiny_captioner(tmp / "tiny-git-video", frames=6),
+        "summary": save_tiny_llm(tmp / "tiny-llm"),
+    }
     setups = {
         "motion": ("motion", {}),
         "text (PP-OCRv4 detector)": ("text", {}),
         "aesthetics (tiny CLIP + head)": ("aesthetics", {"model": model, "head": head}),
         "fingerprint (thumbnail)": ("fingerprint", {}),
         "fingerprint (tiny CLIP)": ("fingerprint", {"model": model}),
+        "captioners (tiny GIT x2 + Llama)": ("captioners", captioners),
     }
     rows = table[table["status"] == "ok"].head(clips)
     out = {}
@@ -222,9 +228,11 @@ def scorer_costs(table: pd.DataFrame, tmp: Path, clips: int = 24) -> tuple[dict[
                 frames = list(read_frames(r.video, fps=spec.fps, size=size, start=r.start_s, end=r.end_s))
                 rate = spec.fps
             else:
-                last = r.end_s - 1 / r.fps
-                at = {"first": r.start_s, "middle": r.start_s + (r.end_s - r.start_s) / 2, "last": last}
-                frames = read_at(r.video, [at[k] for k in spec.picks], [size] * len(spec.picks))
+                at = [
+                    r.start_s + (pick_frame(k, r.start_frame, r.end_frame) - r.start_frame) / r.fps
+                    for k in spec.picks
+                ]
+                frames = read_at(r.video, at, [size] * len(spec.picks))
                 rate = r.fps
             inputs.append(ClipFrames(frames, rate, int(r.width), int(r.height), str(r.caption)))
         scorer.score(inputs[0])  # a model's one-off load stays untimed

@@ -108,7 +108,13 @@ class CurateParams(Section):
         default=1.0, gt=0, description="Shorter scenes give no clip (never merged)"
     )
     scorers: dict[str, Any] = Field(
-        default_factory=lambda: {"motion": {}, "text": {}, "aesthetics": {}, "fingerprint": {}},
+        default_factory=lambda: {
+            "motion": {},
+            "text": {},
+            "aesthetics": {},
+            "fingerprint": {},
+            "captioners": {},
+        },
         validate_default=True,
         description="Scorers to run, one file each in svd/curation/scorers/, with their settings",
     )

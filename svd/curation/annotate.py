@@ -5,8 +5,8 @@
        the dense frames of the scorers (motion at 2 fps, 16 px) are cut from the same frame
     3. scenes of at least min_clip_seconds -> clips, by stream copy from a keyframe (or a lossless
        re-encode when snapping would leave too little); a short scene is dropped, never merged
-    4. picked frames (first / middle / last of each clip) decoded once with seeks, at the size of
-       each scorer that picks them
+    4. picked frames (first / middle / last of each clip, or fractions of it) decoded once with
+       seeks, at the size of each scorer that picks them
     5. every scorer scores every clip; captions come from the source's sidecar when it has one, and
        the scores of a scorer that reads them (caption similarity) are keyed on the video's captions
 
@@ -39,7 +39,7 @@ from svd.curation.captions import Captioned, SidecarError, caption_for, read_sid
 from svd.curation.extract import PacketIndex, extract_clip, index_packets
 from svd.curation.models import LOADS
 from svd.curation.scenes import SceneDetector, detection_size, scenes
-from svd.curation.scorers.base import ClipFrames, Frames
+from svd.curation.scorers.base import ClipFrames, Frames, pick_frame
 from svd.media.io import VideoError, VideoInfo, iter_decoded, probe, to_array
 from svd.params import CurateParams
 
@@ -285,9 +285,8 @@ def _picked(
 ) -> dict[str, list[list[np.ndarray]]]:
     """Per scorer, each clip's picked frames at the scorer's size, from one seeking decode: a frame
     two scorers pick is decoded once."""
-    at = {"first": lambda a, b: a, "middle": lambda a, b: a + (b - a) // 2, "last": lambda a, b: b - 1}
     wanted = {
-        n: [[at[k](c["start_frame"], c["end_frame"]) for k in f.picks] for c in clips]
+        n: [[pick_frame(k, c["start_frame"], c["end_frame"]) for k in f.picks] for c in clips]
         for n, f in specs.items()
     }
     frames = sorted({i for w in wanted.values() for clip in w for i in clip})

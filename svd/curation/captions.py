@@ -1,10 +1,10 @@
-"""Captions from a sidecar file, the only caption source that needs no model weights.
+"""Captions a source brings with it, from a sidecar file (the paper's captioners, which need
+weights, are a scorer: svd.curation.scorers.captioners).
 
 A source video `x.mp4` may come with `x.json`: {"segments": [{"start_s", "end_s", "caption"}, ...]}
 (what svd.media.synth writes, and what a scraper with per-scene descriptions can write). A clip gets
-the caption of the segment that overlaps it most. The paper's captioners (CoCa on the middle frame,
-VideoBLIP on the clip, an LLM summary of both) need weights this project cannot download: without a
-sidecar the caption is "" and caption_source "none", never a made-up sentence.
+the caption of the segment that overlaps it most. Without a sidecar the caption is "" and
+caption_source "none", never a made-up sentence.
 """
 
 from __future__ import annotations

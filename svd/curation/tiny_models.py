@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 # CLIP ViT-L/14's sizes (openai/clip-vit-large-patch14), the model LAION's aesthetic head reads.
 VIT_L_14 = dict(
@@ -59,3 +60,71 @@ def save_random_clip(out: Path, projection: int = 16, seed: int = 0, vit_l: bool
         head[f"layers.{i}.weight"], head[f"layers.{i}.bias"] = layer.weight.detach(), layer.bias.detach()
     save_file(head, out / "head.safetensors")
     return str(out / "clip"), str(out / "head.safetensors")
+
+
+def tiny_wordpiece() -> Any:
+    """A BERT tokenizer over lower-case letters, digits and a little punctuation, one piece a
+    character: GIT's tokenizer family, small enough to build here."""
+    import string
+
+    from transformers import BertTokenizer
+
+    chars = string.ascii_lowercase + string.digits + ".,'"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+
+
+def save_tiny_captioner(out: Path, frames: int | None = None, seed: int = 0) -> str:
+    """A random tiny GIT in transformers' format under `out`: an image captioner, or with `frames`
+    a video captioner taking that many frames (as GIT's VATEX checkpoints). Initialised wide, so
+    that its words depend on the pixels, and told never to end early, so that it says something."""
+    import torch
+    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_wordpiece()
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    wide = dict(initializer_range=0.5)
+    config = GitConfig(
+        vision_config=small | wide | dict(image_size=32, patch_size=8),
+        vocab_size=len(tokenizer),
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        num_image_with_embedding=frames,
+        **small | wide,
+    )
+    model = GitForCausalLM(config)
+    model.generation_config.suppress_tokens = [tokenizer.sep_token_id]
+    model.save_pretrained(out)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    GitProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out)
+    return str(out)
+
+
+def save_tiny_llm(out: Path, seed: int = 0) -> str:
+    """A random tiny Llama causal LM with the tiny tokenizer under `out`, told never to end early."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_wordpiece()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.5,  # wide, so that its words depend on the prompt
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.suppress_tokens = [tokenizer.sep_token_id]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)

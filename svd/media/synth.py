@@ -15,9 +15,9 @@ Layout of `p.out` after `make_corpus`:
                         scene's first frame for a cut (svd.curation.scenes.Transition)
 
 The sidecar is the generic way a source supplies captions: curation attaches the caption of the
-sidecar segment that overlaps a clip most. The paper's captioners (CoCa, VideoBLIP, an LLM summary)
-need weights this project cannot download, so a video without a sidecar gets caption "" with
-caption_source "none"; nothing invents one.
+sidecar segment that overlaps a clip most. A video without a sidecar gets caption "" with
+caption_source "none"; the paper's captioners (svd.curation.scorers.captioners) write their own
+columns when weights are configured, and nothing invents one.
 """
 
 from __future__ import annotations

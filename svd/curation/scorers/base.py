@@ -9,19 +9,32 @@ file here and one entry under `curate.scorers` in params.yaml.
 Frames come in two kinds, because they cost differently:
 - dense (`Frames.fps` set): frames every 1 / fps seconds on the video's own time axis, small
   (the decode pass that finds the cuts also makes them, so they cost no extra decoding);
-- picks (`Frames.picks`): named frames of each clip (first, middle, last), at any size, decoded
-  with seeks, so a clip costs at most a few GOPs however long it is.
+- picks (`Frames.picks`): chosen frames of each clip (first, middle, last, or a fraction of the way
+  through it), at any size, decoded with seeks, so a clip costs at most a few GOPs however long it
+  is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-Pick = Literal["first", "middle", "last"]
+# A frame of a clip, by name or by the fraction of the way from its first frame (0) to its last (1).
+Pick = Literal["first", "middle", "last"] | Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def pick_frame(pick: Pick, start: int, end: int) -> int:
+    """The frame index `pick` names in the clip [start, end)."""
+    if pick == "first":
+        return start
+    if pick == "middle":
+        return start + (end - start) // 2
+    if pick == "last":
+        return end - 1
+    return start + round(float(pick) * (end - 1 - start))
 
 
 Device = Literal["cpu", "auto", "cuda"]  # where a learned model runs; auto: CUDA when present
@@ -46,20 +59,32 @@ class ScorerParams(BaseModel):
         return self.model_dump(mode="json")
 
 
-class ClipParams(ScorerParams):
-    """Params of a scorer that can run CLIP."""
+class LearnedParams(ScorerParams):
+    """Params of a scorer that runs learned models from configured weights."""
 
-    model: str | None = None  # CLIP in transformers' format (folder or hub id); null: no CLIP
     device: Device = "cpu"  # cpu | cuda | auto (CUDA when present)
-    batch: int = Field(default=64, ge=1)  # frames per CLIP forward pass, across a video's clips
+    batch: int = Field(default=64, ge=1)  # inputs per forward pass, across a video's clips
+
+    def models(self) -> list[str]:
+        """The configured models (folders or hub ids); none: the scorer leaves its columns null."""
+        raise NotImplementedError
 
     def key(self) -> dict[str, Any]:
         """`auto` as the device it resolves to (a GPU's floats are not a CPU's, and a cache shared by
         both must keep them apart); without a model, device and batch change nothing."""
         key = super().key()
-        if self.model is None:
+        if not self.models():
             return {k: v for k, v in key.items() if k not in ("device", "batch")}
         return key | {"device": torch_device(self.device)}
+
+
+class ClipParams(LearnedParams):
+    """Params of a scorer that can run CLIP."""
+
+    model: str | None = None  # CLIP in transformers' format (folder or hub id); null: no CLIP
+
+    def models(self) -> list[str]:
+        return [self.model] if self.model else []
 
 
 @dataclass(frozen=True)
