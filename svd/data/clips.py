@@ -26,7 +26,26 @@ from torch.utils.data import DataLoader, Dataset
 from svd import storage
 from svd.media.io import read_frames
 
-Draw = tuple[int, float]  # (clip index, window position in [0, 1))
+Draw = tuple[int, float, float]  # (clip index, window position in [0, 1), caption choice in [0, 1))
+
+# The paper's draw among a clip's three generated captions (svd.curation.scorers.captioners); a clip
+# with none of them keeps its source's caption ("" when it has none).
+CAPTIONS = {"caption_image": 0.5, "caption_video": 0.25, "caption_summary": 0.25}
+
+
+def caption_choices(rows: pd.DataFrame) -> list[tuple[list[str], np.ndarray]]:
+    """Per clip, its captions to draw from and their cumulative probabilities: the generated ones it
+    has, weighted as the paper and renormalised, else its source's."""
+    out = []
+    for _, r in rows.iterrows():
+        have = {c: w for c, w in CAPTIONS.items() if isinstance(r.get(c), str) and r[c]}
+        if not have:
+            source = r.get("caption")
+            out.append(([source if isinstance(source, str) else ""], np.ones(1)))
+            continue
+        weights = np.array(list(have.values()))
+        out.append(([r[c] for c in have], np.cumsum(weights) / weights.sum()))
+    return out
 
 
 @dataclass
@@ -55,20 +74,23 @@ class Batch:
         )
 
 
+def choose(choices: tuple[list[str], np.ndarray], u: float) -> str:
+    """The caption a uniform draw `u` in [0, 1) picks from caption_choices' entry for a clip."""
+    texts, cumulative = choices
+    return texts[min(int(np.searchsorted(cumulative, u, side="right")), len(texts) - 1)]
+
+
 class Windows(Dataset[tuple[np.ndarray, float, str]]):
     """Windows of `frames` consecutive frames at `fps` and `size` (height, width) of a subset's clips.
-    Item (i, at): clip i's window starting at floor(at * number of windows), its motion score and
-    caption."""
+    Item (i, at, choice): clip i's window starting at floor(at * number of windows), its motion score
+    and the caption `choice` draws among the clip's."""
 
     def __init__(self, curated: str, rows: pd.DataFrame, fps: float, frames: int, size: tuple[int, int]):
         self.fps, self.frames, self.size = fps, frames, size
         self.shards = [storage.join(curated, s) for s in rows["shard"]]
         self.ranges = list(zip(rows["mp4_offset"].astype(int), rows["mp4_bytes"].astype(int), strict=True))
         self.motion = rows["motion_score"].to_numpy(np.float32)
-        # one caption a clip today (the source's sidecar); the paper samples one of three captioners'
-        self.captions: list[str] = (
-            rows["caption"].fillna("").tolist() if "caption" in rows else [""] * len(rows)
-        )
+        self.captions = caption_choices(rows)
         self.keys: list[str] = rows["clip"].tolist()
         self.hashes = rows["mp4_sha256"].tolist() if "mp4_sha256" in rows else None
 
@@ -76,7 +98,15 @@ class Windows(Dataset[tuple[np.ndarray, float, str]]):
         return len(self.keys)
 
     def __getitem__(self, draw: Draw) -> tuple[np.ndarray, float, str]:
-        return self.window(*draw), float(self.motion[draw[0]]), self.captions[draw[0]]
+        i, at, choice = draw
+        return self.window(i, at), float(self.motion[i]), self.caption(i, choice)
+
+    def caption(self, i: int, choice: float) -> str:
+        return choose(self.captions[i], choice)
+
+    def all_captions(self) -> list[str]:
+        """Every caption a draw can give, once each, sorted."""
+        return sorted({t for texts, _ in self.captions for t in texts})
 
     def name(self, i: int) -> str:
         return f"{self.shards[i]}: clip {self.keys[i]} at {self.fps:g} fps"
@@ -108,7 +138,7 @@ class Windows(Dataset[tuple[np.ndarray, float, str]]):
 
     def fixed(self, size: int) -> Batch:
         """The first window of the first `size` clips (cycled): a deterministic evaluation batch."""
-        return self.collate([self[(i % len(self), 0.0)] for i in range(size)])
+        return self.collate([self[(i % len(self), 0.0, 0.0)] for i in range(size)])
 
 
 def window_start(frames_in_clip: int, frames: int, at: float, name: str) -> int:
@@ -120,12 +150,14 @@ def window_start(frames_in_clip: int, frames: int, at: float, name: str) -> int:
 
 
 def draws(seed: int, phase: str, step: int, batch_size: int, clips: int) -> list[Draw]:
-    """The global batch of one step: uniform over clips, then over window positions."""
+    """The global batch of one step: uniform over clips, then over window positions, then over
+    caption choices."""
     key = hashlib.sha256(f"{seed}/{phase}/{step}".encode()).digest()
     g = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & (2**63 - 1))
     idx = torch.randint(clips, (batch_size,), generator=g).tolist()
     at = torch.rand(batch_size, generator=g, dtype=torch.float64).tolist()
-    return list(zip(idx, at, strict=True))
+    choice = torch.rand(batch_size, generator=g, dtype=torch.float64).tolist()
+    return list(zip(idx, at, choice, strict=True))
 
 
 def batches(

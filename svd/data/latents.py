@@ -116,7 +116,7 @@ def fill(windows: Windows, c: Components, root: str, text: bool = False) -> tupl
     computed = present = 0
     if text:
         th = text_hash(c)
-        for caption in sorted(set(windows.captions)):
+        for caption in windows.all_captions():
             uri = text_entry(root, th, caption)
             if storage.exists(uri):
                 present += 1
@@ -159,12 +159,12 @@ class LatentWindows(Windows):
             ) from None
 
     def __getitem__(self, draw: Draw) -> Item:  # type: ignore[override]
-        i, at = draw
+        i, at, choice = draw
         entry = self._load(
             storage.join(self.where, f"{self.content_hashes()[i]}.safetensors"), f"clip {self.keys[i]}"
         )
         start = window_start(len(entry["posterior"]), self.frames, at, self.name(i))
-        caption, first, text = self.captions[i], None, None
+        caption, first, text = self.caption(i, choice), None, None
         if self.text is None:  # image-to-video: the conditioning frame, decoded up to it
             first = read_frames(self.clip_bytes(i), fps=self.fps, size=self.size, max_frames=start + 1)[start]
         else:  # text-to-video: no frame is decoded, the caption's embedding is read

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from svd.data.clips import batches, draws, load_subset
+from svd.data.clips import CAPTIONS, batches, caption_choices, choose, draws, load_subset
 from svd.data.shards import read_clips
 from svd.media.io import read_frames
 
@@ -53,3 +53,28 @@ def test_batches_are_a_function_of_the_step(windows) -> None:
     halves = [list(batches(windows, 0, "x", 2, 6, 6, part, workers=0)) for part in (slice(0, 3), slice(3, 6))]
     for whole, h0, h1 in zip(inline, *halves, strict=True):
         assert torch.equal(whole.frames, torch.cat([h0.frames, h1.frames]))
+
+
+def test_training_draws_the_papers_captions_half_a_quarter_a_quarter() -> None:
+    """Image captioner 0.5, video captioner 0.25, LLM summary 0.25 (renormalised over the ones a clip
+    has); a clip with none of them keeps its source's caption."""
+    rows = pd.DataFrame(
+        {
+            "caption": ["source a", "source b", None],
+            "caption_image": ["image a", None, None],
+            "caption_video": ["video a", None, None],
+            "caption_summary": ["summary a", "summary b", None],
+        }
+    )
+    choices = caption_choices(rows)
+    counts: dict[str, int] = {}
+    for step in range(500):
+        for i, _, u in draws(0, "video/denoiser", step, 8, 1):
+            text = choose(choices[i], u)
+            counts[text] = counts.get(text, 0) + 1
+    total = sum(counts.values())
+    assert set(counts) == {"image a", "video a", "summary a"}  # never the source's, when generated ones exist
+    for column, p in CAPTIONS.items():
+        assert abs(counts[column.replace("caption_", "") + " a"] / total - p) < 0.03
+    assert {choose(choices[1], u) for u in (0.0, 0.5, 0.99)} == {"summary b"}
+    assert {choose(choices[2], u) for u in (0.0, 0.5, 0.99)} == {""}

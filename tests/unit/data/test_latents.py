@@ -30,8 +30,8 @@ def setup(tiny_params, tmp_path_factory):
 
 def test_fill_computes_each_clip_and_caption_once(setup) -> None:
     _, c, windows, root, first = setup
-    entries = len(windows) + len(set(windows.captions))
-    assert len(set(windows.captions)) > 3 and first == (entries, 0)
+    entries = len(windows) + len(windows.all_captions())
+    assert len(windows.all_captions()) > 3 and first == (entries, 0)
     assert fill(windows, c, root, text=True) == (0, entries)  # a second run, or a resumed one, reuses all
 
 
@@ -54,7 +54,7 @@ def test_a_stored_window_is_the_encoded_window(setup) -> None:
     stored = LatentWindows(windows, root, encoders_hash(c))
     for i, at in ((0, 0.0), (len(windows) - 1, 0.7)):
         pixels = windows.window(i, at)
-        item = stored[(i, at)]
+        item = stored[(i, at, 0.0)]
         assert (item.first == pixels[0]).all()
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
@@ -68,8 +68,8 @@ def test_a_stored_window_is_the_encoded_window(setup) -> None:
 def test_a_stored_caption_is_the_encoded_caption(setup) -> None:
     _, c, windows, root, _ = setup
     stored = LatentWindows(windows, root, encoders_hash(c), text_hash(c))
-    item = stored[(1, 0.0)]
-    assert item.caption == windows.captions[1] != ""
+    item = stored[(1, 0.0, 0.0)]
+    assert item.caption == windows.caption(1, 0.0) != ""
     with torch.no_grad():
         torch.testing.assert_close(
             torch.from_numpy(item.text), text_embed(c, [item.caption])[0], rtol=1e-5, atol=1e-6
@@ -105,4 +105,4 @@ def test_a_missing_entry_names_the_clip_and_the_fix(setup, tmp_path) -> None:
     _, c, windows, _, _ = setup
     empty = LatentWindows(windows, str(tmp_path), encoders_hash(c))
     with pytest.raises(FileNotFoundError, match=f"clip {windows.keys[0]}.*svd latents"):
-        empty[(0, 0.0)]
+        empty[(0, 0.0, 0.0)]
