@@ -42,8 +42,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # flows/ is not installed; Prefect's worker processes inherit sys.path
 
-import learned_gpu  # noqa: E402
-
 from svd.curation.curate import curate, write_outputs  # noqa: E402
 from svd.curation.scorers import SCORERS, text  # noqa: E402
 from svd.curation.scorers.base import Frames, pick_frame  # noqa: E402
@@ -372,6 +370,8 @@ def table(r: Result) -> str:
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
+    import learned_gpu  # here: Prefect's workers re-import this module and need no torch models
+
     print(table(main()))
     print("\n".join(learned_gpu.main()))
     print(f"(bench took {time.perf_counter() - t0:.0f} s)")

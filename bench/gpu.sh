@@ -8,5 +8,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
-python3 bench/learned_gpu.py 2>&1 | grep -v "Writing model\|Loading weights" | tee "$out/learned.txt"
+python3 bench/learned_gpu.py 2>&1 | grep --line-buffered -v "Writing model\|Loading weights" | tee "$out/learned.txt"
 python3 bench/train.py --only gpu 2>&1 | tee "$out/train.txt"

@@ -171,9 +171,12 @@ def latent_step(
     with torch.device(dev):  # 1.5 B parameters: initialised where they will live
         c = components.build(arch, size[0])
         c.unet = inflate(c.unet, arch.unet.addition_time_embed_dim, frames)
-    compute.prepare_networks(c, cp)
-    if diffusers_checkpointing:
+    if diffusers_checkpointing:  # diffusers' switch alone, not on top of ours
+        compute.prepare_networks(c, cp.model_copy(update={"gradient_checkpointing": False}))
         c.unet.enable_gradient_checkpointing()
+        c.vae.enable_gradient_checkpointing()
+    else:
+        compute.prepare_networks(c, cp)
     d = denoiser(c)
     step_d = compute.compiled(d, cp)  # FLOPs are counted on the plain module: no second compilation
     params = list(c.unet.parameters())

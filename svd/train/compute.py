@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
@@ -50,12 +51,24 @@ def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
 def checkpoint_layers(unet: UNet) -> None:
     """Recompute every resnet and every attention layer of the UNet in backward, keeping only their
     inputs. diffusers' own switch skips the temporal half of each spatio-temporal layer, whose
-    activations then stay resident: on the `svd` preset at 14 x 320x576 it needed 136 GiB for 8
-    clips a step, where this fits them in 48 GiB on an H100 at the same speed (bench/gpu-notes.md).
-    Module names, hence state dicts, are unchanged."""
+    activations then stay resident: on the `svd` preset at 14 x 320x576 it needed 82 GiB for 4 clips
+    a step (on an H200), where this fits 8 in 48 GiB on an H100 (bench/gpu-notes.md). Module names,
+    hence state dicts, are unchanged."""
     for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
         for layer in [*block.resnets, *getattr(block, "attentions", ())]:
-            layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
+            layer.forward = recomputed(layer.forward)
+
+
+def recomputed(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """`forward` run under activation checkpointing while autograd records (sampling runs it plain)."""
+
+    @functools.wraps(forward)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if torch.is_grad_enabled():
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    return run
 
 
 def optimizer(params: list[nn.Parameter], lr: float) -> torch.optim.AdamW:
