@@ -22,7 +22,8 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-# A frame of a clip, by name or by the fraction of the way from its first frame (0) to its last (1).
+# A frame of a clip, by name or by the fraction of the way through it: the frame that fraction of its
+# duration falls in (0: the first; 1: the last).
 Pick = Literal["first", "middle", "last"] | Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -34,7 +35,7 @@ def pick_frame(pick: Pick, start: int, end: int) -> int:
         return start + (end - start) // 2
     if pick == "last":
         return end - 1
-    return start + round(float(pick) * (end - 1 - start))
+    return start + min(end - start - 1, int(float(pick) * (end - start)))
 
 
 Device = Literal["cpu", "auto", "cuda"]  # where a learned model runs; auto: CUDA when present

@@ -124,7 +124,8 @@ def summarise(
     """The LLM's first line after the prompt, per clip; prompts are left-padded into batches."""
     tokenizer, model = llm(ref, device)
     prompts = [p.prompt.format(image=i or "", video=v or "") for i, v in pairs]
-    if tokenizer.chat_template:
+    templated = bool(tokenizer.chat_template)
+    if templated:
         prompts = [
             tokenizer.apply_chat_template(
                 [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
@@ -133,7 +134,9 @@ def summarise(
         ]
     out: list[str | None] = []
     for i in range(0, len(prompts), p.batch):
-        tokens = tokenizer(prompts[i : i + p.batch], return_tensors="pt", padding=True).to(device)
+        tokens = tokenizer(  # a chat template already holds the special tokens
+            prompts[i : i + p.batch], return_tensors="pt", padding=True, add_special_tokens=not templated
+        ).to(device)
         ids = model.generate(
             input_ids=tokens.input_ids,
             attention_mask=tokens.attention_mask,

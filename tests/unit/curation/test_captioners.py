@@ -11,7 +11,7 @@ import pytest
 from svd.curation.curate import curate
 from svd.curation.models import LOADS
 from svd.curation.scorers import captioners
-from svd.curation.scorers.base import ClipFrames
+from svd.curation.scorers.base import ClipFrames, pick_frame
 from svd.curation.scorers.captioners import Captioners, CaptionersParams
 from svd.curation.tiny_models import save_tiny_captioner, save_tiny_llm
 from svd.media.synth import make_corpus
@@ -36,6 +36,13 @@ def flat(rgb: tuple[int, int, int]) -> np.ndarray:
 
 def clip(*colours: tuple[int, int, int]) -> ClipFrames:
     return ClipFrames([flat(c) for c in colours], 2.0, 128, 72)
+
+
+def test_fraction_picks_are_the_frames_their_share_of_the_clip_falls_in() -> None:
+    middles = [(i + 0.5) / 6 for i in range(6)]
+    assert [pick_frame(f, 10, 17) for f in middles] == [10, 11, 12, 14, 15, 16]  # 7 frames: all distinct
+    assert [pick_frame(f, 0, 31) for f in middles] == [2, 7, 12, 18, 23, 28]  # evenly spaced
+    assert (pick_frame(0.0, 5, 9), pick_frame(1.0, 5, 9), pick_frame("middle", 5, 9)) == (5, 8, 7)
 
 
 def test_each_captioner_reads_its_frames_and_the_summary_reads_both(models: dict[str, str]) -> None:
