@@ -19,7 +19,8 @@ def evaluate_task(params_path: str) -> dict:
 
 @flow(name="evaluate", flow_run_name=run_name, log_prints=True)
 def evaluate(evaluate: EvaluateForm = EvaluateForm(), params_path: str = "params.yaml") -> dict:  # noqa: B008
-    """Evaluate the Stage III model on held-out clips: validation loss, motion control, samples.
+    """Evaluate the Stage III model on held-out clips: validation loss, motion control, samples,
+    temporal consistency, first-frame fidelity, and FVD when an I3D TorchScript is configured.
 
     Args:
         evaluate: Evaluation settings for this run; empty fields keep params.yaml's.

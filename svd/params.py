@@ -484,6 +484,10 @@ class EvaluateParams(Section):
     samples: int = Field(
         default=2, ge=1, description="Conditioning frames (held-out clips) per motion bucket"
     )
+    fvd_model: str | None = Field(
+        default=None,
+        description="I3D TorchScript for FVD (Brooks et al.'s i3d_torchscript.pt); none: FVD not computed",
+    )
 
 
 class Gates(Section):

@@ -3,8 +3,11 @@
 1. EDM validation loss at fixed sigmas with fixed noise;
 2. samples from the Euler sampler with per-frame linear guidance, written as mp4;
 3. motion control: Spearman correlation between the requested motion bucket and the motion score
-   the curation scorer measures on the generated video, per conditioning image, averaged.
-FVD needs I3D weights and is not computed here; it is a later evaluation step.
+   the curation scorer measures on the generated video, per conditioning image, averaged;
+4. temporal consistency (flow-warping error) of every sample and, for image-to-video, the first
+   frame's PSNR and SSIM against the conditioning frame (svd.evaluate.quality);
+5. FVD of the samples against held-out clips, when evaluate.fvd_model names an I3D TorchScript
+   (svd.evaluate.fvd); otherwise metrics.json says why it was not computed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from PIL import Image
 
 from svd.curation.scorers.motion import MotionParams, motion_score
 from svd.data.clips import load_subset
+from svd.evaluate import fvd, quality
 from svd.generate import image_to_video, text_to_video
 from svd.media.io import write_video
 from svd.model import components
@@ -36,6 +40,15 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     if rx.std() == 0 or ry.std() == 0:
         return None
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def fvd_skipped(model: str | None, frames: int) -> str | None:
+    """Why FVD cannot be computed, or None when it can."""
+    if not model:
+        return "not computed: evaluate.fvd_model names no I3D TorchScript"
+    if frames < fvd.FRAMES:
+        return f"not computed: the samples have {frames} frames, the FVD protocol takes {fvd.FRAMES}"
+    return None
 
 
 def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | Path) -> dict:
@@ -55,6 +68,7 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
 
     # 2. Samples: each held-out first frame at every requested motion bucket
     rows: list[dict] = []
+    generated: list[tuple[str, np.ndarray]] = []
     for i in range(e.samples):
         clip, key = val.window(i % len(val), 0.0), val.keys[i % len(val)]
         if condition == "image":  # the conditioning frame beside its videos, for `svd generate`
@@ -67,7 +81,12 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
                 video = image_to_video(c, clip[0], *args, size=st.resolution)
             path = out / "samples" / f"{key}_m{bucket:03d}.mp4"
             write_video(path, video, e.fps)
-            rows.append({"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, motion)})
+            generated.append((path.name, video))
+            row = {"sample": path.name, "bucket": bucket, "motion": motion_score(video, e.fps, motion)}
+            row["warping_error"] = quality.warping_error(video)
+            if condition == "image":
+                row |= {"psnr": quality.psnr(video[0], clip[0]), "ssim": quality.ssim(video[0], clip[0])}
+            rows.append(row)
             log.info("sample %s: bucket %d -> motion %.3f", path.name, bucket, rows[-1]["motion"])
 
     # 3. Motion control, ranked within each conditioning image: how much a picture moves differs
@@ -80,6 +99,20 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
     rho = sum(defined) / len(defined) if defined else None
     metrics["motion_spearman"] = rho
     metrics["samples"] = len(rows)
+    metrics["temporal_warping_error"] = float(np.mean([r["warping_error"] for r in rows]))
+    if condition == "image":  # a first frame equal to its conditioning frame (PSNR inf) is left out
+        finite = [r["psnr"] for r in rows if np.isfinite(r["psnr"])]
+        metrics["first_frame_psnr"] = float(np.mean(finite)) if finite else None
+        metrics["first_frame_ssim"] = float(np.mean([r["ssim"] for r in rows]))
+
+    # 5. FVD, when a feature network is configured and the samples are long enough for its protocol
+    metrics["fvd"], metrics["fvd_note"] = None, fvd_skipped(e.fvd_model, st.frames)
+    if metrics["fvd_note"] is None:
+        assert e.fvd_model is not None
+        real = load_subset(subsets_dir, curated_dir, e.subset, "val", e.fps, fvd.FRAMES, st.resolution)
+        clips = [(real.name(i), real.window(i, 0.0)) for i in range(len(real))]
+        metrics["fvd"] = fvd.fvd(e.fvd_model, clips, generated)
+        metrics["fvd_note"] = f"{len(clips)} held-out clips against {len(generated)} samples"
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     pd.DataFrame(rows).to_csv(out / "samples.csv", index=False)
     log.info("evaluation: val_loss %.4f, motion spearman %s", metrics["val_loss"], rho)

@@ -1,5 +1,5 @@
 """evaluate: the Stage III model on held-out clips: validation loss at fixed sigmas, samples per
-motion bucket."""
+motion bucket, motion control, temporal consistency, first-frame fidelity, FVD when configured."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from svd.params import Params
 
 
 def evaluate(p: Params, tags: tracking.Tags = None) -> dict:
-    about = "Evaluate the Stage III model: validation loss at fixed sigmas, samples per motion bucket."
+    about = (
+        "Evaluate the Stage III model: validation loss at fixed sigmas, samples per motion bucket,"
+        " motion control, temporal consistency, first-frame fidelity, FVD when configured."
+    )
     with tracking.run("evaluate", p, tags, about):
         metrics = run_evaluation(p, p.train.finetune.out, p.filter.out, p.curate.out)
         mlflow.log_metrics(tracking.finite(metrics))

@@ -143,7 +143,11 @@ def check_outcome(proj: Path, env: dict) -> None:
     evaluation = next(r for r in runs if r.info.run_name == "evaluate")
     samples = [a.path for a in client.list_artifacts(evaluation.info.run_id, "samples")]
     assert {Path(a).suffix for a in samples} == {".mp4", ".png"}, samples  # videos and their first frames
-    assert "motion_spearman" in json.loads((proj / "reports" / "eval" / "metrics.json").read_text())
+    metrics = json.loads((proj / "reports" / "eval" / "metrics.json").read_text())
+    assert "motion_spearman" in metrics and metrics["temporal_warping_error"] >= 0
+    assert 0 < metrics["first_frame_ssim"] <= 1 and metrics["first_frame_psnr"] > 0  # image-to-video
+    assert metrics["fvd"] is None and "not computed" in metrics["fvd_note"]  # no I3D configured
+    assert {"temporal_warping_error", "first_frame_ssim"} <= set(evaluation.data.metrics)
 
     # 7. A user generates a video with the champion from a frame the evaluation wrote, as the README says
     image = sorted((proj / "reports" / "eval" / "samples").glob("*.png"))[0]
