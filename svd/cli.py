@@ -157,6 +157,29 @@ def cmd_model(args: argparse.Namespace) -> None:
     print(components.describe(m.presets[name], args.frames))
 
 
+def cmd_arena(args: argparse.Namespace) -> None:
+    """Serve the arena's voting page, or rank its votes and log the ranking to MLflow."""
+    from svd.evaluate import arena
+
+    a = arena.Arena(Path(args.db))
+    if args.arena == "serve":
+        models = dict(m.split("=", 1) for m in args.model)
+        if models:
+            added = a.add({name: Path(d) for name, d in models.items()}, args.seed)
+            print(f"{added} new pairs of {', '.join(a.models())}")
+        server = arena.serve(a, args.host, args.port)
+        print(f"arena on http://{args.host}:{server.server_address[1]}/ (votes in {args.db})", flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+        return
+    for axis, rated in arena.log_results(a, args.rounds).items():
+        print(f"{arena.AXES[axis]}:")
+        for i, r in enumerate(rated, 1):
+            print(f"  {i}. {r.model:30} Elo {r.elo:7.1f}  ({r.low:.1f} to {r.high:.1f})  {r.votes} votes")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="svd", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -193,6 +216,17 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--truth", help="ground truth of --media (default: tests/data/media_cuts.json)")
     c.add_argument("--tolerance", type=int, default=2, help="frames")
     c.set_defaults(func=cmd_cuts_score)
+    a = sub.add_parser("arena", help="human preference: vote between two models' samples, Elo ranking")
+    a.add_argument("--db", default="reports/arena/arena.sqlite", help="the votes")
+    arena_sub = a.add_subparsers(dest="arena", required=True)
+    s = arena_sub.add_parser("serve", help="the voting page")
+    s.add_argument("--model", action="append", default=[], help="NAME=DIR of a model's evaluation samples")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765, help="0: any free port")
+    s.add_argument("--seed", type=int, default=0, help="draws which side each model is shown on")
+    r = arena_sub.add_parser("results", help="Elo per axis, logged to MLflow")
+    r.add_argument("--rounds", type=int, default=1000, help="random orderings of the votes")
+    a.set_defaults(func=cmd_arena)
     args = ap.parse_args(argv)
     if args.command == "generate" and (args.height is None) != (args.width is None):
         ap.error("generate: give --height and --width together")

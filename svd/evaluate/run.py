@@ -76,7 +76,9 @@ def evaluate(p: Params, model_dir: Path, subsets_dir: Path, curated_dir: str | P
         for bucket in e.motion_buckets:
             args = (st.frames, e.fps, bucket, e.steps, e.guidance, SEED + i)
             if condition == "text":  # a text-to-video model: the clip's caption instead of its frame
-                video = text_to_video(c, val.caption(i % len(val), 0.0), *args, size=st.resolution)
+                caption = val.caption(i % len(val), 0.0)
+                (out / "samples" / f"{key}.txt").write_text(caption)  # the prompt, for the arena
+                video = text_to_video(c, caption, *args, size=st.resolution)
             else:
                 video = image_to_video(c, clip[0], *args, size=st.resolution)
             path = out / "samples" / f"{key}_m{bucket:03d}.mp4"

@@ -6,7 +6,6 @@ pages reach their APIs (the Prefect UI once pointed the browser at the wrong por
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,24 +18,6 @@ from infra.stack import Service, create_work_pool, start_prefect
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def chromium() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert binary and driver, "needs Debian's chromium and chromium-driver (make system installs them)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=DriverService(driver))
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 def page_shows(browser, url: str, text: str, timeout: float = 60) -> str:
