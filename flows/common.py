@@ -41,12 +41,6 @@ def run_name() -> str:
     return "-".join(x for x in (flow_run.flow_name, which, h.hexdigest()[:4]) if x)
 
 
-def run_page(experiment_id: str, run_id: str, artifact: str = "") -> str:
-    """An MLflow run's page on the tracking server, or the page of one of its artifacts."""
-    page = f"{tracking.tracking_uri()}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"{page}/artifacts/{artifact}" if artifact else page
-
-
 def artifact_url(run_id: str, path: str) -> str:
     """An MLflow run's artifact as the tracking server serves it (to show in a Prefect artifact)."""
     return f"{tracking.tracking_uri()}/get-artifact?path={path}&run_uuid={run_id}"
@@ -69,7 +63,7 @@ def link_mlflow(step: str) -> list[str]:
     )
     for r in made:
         create_link_artifact(
-            link=run_page(r.info.experiment_id, r.info.run_id),
+            link=tracking.run_page(r.info.experiment_id, r.info.run_id),
             link_text=f"MLflow run {r.info.run_name}",
             key=f"mlflow-{step}",
         )

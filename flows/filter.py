@@ -6,9 +6,9 @@ import mlflow
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import artifact_url, link_mlflow, run_name, run_page, run_tags
+from flows.common import artifact_url, link_mlflow, run_name, run_tags
 from flows.forms import FilterForm, override
-from svd import params
+from svd import params, tracking
 from svd.steps.filter import filter as filter_step
 
 
@@ -33,7 +33,7 @@ def filter(filter: FilterForm = FilterForm(), params_path: str = "params.yaml") 
         scores, dropped = (
             f"![{n}]({artifact_url(runs[0], f'report/{n}.png')})" for n in ("scores", "dropped")
         )
-        docs = run_page(mlflow.get_run(runs[0]).info.experiment_id, runs[0], "report/data-docs")
+        docs = tracking.run_page(mlflow.get_run(runs[0]).info.experiment_id, runs[0], "report/data-docs")
         create_markdown_artifact(
             f"### Scores with their thresholds\n\n{scores}\n\n### Frames of clips each rule dropped\n\n"
             f"{dropped}\n\n### Data checks\n\n[great_expectations Data Docs]({docs}) in the run's artifacts:"

@@ -506,6 +506,11 @@ class RegisterParams(Section):
     )
     name: str = Field(default="svd-tiny", description="Registered model name")
     gates: Gates = Field(default=Gates(), description="Every gate must pass for the champion alias")
+    margins: dict[str, float] = Field(
+        default_factory=lambda: {"val_loss": 0.0},
+        description="A candidate replaces the champion only if it beats it on each of these metrics by"
+        " at least this much (val_loss, fvd, temporal_warping_error: lower; others: higher)",
+    )
 
 
 with warnings.catch_warnings():  # the `register` step's section shadows ABCMeta.register, unused here

@@ -3,7 +3,11 @@
 `mlflow.diffusers` only handles LoRA adapters on a hub base model, so the full pipeline folder is
 logged as a pyfunc artifact, with this package as code so the model loads wherever its pip
 requirements are installed. Aliases, not the deprecated stages: every registered version gets
-`candidate`; `champion` moves to it only when every gate in params.yaml passes.
+`candidate`; `champion` moves to it only when every gate in params.yaml passes and it beats the
+current champion by register.margins (the challenger rule). Each version's metrics are kept as its
+tags (metric.<name>), so the next challenger is judged against them, and its description is a
+model card: data hashes, params, metrics, the promotion decision, a link to the samples, and the
+arena's result once `svd arena results` has one.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +36,8 @@ from svd.params import Gates
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
-            ColSpec("string", "image"),  # base64 PNG/JPEG of the conditioning frame
+            ColSpec("string", "image", required=False),  # base64 PNG/JPEG: an image-to-video model's frame
+            ColSpec("string", "prompt", required=False),  # a text-to-video model's caption
             ColSpec("long", "frames", required=False),
             ColSpec("long", "fps", required=False),
             ColSpec("long", "motion_bucket", required=False),
@@ -42,6 +50,7 @@ SIGNATURE = ModelSignature(
     ),
     outputs=Schema([ColSpec("string", "video")]),  # base64 mp4
 )
+LOWER_IS_BETTER = ("val_loss", "fvd", "temporal_warping_error")  # other margin metrics: higher is better
 REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "av", "pillow", "pydantic", "pyyaml")
 
 
@@ -52,27 +61,35 @@ class SVDPipelineModel(PythonModel):
         self.components = components.load(context.artifacts["pipeline"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from svd.generate import image_to_video  # side output: the served model
+        """A video per row: from its image for an image-to-video model, from its prompt for a
+        text-to-video one; the other input is an error, not ignored."""
+        from svd.generate import image_to_video, text_to_video  # side output: the served model
         from svd.media.io import encode_video  # side output: the served model
 
-        videos = []
+        c, videos = self.components, []
+        wants = "image" if c.is_image_to_video else "prompt"
         for row in model_input.to_dict("records"):
-            image = np.asarray(Image.open(io.BytesIO(base64.b64decode(row["image"]))).convert("RGB"))
-            opt = {k: v for k, v in row.items() if k != "image" and not pd.isna(v)}
+            opt = {k: v for k, v in row.items() if not pd.isna(v)}
+            if wants not in opt:
+                kind = "an image-to-video" if wants == "image" else "a text-to-video"
+                raise ValueError(
+                    f"this is {kind} model: each request row needs '{wants}' (got {sorted(opt)})"
+                )
             fps = int(opt.get("fps", 6))
             bucket = int(opt.get("motion_bucket", 127))
             if "motion_score" in opt:
-                bucket = motion_bucket_for(self.components, float(opt["motion_score"]))
-            video = image_to_video(
-                self.components,
-                image,
-                frames=int(opt.get("frames", 8)),
-                fps=fps,
-                motion_bucket=bucket,
-                steps=int(opt.get("steps", 25)),
-                seed=int(opt.get("seed", 0)),
-                size=(int(opt["height"]), int(opt["width"])) if "height" in opt and "width" in opt else None,
+                bucket = motion_bucket_for(c, float(opt["motion_score"]))
+            frames, steps, seed = (
+                int(opt.get("frames", 8)),
+                int(opt.get("steps", 25)),
+                int(opt.get("seed", 0)),
             )
+            size = (int(opt["height"]), int(opt["width"])) if "height" in opt and "width" in opt else None
+            if wants == "image":
+                image = np.array(Image.open(io.BytesIO(base64.b64decode(opt["image"]))).convert("RGB"))
+                video = image_to_video(c, image, frames, fps, bucket, steps, seed=seed, size=size)
+            else:
+                video = text_to_video(c, str(opt["prompt"]), frames, fps, bucket, steps, seed=seed, size=size)
             videos.append(base64.b64encode(encode_video(video, fps)).decode())
         return pd.DataFrame({"video": videos})
 
@@ -107,6 +124,14 @@ class Registration:
     model_uri: str
 
 
+def takes_image(model_dir: Path) -> bool:
+    """Whether the saved model is image-to-video (its UNet takes the frame's latent beside its
+    input), read from the configs alone."""
+    unet = json.loads((Path(model_dir) / "unet" / "config.json").read_text())
+    vae = json.loads((Path(model_dir) / "vae" / "config.json").read_text())
+    return bool(unet["in_channels"] == 2 * vae["latent_channels"])
+
+
 def content_hash(folder: Path) -> str:
     """sha256 over a model folder's files, names and bytes, less training.json (how it was trained,
     e.g. checkpoint_every, not what it is): the same model, the same hash."""
@@ -119,10 +144,19 @@ def content_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-def register(model_dir: Path, name: str, metrics: dict, gates: Gates, run_id: str) -> Registration:
+def register(
+    model_dir: Path,
+    name: str,
+    metrics: dict,
+    gates: Gates,
+    run_id: str,
+    margins: Mapping[str, float] | None = None,
+    samples: str | None = None,
+) -> Registration:
     """Register the pipeline folder and set its aliases. Weights registered before (by content hash)
     keep their version, so the registry follows DVC: a model DVC restores, or a rerun of an unchanged
-    model, gets its old version back, aliases included, instead of a copy under a new number."""
+    model, gets its old version back, aliases included, instead of a copy under a new number.
+    `samples` links the evaluation's sample videos in the model card."""
     client = mlflow.MlflowClient()
     digest = content_hash(model_dir)
     same = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = '{digest}'")
@@ -143,14 +177,97 @@ def register(model_dir: Path, name: str, metrics: dict, gates: Gates, run_id: st
         for key, value in client.get_run(run_id).data.tags.items():
             if key.startswith(("git.", "dvc.", "prefect.")):
                 client.set_model_version_tag(name, version, key, value)
-    failures = gate_failures(metrics, gates)
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and math.isfinite(value):
+            client.set_model_version_tag(name, version, f"metric.{key}", repr(float(value)))
+    gated = gate_failures(metrics, gates)
+    current = champion(client, name)
+    lost: list[str] = []
+    compared: list[str] = []
+    if current not in (None, version):
+        held = {
+            k.removeprefix("metric."): float(v)
+            for k, v in client.get_model_version(name, current).tags.items()
+            if k.startswith("metric.")
+        }
+        lost, compared = challenge(metrics, held, margins or {})
+        compared = [f"against champion version {current}: {c}" for c in compared]
+    failures = gated + [f"does not beat champion version {current}: {x}" for x in lost]
     aliases = ["candidate"] + ([] if failures else ["champion"])
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version)
     if failures and champion(client, name) == version:  # it fails the gates as they are now
         client.delete_registered_model_alias(name, "champion")
     client.set_model_version_tag(name, version, "gates", "passed" if not failures else "; ".join(failures))
+    run = client.get_run(run_id)
+    card = model_card(name, version, run, metrics, gated, compared, aliases, samples, takes_image(model_dir))
+    client.update_model_version(name, version, description=card)
     return Registration(name, version, aliases, failures, run_id, f"models:/{name}/{version}")
+
+
+def challenge(
+    metrics: Mapping, held: Mapping[str, float], margins: Mapping[str, float]
+) -> tuple[list[str], list[str]]:
+    """(lost, compared): the margin metrics on which a candidate does not beat the champion's `held`
+    values, and a line for each margin. A metric either side lacks is not compared."""
+    lost, compared = [], []
+    for metric, margin in margins.items():
+        new, old = metrics.get(metric), held.get(metric)
+        if not isinstance(new, int | float) or old is None or not math.isfinite(new):
+            compared.append(f"{metric}: not compared (candidate {new}, champion {old})")
+            continue
+        lower = metric in LOWER_IS_BETTER
+        beaten = new <= old - margin if lower else new >= old + margin
+        line = (
+            f"{metric} {new:.6g} against the champion's {old:.6g}, margin {margin:g}"
+            f" ({'lower' if lower else 'higher'} is better): {'beaten' if beaten else 'not beaten'}"
+        )
+        compared.append(line)
+        if not beaten:
+            lost.append(line)
+    return lost, compared
+
+
+def model_card(
+    name: str,
+    version: str,
+    run: mlflow.entities.Run,
+    metrics: Mapping,
+    gated: list[str],
+    compared: list[str],
+    aliases: list[str],
+    samples: str | None,
+    image_to_video: bool,
+) -> str:
+    """The version's description, in Markdown (MLflow's UI renders it): `gated` are the gates it
+    failed, `compared` how it fared against the champion."""
+    tags, params = run.data.tags, run.data.params
+    served = "an image in (image-to-video)" if image_to_video else "a prompt in (text-to-video)"
+    data = sorted((k.removeprefix("dvc.md5."), v) for k, v in tags.items() if k.startswith("dvc.md5."))
+    lines = [
+        f"# {name} version {version}",
+        "",
+        f"Stable Video Diffusion, Stage III: {served}, and a video out.",
+        f"Registered by MLflow run {run.info.run_id}, code at git commit"
+        f" {tags.get('git.commit', 'unknown')}.",
+        "",
+        "## Data and code (DVC md5)",
+        *(f"- `{path}`: {md5}" for path, md5 in data),
+        "",
+        "## Params",
+        *(f"- `{k}`: {v}" for k, v in sorted(params.items())),
+        "",
+        "## Metrics",
+        *(f"- {k}: {v:.6g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()),
+        "",
+        "## Promotion",
+        f"Aliases given at registration: {', '.join(aliases)}. Gates: {'failed' if gated else 'passed'}.",
+        *(f"- {g}" for g in gated),
+        *(f"- {c}" for c in compared),
+    ]
+    if samples:
+        lines += ["", "## Samples", f"[The evaluation's sample videos]({samples})"]
+    return "\n".join(lines)[:5000]  # the registry's limit for a description
 
 
 def champion(client: mlflow.MlflowClient, name: str) -> str | None:

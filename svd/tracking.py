@@ -168,6 +168,12 @@ def run(step: str, p: Params, tags: Tags = None, description: str = "") -> Itera
         yield active.info.run_id
 
 
+def run_page(experiment_id: str, run_id: str, artifact: str = "") -> str:
+    """An MLflow run's page on the tracking server, or the page of one of its artifacts."""
+    page = f"{tracking_uri()}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}/artifacts/{artifact}" if artifact else page
+
+
 def finite(metrics: Mapping) -> dict[str, float]:
     """The numeric metrics MLflow can log."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}

@@ -9,7 +9,7 @@ beside the conditioning frame `<key>.png` (image-to-video) or the caption `<key>
 seeded, so the same folders give the same pairs. The page never names the models, and it shows the
 pair with the fewest votes, so votes spread evenly. `svd arena results` prints the ranking per axis
 and logs it to MLflow. A NAME that is a registered model version (`name/version`) also gets its
-ratings as tags on that version.
+ratings as tags on that version and as the Arena section of its model card.
 
 Files are served only by a pair's id, through paths the arena itself recorded: nothing in a
 request becomes a path.
@@ -248,7 +248,8 @@ def serve(arena: Arena, host: str = "127.0.0.1", port: int = 8765) -> ThreadingH
 
 def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
     """The ranking per axis as an MLflow run of experiment `arena`; a model named `name/version`
-    after a registered version also gets its ratings as tags of that version."""
+    after a registered version also gets its ratings as tags of that version and in its model card
+    (svd.registry), replacing an earlier arena result there."""
     import mlflow
     import pandas as pd
 
@@ -269,8 +270,17 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
     client = mlflow.MlflowClient()
     for name in arena.models():
         registered, _, version = name.rpartition("/")
-        if registered and version.isdigit():
-            for axis, rated in results.items():
-                elo = next(r.elo for r in rated if r.model == name)
-                client.set_model_version_tag(registered, version, f"arena.elo_{axis}", f"{elo:.1f}")
+        if not (registered and version.isdigit()):
+            continue
+        lines = ["## Arena", f"Against {', '.join(m for m in arena.models() if m != name)}:"]
+        for axis, rated in results.items():
+            rank, r = next((i, r) for i, r in enumerate(rated, 1) if r.model == name)
+            client.set_model_version_tag(registered, version, f"arena.elo_{axis}", f"{r.elo:.1f}")
+            lines.append(
+                f"- {AXES[axis]}: Elo {r.elo:.1f} (95%: {r.low:.1f} to {r.high:.1f}), rank {rank} of"
+                f" {len(rated)}, {r.votes} votes"
+            )
+        card = client.get_model_version(registered, version).description or ""
+        card = card.split("\n\n## Arena", 1)[0]  # the latest result replaces an earlier one
+        client.update_model_version(registered, version, description=f"{card}\n\n" + "\n".join(lines))
     return results

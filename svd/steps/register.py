@@ -15,18 +15,27 @@ from svd.params import Params
 log = logging.getLogger("svd")
 
 
+def samples_page() -> str | None:
+    """The latest evaluation run's sample videos, for the model card: the run that wrote the
+    metrics.json this step reads, when the steps run in order."""
+    runs = mlflow.search_runs(
+        experiment_names=[f"{tracking.EXPERIMENT}/evaluate"],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return tracking.run_page(runs[0].info.experiment_id, runs[0].info.run_id, "samples") if runs else None
+
+
 def register(p: Params, tags: tracking.Tags = None) -> dict:
     model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
-    if p.train.finetune.condition != "image":
-        raise ValueError(
-            "register: the registered model serves image-to-video (an image in, a video out); "
-            "train.finetune.condition is text, whose model it cannot serve yet"
-        )
     metrics = json.loads(metrics_path.read_text())
     about = "Register the Stage III model; champion if every gate passes."
     with tracking.run("register", p, tags, about) as run_id:
         mlflow.log_metrics(tracking.finite(metrics))
-        reg = registry.register(model, p.register.name, metrics, p.register.gates, run_id)
+        reg = registry.register(
+            model, p.register.name, metrics, p.register.gates, run_id, p.register.margins, samples_page()
+        )
     out = asdict(reg) | {"tracking_uri": tracking.tracking_uri()}
     p.register.out.parent.mkdir(parents=True, exist_ok=True)
     p.register.out.write_text(json.dumps(out, indent=2))

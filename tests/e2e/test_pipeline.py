@@ -76,6 +76,17 @@ def check_outcome(proj: Path, env: dict) -> None:
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(reg["name"], "champion").version) == reg["version"]
+    # its model card: data hashes, params, metrics, the promotion, the evaluation's samples
+    card = client.get_model_version(reg["name"], reg["version"]).description
+    for part in (
+        "## Data and code (DVC md5)",
+        "`models/finetune`",
+        "## Params",
+        "val_loss: ",
+        "Gates: passed",
+    ):
+        assert part in card, (part, card)
+    assert "/artifacts/samples" in card and "an image in (image-to-video)" in card
 
     # 4. Lineage: git commit, DVC input hashes and the Prefect flow run on every run
     lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]

@@ -113,3 +113,5 @@ def test_votes_cast_by_clicking_rank_the_models(chromium, tmp_path: Path) -> Non
     tags = {v: client.get_model_version("svd-video", v).tags for v in ("1", "2")}
     assert float(tags["1"]["arena.elo_quality"]) > float(tags["2"]["arena.elo_quality"])
     assert float(tags["2"]["arena.elo_prompt"]) > float(tags["1"]["arena.elo_prompt"])
+    card = client.get_model_version("svd-video", "1").description
+    assert "## Arena" in card and "Visual quality: Elo" in card and "rank 1 of 2" in card

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from svd.params import Gates
-from svd.registry import gate_failures
+from svd.registry import challenge, gate_failures
 
 
 def test_gates_pass_fail_and_unset():
@@ -14,6 +14,19 @@ def test_gates_pass_fail_and_unset():
     assert len(failures) == 2 and "val_loss" in failures[0] and "motion_spearman" in failures[1]
     # an undefined correlation (constant motion in every sample) cannot pass a motion gate
     assert gate_failures({"val_loss": 0.1, "motion_spearman": None}, Gates(min_motion_spearman=0.0))
+
+
+def test_a_challenger_must_beat_the_champion_by_the_margins():
+    held = {"val_loss": 0.5, "motion_spearman": 0.4}
+    margins = {"val_loss": 0.05, "motion_spearman": 0.1, "fvd": 10.0}
+    lost, compared = challenge({"val_loss": 0.44, "motion_spearman": 0.6, "fvd": 300.0}, held, margins)
+    assert lost == [] and len(compared) == 3 and "fvd: not compared" in compared[2]  # the champion has none
+    lost, _ = challenge({"val_loss": 0.47, "motion_spearman": 0.45}, held, margins)
+    assert len(lost) == 2 and lost[0].startswith("val_loss 0.47") and lost[1].startswith("motion_spearman")
+    lost, _ = challenge(
+        {"val_loss": 0.5, "motion_spearman": None}, held, {"val_loss": 0.0, "motion_spearman": 0}
+    )
+    assert lost == []  # no worse on val_loss, spearman undefined: not compared
 
 
 def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkeypatch):
@@ -40,11 +53,17 @@ def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkey
     client = mlflow.MlflowClient()
     experiment = client.create_experiment("registry")
 
-    def registered(val_loss: float = 0.1) -> tuple[str, list[str]]:
+    def registered(val_loss: float = 0.1, margin: float = 0.0) -> tuple[str, list[str]]:
         components.save(c, tmp_path / "model")
         with mlflow.start_run(experiment_id=experiment) as run:  # not the process's active experiment
             r = register(
-                tmp_path / "model", "svd-t", {"val_loss": val_loss}, Gates(max_val_loss=1.0), run.info.run_id
+                tmp_path / "model",
+                "svd-t",
+                {"val_loss": val_loss},
+                Gates(max_val_loss=1.0),
+                run.info.run_id,
+                {"val_loss": margin},
+                "http://samples",
             )
         return r.version, r.aliases
 
@@ -63,5 +82,15 @@ def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkey
         assert registered() == ("1", ["candidate", "champion"]) and champion() == "1"
         assert registered(val_loss=5.0) == ("1", ["candidate"]) and champion() is None
         assert len(client.search_model_versions("name = 'svd-t'")) == 2
+        # the challenger rule: with a margin, version 3 must beat champion 1's val_loss by it
+        assert registered(val_loss=0.1) == ("1", ["candidate", "champion"])
+        with torch.no_grad():
+            c.unet.conv_out.bias -= 1
+        assert registered(0.08, margin=0.05) == ("3", ["candidate"]) and champion() == "1"  # > 0.1 - 0.05
+        card = client.get_model_version("svd-t", "3").description
+        assert "does not beat" in client.get_model_version("svd-t", "3").tags["gates"]
+        assert "# svd-t version 3" in card and "val_loss: 0.08" in card and "not beaten" in card
+        assert "[The evaluation's sample videos](http://samples)" in card
+        assert registered(0.04, margin=0.05) == ("3", ["candidate", "champion"]) and champion() == "3"
     finally:
         mlflow.set_tracking_uri(previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
@@ -134,12 +135,33 @@ def test_an_svd_folder_cannot_start_a_text_stage(tiny_params, tmp_path: Path) ->
         initial_components(tiny_params, st)
 
 
-def test_a_text_to_video_stage_iii_is_not_registered_as_a_servable_model(tiny_params) -> None:
-    """The registered model serves image-to-video; registering a text-to-video Stage III would put a
-    champion in the registry whose first request fails."""
-    from svd.steps.register import register
+def test_the_served_model_answers_a_prompt_or_an_image_as_it_was_trained(tmp_path) -> None:
+    """The registered pyfunc of a text-to-video Stage III makes a video from a prompt and refuses an
+    image; an image-to-video one makes a video from an image and refuses a prompt."""
+    import base64
+    import io
 
-    finetune = tiny_params.train.finetune.model_copy(update={"condition": "text"})
-    p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"finetune": finetune})})
-    with pytest.raises(ValueError, match="cannot serve"):
-        register(p)
+    import pandas as pd
+    from PIL import Image
+
+    from svd.media.io import read_frames
+    from svd.registry import SVDPipelineModel
+
+    torch.manual_seed(0)
+    text = components.build(Architecture(), 32)
+    text.unet = inflate(text.unet, 32, 4, concat=False)
+    image = components.build(Architecture(), 32)
+    image.unet = inflate(image.unet, 32, 4)
+    png = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(png, format="PNG")
+    ask = {"frames": 4, "steps": 2, "seed": 0}
+    for c, good, bad in (
+        (text, {"prompt": "a red ball rolls"}, {"image": base64.b64encode(png.getvalue()).decode()}),
+        (image, {"image": base64.b64encode(png.getvalue()).decode()}, {"prompt": "a red ball rolls"}),
+    ):
+        served = SVDPipelineModel()
+        served.components = c
+        out = served.predict(None, pd.DataFrame([good | ask]))
+        assert read_frames(base64.b64decode(out["video"][0])).shape == (4, 32, 32, 3)
+        with pytest.raises(ValueError, match=f"needs '{next(iter(good))}'"):
+            served.predict(None, pd.DataFrame([bad | ask]))
