@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register"]
+FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register", "ablate"]
 
 
 @contextmanager

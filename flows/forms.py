@@ -24,8 +24,12 @@ def form(section: type[BaseModel]) -> type[BaseModel]:
         kind: Any = f.annotation
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             kind = form(kind)
-        elif get_origin(kind) is dict and issubclass(get_args(kind)[1], BaseModel):
-            kind = dict[str, form(get_args(kind)[1])]  # type: ignore[misc]
+        elif (
+            get_origin(kind) is dict
+            and isinstance(value := get_args(kind)[1], type)
+            and issubclass(value, BaseModel)
+        ):
+            kind = dict[str, form(value)]  # type: ignore[misc]
         typed = Annotated[kind, *f.metadata] if f.metadata else kind
         fields[name] = (typed | None, Field(default=None, title=f.title, description=f.description))
     name = section.__name__.removesuffix("Params") + "Form"
@@ -42,6 +46,7 @@ ConditioningForm = form(params.ConditioningParams)
 EvaluateForm = form(params.EvaluateParams)
 PoolsForm = form(params.PoolsParams)
 RegisterForm = form(params.RegisterParams)
+AblateForm = form(params.AblateParams)
 
 
 def changes(**sections: BaseModel | int | None) -> dict[str, Any]:

@@ -48,6 +48,10 @@ def cmd_step(args: argparse.Namespace) -> None:
             from svd.steps.register import register
 
             print(json.dumps(register(p), indent=2))
+        case "ablate":
+            from svd.steps.ablate import ablate
+
+            print(ablate(p).to_string(index=False))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="svd", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     sub = ap.add_subparsers(dest="command", required=True)
-    for name in ("synth", "curate", "filter", "evaluate", "register"):
+    for name in ("synth", "curate", "filter", "evaluate", "register", "ablate"):
         sub.add_parser(name).set_defaults(func=cmd_step)
     for name in ("latents", "train"):
         t = sub.add_parser(name)

@@ -513,6 +513,31 @@ class RegisterParams(Section):
     )
 
 
+Tail = Literal["lowest", "highest"]
+LVD_F_TAILS: dict[str, Tail] = {  # the tail each of LVD-F's filters drops
+    "motion_score": "lowest",
+    "text_area": "highest",
+    "aesthetic_score": "lowest",
+    "caption_similarity": "lowest",
+}
+
+
+class AblateParams(Section):
+    """The threshold ablation (svd.steps.ablate), as the paper chose its filters: one annotation at a
+    time, each cut, an identical small model per arm."""
+
+    out: Path = Field(default=Path("reports/ablation"), description="Folder of the arms, results and plot")
+    stage: StageName = Field(default="video", description="The stage whose settings every arm trains with")
+    steps: int = Field(default=20, ge=1, description="Optimizer steps per arm (small, identical models)")
+    cuts: tuple[float, ...] = Field(
+        default=(0.125, 0.25, 0.5), description="Shares of LVD each arm drops on its annotation"
+    )
+    annotations: dict[str, Tail] = Field(
+        default_factory=lambda: dict(LVD_F_TAILS),
+        description="Clip-table columns to ablate, and which tail of each a filter drops",
+    )
+
+
 with warnings.catch_warnings():  # the `register` step's section shadows ABCMeta.register, unused here
     warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
@@ -527,6 +552,7 @@ with warnings.catch_warnings():  # the `register` step's section shadows ABCMeta
         conditioning: ConditioningParams = ConditioningParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()
+        ablate: AblateParams = AblateParams()
 
         def stage(self, name: StageName) -> StageParams:
             return getattr(self.train, name)

@@ -163,3 +163,24 @@ def _png(fig: object) -> bytes:
 
 def _num(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else ("-inf" if x < 0 else "inf")
+
+
+def ablation_plot(results: pd.DataFrame) -> bytes:
+    """PNG: each arm's validation loss by cut, a line per annotation, the unfiltered baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    arms = results[results["annotation"] != "none"]
+    for annotation, df in arms.groupby("annotation", sort=True):
+        df = df.sort_values("cut")
+        ax.plot(df["cut"], df["val_loss"], marker="o", label=str(annotation))
+    for loss in results.loc[results["annotation"] == "none", "val_loss"]:
+        ax.axhline(loss, color="0.5", linestyle="--", label="no filter")
+    ax.set_xlabel("share of LVD dropped")
+    ax.set_ylabel("validation loss (shared held-out clips)")
+    ax.set_title("Threshold ablation: lower is better")
+    ax.legend(fontsize="small")
+    return _png(fig)

@@ -73,7 +73,7 @@ def not_scored(lvd: pd.DataFrame, rules: dict[str, Rule]) -> list[str]:
     return sorted(c for c in rules if len(lvd) and lvd[c].isna().all())
 
 
-def _apply(df: pd.DataFrame, limits: dict[str, tuple[float, float]]) -> pd.DataFrame:
+def within(df: pd.DataFrame, limits: dict[str, tuple[float, float]]) -> pd.DataFrame:
     """Rows within every bound; a clip not scored on a column (no caption to compare) passes it."""
     keep = np.ones(len(df), bool)
     for column, (lo, hi) in limits.items():
@@ -86,8 +86,8 @@ def make_subsets(table: pd.DataFrame, p: FilterParams) -> dict[str, pd.DataFrame
     lvd = table[table["status"] == "ok"].reset_index(drop=True)
     lvd = lvd.assign(near_duplicate_of=_copies(lvd, p.near_duplicates))
     limits = {"lvd": {}, "lvd_f": bounds(lvd, p.lvd_f), "hq": bounds(lvd, p.hq)}
-    lvd_f = _apply(lvd[lvd["near_duplicate_of"].isna()], limits["lvd_f"])
-    subsets = {"lvd": lvd, "lvd_f": lvd_f, "hq": _apply(lvd_f, limits["hq"])}
+    lvd_f = within(lvd[lvd["near_duplicate_of"].isna()], limits["lvd_f"])
+    subsets = {"lvd": lvd, "lvd_f": lvd_f, "hq": within(lvd_f, limits["hq"])}
     split = _splits(subsets, p.val_fraction)
     out = {}
     for name, df in subsets.items():

@@ -253,7 +253,9 @@ def fill_latents(p: Params, name: StageName, subsets_dir: Path, curated_dir: str
     st = p.stage(name)
     if st.latents is None:
         raise ValueError(f"train.{name}.latents is not set: the stage encodes its clips as it trains")
-    c = initial_components(p, st)
+    with torch.random.fork_rng():  # a stage that starts from no folder builds these weights at its start
+        torch.manual_seed(p.seed)
+        c = initial_components(p, st)
     compute.prepare_networks(c, p.train.compute)
     schedule = st.schedule()
     counts = {"train_computed": 0, "train_present": 0}

@@ -1,0 +1,102 @@
+"""ablate: the paper's threshold ablation. For each annotation and each cut, drop that share of
+LVD's training clips on that annotation alone, train an identical small model on the rest, and rank
+the arms (and an unfiltered baseline) by validation loss on the held-out clips they all share.
+
+Every arm trains the stage `ablate.stage` names, with that stage's init, condition and own settings
+(a list of phases is not run), for `ablate.steps` steps from the same seed, so the arms differ in
+their data alone. The held-out clips are LVD's val split, unfiltered, in every arm. Percentiles are
+LVD's, as in the filter step.
+
+Nothing upstream is recomputed. The clip table is read as curation left it, so the annotation
+cache is untouched. A stage with a latent store reads it, and since entries are keyed by clip
+content, the arms share them: only training and evaluation run per arm.
+
+Results: one parent MLflow run (experiment svd/ablate) with a child run per arm, the ranked table
+(results.csv) and a plot (ablation.png), beside the arms' models in `ablate.out`. A cut can only
+rank annotations that are scored: one with no values (no weights configured) has no arm, and the
+table says so.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from svd import report, tracking
+from svd.curation.filter import bounds, within
+from svd.params import Params, Rule
+from svd.train.loop import fill_latents, train_stage
+
+
+def arms(lvd: pd.DataFrame, p: Params) -> dict[str, tuple[str, float, pd.DataFrame]]:
+    """Arm name -> (annotation, cut, its table): the filtered training clips and every held-out
+    clip. "none" is the baseline."""
+    val, train = lvd[lvd["split"] == "val"], lvd[lvd["split"] == "train"]
+    out = {"none": ("none", 0.0, lvd)}
+    for annotation, tail in p.ablate.annotations.items():
+        if annotation not in lvd.columns or lvd[annotation].isna().all():
+            continue  # not scored: nothing to rank it by
+        for cut in p.ablate.cuts:
+            rule = Rule(drop_lowest=cut) if tail == "lowest" else Rule(drop_highest=cut)
+            kept = within(train, bounds(lvd, {annotation: rule}))
+            out[f"{annotation}-{cut:g}"] = (annotation, cut, pd.concat([kept, val], ignore_index=True))
+    return out
+
+
+def ablate(p: Params, tags: tracking.Tags = None) -> pd.DataFrame:
+    a = p.ablate
+    st = p.stage(a.stage)
+    lvd = pd.read_parquet(p.filter.out / "lvd.parquet")
+    plan = arms(lvd, p)
+    skipped = [c for c in a.annotations if not any(ann == c for ann, _, _ in plan.values())]
+    about = (
+        f"Threshold ablation: {len(plan) - 1} arms of {a.steps} steps of the {a.stage} stage, each"
+        " dropping one share of LVD on one annotation, against the unfiltered baseline."
+    )
+    shutil.rmtree(a.out, ignore_errors=True)  # no arm of an earlier plan may stay among these
+    rows = []
+    tracking.configure(f"{tracking.EXPERIMENT}/ablate")
+    with mlflow.start_run(
+        run_name="ablate", tags=tracking.lineage({}, tags) | {"mlflow.note.content": about}
+    ):
+        mlflow.log_params(tracking.flatten({"ablate": a.model_dump(mode="json")}))
+        mlflow.log_param("not_scored", ", ".join(skipped) or "none")
+        for name, (annotation, cut, table) in plan.items():
+            folder = Path(a.out) / "arms" / name
+            folder.mkdir(parents=True)
+            table.to_parquet(folder / f"{st.subset}.parquet")
+            arm = st.model_copy(
+                update={"steps": a.steps, "phases": [], "out": folder / "model", "sample_every": None}
+            )
+            arm_p = p.model_copy(update={"train": p.train.model_copy(update={a.stage: arm})})
+            with mlflow.start_run(run_name=name, nested=True):
+                mlflow.log_params({"annotation": annotation, "cut": cut})
+                if arm.latents is not None:  # what an earlier arm (or run) stored is read, not encoded again
+                    filled = fill_latents(arm_p, a.stage, folder, p.curate.out)
+                    mlflow.log_metric("latents_computed", filled["train_computed"] + filled["val_computed"])
+                r = train_stage(arm_p, a.stage, folder, p.curate.out, tracking.MLflowRecorder())
+                mlflow.log_metrics({"val_loss": r.val_loss_after, "train_clips": r.train_clips})
+            rows.append(
+                {
+                    "arm": name,
+                    "annotation": annotation,
+                    "cut": cut,
+                    "train_clips": r.train_clips,
+                    "val_clips": r.val_clips,
+                    "val_loss": r.val_loss_after,
+                }
+            )
+        results = pd.DataFrame(rows).sort_values(["val_loss", "arm"], ignore_index=True)
+        results.insert(0, "rank", range(1, len(results) + 1))
+        baseline = float(results.loc[results["arm"] == "none", "val_loss"].iloc[0])
+        results["vs_no_filter"] = results["val_loss"] - baseline
+        results.to_csv(Path(a.out) / "results.csv", index=False)
+        plot = report.ablation_plot(results)
+        (Path(a.out) / "ablation.png").write_bytes(plot)
+        mlflow.log_table(results, "ablation/results.json")
+        mlflow.log_artifact(str(Path(a.out) / "results.csv"), "ablation")
+        mlflow.log_artifact(str(Path(a.out) / "ablation.png"), "ablation")
+    return results
