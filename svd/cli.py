@@ -167,6 +167,8 @@ def cmd_arena(args: argparse.Namespace) -> None:
 
     a = arena.Arena(Path(args.db))
     if args.arena == "serve":
+        if bad := [m for m in args.model if "=" not in m]:
+            raise SystemExit(f"arena serve: --model takes NAME=DIR (a model's evaluation samples), got {bad}")
         models = dict(m.split("=", 1) for m in args.model)
         if models:
             added = a.add({name: Path(d) for name, d in models.items()}, args.seed)

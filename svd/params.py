@@ -499,6 +499,17 @@ class Gates(Section):
     )
 
 
+# The evaluation metrics a champion is compared on, and which way is better.
+MARGIN_METRICS: dict[str, Literal["lower", "higher"]] = {
+    "val_loss": "lower",
+    "fvd": "lower",
+    "temporal_warping_error": "lower",
+    "motion_spearman": "higher",
+    "first_frame_psnr": "higher",
+    "first_frame_ssim": "higher",
+}
+
+
 class RegisterParams(Section):
     out: Path = Field(
         default=Path("reports/registration.json"),
@@ -511,6 +522,16 @@ class RegisterParams(Section):
         description="A candidate replaces the champion only if it beats it on each of these metrics by"
         " at least this much (val_loss, fvd, temporal_warping_error: lower; others: higher)",
     )
+
+    @field_validator("margins")
+    @classmethod
+    def _known(cls, margins: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(margins) - set(MARGIN_METRICS))
+        if unknown:  # a typo would silently switch a margin off
+            raise ValueError(
+                f"register.margins: no metric {unknown}; evaluation reports {sorted(MARGIN_METRICS)}"
+            )
+        return margins
 
 
 Tail = Literal["lowest", "highest"]

@@ -31,7 +31,7 @@ from mlflow.types import ColSpec, Schema
 from PIL import Image
 
 import svd  # side output: the logged model's code
-from svd.params import Gates
+from svd.params import MARGIN_METRICS, Gates
 
 SIGNATURE = ModelSignature(
     inputs=Schema(
@@ -50,7 +50,8 @@ SIGNATURE = ModelSignature(
     ),
     outputs=Schema([ColSpec("string", "video")]),  # base64 mp4
 )
-LOWER_IS_BETTER = ("val_loss", "fvd", "temporal_warping_error")  # other margin metrics: higher is better
+ARENA = "\n\n## Arena"  # the model card's section that svd.evaluate.arena writes
+DESCRIPTION = 5000  # characters the registry keeps of a description
 REQUIREMENTS = ("torch", "diffusers", "transformers", "safetensors", "av", "pillow", "pydantic", "pyyaml")
 
 
@@ -70,11 +71,10 @@ class SVDPipelineModel(PythonModel):
         wants = "image" if c.is_image_to_video else "prompt"
         for row in model_input.to_dict("records"):
             opt = {k: v for k, v in row.items() if not pd.isna(v)}
-            if wants not in opt:
+            other = "prompt" if wants == "image" else "image"
+            if wants not in opt or other in opt:
                 kind = "an image-to-video" if wants == "image" else "a text-to-video"
-                raise ValueError(
-                    f"this is {kind} model: each request row needs '{wants}' (got {sorted(opt)})"
-                )
+                raise ValueError(f"this is {kind} model: each request row needs '{wants}', not '{other}'")
             fps = int(opt.get("fps", 6))
             bucket = int(opt.get("motion_bucket", 127))
             if "motion_score" in opt:
@@ -87,9 +87,20 @@ class SVDPipelineModel(PythonModel):
             size = (int(opt["height"]), int(opt["width"])) if "height" in opt and "width" in opt else None
             if wants == "image":
                 image = np.array(Image.open(io.BytesIO(base64.b64decode(opt["image"]))).convert("RGB"))
-                video = image_to_video(c, image, frames, fps, bucket, steps, seed=seed, size=size)
+                video = image_to_video(
+                    c, image, frames=frames, fps=fps, motion_bucket=bucket, steps=steps, seed=seed, size=size
+                )
             else:
-                video = text_to_video(c, str(opt["prompt"]), frames, fps, bucket, steps, seed=seed, size=size)
+                video = text_to_video(
+                    c,
+                    str(opt["prompt"]),
+                    frames=frames,
+                    fps=fps,
+                    motion_bucket=bucket,
+                    steps=steps,
+                    seed=seed,
+                    size=size,
+                )
             videos.append(base64.b64encode(encode_video(video, fps)).decode())
         return pd.DataFrame({"video": videos})
 
@@ -152,11 +163,13 @@ def register(
     run_id: str,
     margins: Mapping[str, float] | None = None,
     samples: str | None = None,
+    training: Mapping[str, str] | None = None,
 ) -> Registration:
     """Register the pipeline folder and set its aliases. Weights registered before (by content hash)
     keep their version, so the registry follows DVC: a model DVC restores, or a rerun of an unchanged
     model, gets its old version back, aliases included, instead of a copy under a new number.
-    `samples` links the evaluation's sample videos in the model card."""
+    `samples` links the evaluation's sample videos in the model card, `training` lists what the model
+    was trained on and with (data hashes, the stage's params)."""
     client = mlflow.MlflowClient()
     digest = content_hash(model_dir)
     same = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = '{digest}'")
@@ -185,11 +198,10 @@ def register(
     lost: list[str] = []
     compared: list[str] = []
     if current not in (None, version):
-        held = {
-            k.removeprefix("metric."): float(v)
-            for k, v in client.get_model_version(name, current).tags.items()
-            if k.startswith("metric.")
-        }
+        mv = client.get_model_version(name, current)
+        held = {k.removeprefix("metric."): float(v) for k, v in mv.tags.items() if k.startswith("metric.")}
+        if not held and mv.run_id:  # registered before versions kept their metrics: its run's
+            held = dict(client.get_run(mv.run_id).data.metrics)
         lost, compared = challenge(metrics, held, margins or {})
         compared = [f"against champion version {current}: {c}" for c in compared]
     failures = gated + [f"does not beat champion version {current}: {x}" for x in lost]
@@ -200,8 +212,12 @@ def register(
         client.delete_registered_model_alias(name, "champion")
     client.set_model_version_tag(name, version, "gates", "passed" if not failures else "; ".join(failures))
     run = client.get_run(run_id)
-    card = model_card(name, version, run, metrics, gated, compared, aliases, samples, takes_image(model_dir))
-    client.update_model_version(name, version, description=card)
+    card = model_card(
+        name, version, run, metrics, gated, compared, aliases, samples, takes_image(model_dir), training or {}
+    )
+    arena = (client.get_model_version(name, version).description or "").partition(ARENA)[2]
+    arena = ARENA + arena if arena else ""  # registered again: the arena's votes still stand
+    client.update_model_version(name, version, description=card[: DESCRIPTION - len(arena)] + arena)
     return Registration(name, version, aliases, failures, run_id, f"models:/{name}/{version}")
 
 
@@ -209,14 +225,19 @@ def challenge(
     metrics: Mapping, held: Mapping[str, float], margins: Mapping[str, float]
 ) -> tuple[list[str], list[str]]:
     """(lost, compared): the margin metrics on which a candidate does not beat the champion's `held`
-    values, and a line for each margin. A metric either side lacks is not compared."""
+    values, and a line for each margin. A metric the champion lacks cannot be compared; one the
+    champion has and the candidate lacks is lost."""
     lost, compared = [], []
     for metric, margin in margins.items():
         new, old = metrics.get(metric), held.get(metric)
-        if not isinstance(new, int | float) or old is None or not math.isfinite(new):
-            compared.append(f"{metric}: not compared (candidate {new}, champion {old})")
+        if old is None or not math.isfinite(old):
+            compared.append(f"{metric}: not compared, the champion has none (candidate {new})")
             continue
-        lower = metric in LOWER_IS_BETTER
+        if not isinstance(new, int | float) or not math.isfinite(new):
+            lost.append(f"{metric}: the candidate has none, the champion {old:.6g}")
+            compared.append(lost[-1])
+            continue
+        lower = MARGIN_METRICS[metric] == "lower"
         beaten = new <= old - margin if lower else new >= old + margin
         line = (
             f"{metric} {new:.6g} against the champion's {old:.6g}, margin {margin:g}"
@@ -238,6 +259,7 @@ def model_card(
     aliases: list[str],
     samples: str | None,
     image_to_video: bool,
+    training: Mapping[str, str],
 ) -> str:
     """The version's description, in Markdown (MLflow's UI renders it): `gated` are the gates it
     failed, `compared` how it fared against the champion."""
@@ -251,12 +273,6 @@ def model_card(
         f"Registered by MLflow run {run.info.run_id}, code at git commit"
         f" {tags.get('git.commit', 'unknown')}.",
         "",
-        "## Data and code (DVC md5)",
-        *(f"- `{path}`: {md5}" for path, md5 in data),
-        "",
-        "## Params",
-        *(f"- `{k}`: {v}" for k, v in sorted(params.items())),
-        "",
         "## Metrics",
         *(f"- {k}: {v:.6g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()),
         "",
@@ -264,10 +280,18 @@ def model_card(
         f"Aliases given at registration: {', '.join(aliases)}. Gates: {'failed' if gated else 'passed'}.",
         *(f"- {g}" for g in gated),
         *(f"- {c}" for c in compared),
+        *(["", "## Samples", f"[The evaluation's sample videos]({samples})"] if samples else []),
+        "",
+        "## Training data and settings",
+        *(f"- `{k}`: {v}" for k, v in training.items()),
+        "",
+        "## Registration inputs (DVC md5)",
+        *(f"- `{path}`: {md5}" for path, md5 in data),
+        "",
+        "## Registration params",
+        *(f"- `{k}`: {v}" for k, v in sorted(params.items())),
     ]
-    if samples:
-        lines += ["", "## Samples", f"[The evaluation's sample videos]({samples})"]
-    return "\n".join(lines)[:5000]  # the registry's limit for a description
+    return "\n".join(lines)
 
 
 def champion(client: mlflow.MlflowClient, name: str) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from svd.evaluate.elo import Rating, Vote, ranking
 
@@ -36,11 +37,19 @@ SCHEMA = """
 create table if not exists models (name text primary key, dir text not null);
 create table if not exists pairs (
     id integer primary key, sample text not null, left text not null, right text not null,
-    unique (sample, left, right));
+    left_sha256 text not null, right_sha256 text not null, unique (sample, left, right));
 create table if not exists votes (
     id integer primary key, pair integer not null references pairs (id), axis text not null,
     winner text not null check (winner in ('left', 'right', 'tie')), at text not null);
 """
+
+
+class ChangedSample(RuntimeError):
+    pass
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
 class Arena:
@@ -79,9 +88,11 @@ class Arena:
                 for sample in shared:
                     flip = hashlib.sha256(f"{seed}/{sample}/{a}/{b}".encode()).digest()[0] % 2
                     left, right = (b, a) if flip else (a, b)
+                    hashes = (sha256(folders[left] / sample), sha256(folders[right] / sample))
                     c.execute(
-                        "insert or ignore into pairs (sample, left, right) values (?, ?, ?)",
-                        (sample, left, right),
+                        "insert or ignore into pairs (sample, left, right, left_sha256, right_sha256)"
+                        " values (?, ?, ?, ?, ?)",
+                        (sample, left, right, *hashes),
                     )
             return c.execute("select count(*) from pairs").fetchone()[0] - before
 
@@ -94,20 +105,28 @@ class Arena:
             ).fetchone()
 
     def file(self, pair: int, part: str) -> Path | None:
-        """The left or right video of a pair, or its prompt (`<key>.png` or `<key>.txt`)."""
+        """The left or right video of a pair, or its prompt (`<key>.png` or `<key>.txt`). A video
+        whose bytes changed since it was paired raises: votes would go to a model that never made
+        it (a new evaluation rewrites its samples folder in place)."""
         if part not in ("left", "right", "prompt"):
             return None
         with self.connect() as c:
             row = c.execute(
-                "select p.sample, l.dir, r.dir from pairs p join models l on l.name = p.left"
-                " join models r on r.name = p.right where p.id = ?",
+                "select p.sample, l.dir, r.dir, p.left_sha256, p.right_sha256 from pairs p"
+                " join models l on l.name = p.left join models r on r.name = p.right where p.id = ?",
                 (pair,),
             ).fetchone()
         if row is None:
             return None
-        sample, left, right = row
+        sample, left, right, left_sha, right_sha = row
         if part in ("left", "right"):
-            return Path(left if part == "left" else right) / sample
+            path = Path(left if part == "left" else right) / sample
+            if sha256(path) != (left_sha if part == "left" else right_sha):
+                raise ChangedSample(
+                    f"{path} changed since the arena paired it: copy each model's samples"
+                    " to a folder of their own and start a new arena (--db)"
+                )
+            return path
         key = sample.rsplit("_m", 1)[0]
         found = [
             Path(left) / f"{key}{ext}" for ext in (".png", ".txt") if (Path(left) / f"{key}{ext}").is_file()
@@ -211,8 +230,11 @@ def serve(arena: Arena, host: str = "127.0.0.1", port: int = 8765) -> ThreadingH
                 return self.send(HTTPStatus.OK, "text/html; charset=utf-8", page(arena).encode())
             if parts == ["ranking"]:
                 return self.send(HTTPStatus.OK, "text/html; charset=utf-8", ranking_page(arena).encode())
-            if len(parts) == 3 and parts[0] == "media" and parts[1].isdigit():
-                path = arena.file(int(parts[1]), parts[2])
+            if len(parts) == 3 and parts[0] == "media" and parts[1].isdecimal():
+                try:
+                    path = arena.file(int(parts[1]), parts[2])
+                except ChangedSample as e:
+                    return self.send(HTTPStatus.CONFLICT, "text/plain; charset=utf-8", str(e).encode())
                 if path is not None and path.is_file():
                     kind = {".mp4": "video/mp4", ".png": "image/png"}.get(
                         path.suffix, "text/plain; charset=utf-8"
@@ -223,10 +245,16 @@ def serve(arena: Arena, host: str = "127.0.0.1", port: int = 8765) -> ThreadingH
         def do_POST(self) -> None:
             if self.path != "/vote":
                 return self.send(HTTPStatus.NOT_FOUND, "text/plain", b"not found")
-            form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+            origin = self.headers.get("Origin")
+            if origin is not None and urlsplit(origin).netloc != self.headers.get("Host"):
+                return self.send(HTTPStatus.FORBIDDEN, "text/plain", b"votes come from the arena's own page")
             try:
+                length = int(self.headers.get("Content-Length", "0"))
+                if not 0 <= length <= 4096:
+                    raise ValueError(f"a vote is a short form, not {length} bytes")
+                form = parse_qs(self.rfile.read(length).decode())
                 arena.vote(int(form["pair"][0]), {axis: form[axis][0] for axis in AXES})
-            except (KeyError, ValueError) as e:
+            except (KeyError, ValueError) as e:  # UnicodeDecodeError is a ValueError
                 return self.send(HTTPStatus.BAD_REQUEST, "text/plain", f"bad vote: {e}".encode())
             self.send_response(HTTPStatus.SEE_OTHER)
             self.send_header("Location", "/")
@@ -254,6 +282,7 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
     import pandas as pd
 
     from svd import tracking
+    from svd.registry import ARENA, DESCRIPTION
 
     results = arena.ranking(rounds)
     tracking.configure("arena")
@@ -264,7 +293,8 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
         for axis, rated in results.items():
             mlflow.log_metric(f"votes_{axis}", len(arena.votes(axis)))
             for r in rated:
-                mlflow.log_metric(f"elo_{axis}/{r.model}", r.elo)
+                key = re.sub(r"[^\w\-. /]", "_", r.model)  # characters MLflow allows in a metric name
+                mlflow.log_metric(f"elo_{axis}/{key}", r.elo)
                 rows.append({"axis": axis, **vars(r)})
         mlflow.log_table(pd.DataFrame(rows), "arena/ranking.json")
     client = mlflow.MlflowClient()
@@ -272,7 +302,7 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
         registered, _, version = name.rpartition("/")
         if not (registered and version.isdigit()):
             continue
-        lines = ["## Arena", f"Against {', '.join(m for m in arena.models() if m != name)}:"]
+        lines = [f"Against {', '.join(m for m in arena.models() if m != name)}:"]
         for axis, rated in results.items():
             rank, r = next((i, r) for i, r in enumerate(rated, 1) if r.model == name)
             client.set_model_version_tag(registered, version, f"arena.elo_{axis}", f"{r.elo:.1f}")
@@ -280,7 +310,9 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
                 f"- {AXES[axis]}: Elo {r.elo:.1f} (95%: {r.low:.1f} to {r.high:.1f}), rank {rank} of"
                 f" {len(rated)}, {r.votes} votes"
             )
-        card = client.get_model_version(registered, version).description or ""
-        card = card.split("\n\n## Arena", 1)[0]  # the latest result replaces an earlier one
-        client.update_model_version(registered, version, description=f"{card}\n\n" + "\n".join(lines))
+        card = (client.get_model_version(registered, version).description or "").partition(ARENA)[0]
+        section = ARENA + "\n" + "\n".join(lines)  # the latest result replaces an earlier one
+        client.update_model_version(
+            registered, version, description=card[: DESCRIPTION - len(section)] + section
+        )
     return results

@@ -44,12 +44,10 @@ def elo(votes: list[Vote], models: list[str], k: float = K) -> dict[str, float]:
 def ranking(votes: list[Vote], models: list[str], rounds: int = 1000, seed: int = 0) -> list[Rating]:
     """Models by mean Elo over `rounds` random orderings of the votes, best first."""
     rng = np.random.default_rng(seed)
-    runs = np.array(
-        [
-            [elo([votes[i] for i in rng.permutation(len(votes))], models)[m] for m in models]
-            for _ in range(rounds)
-        ]
-    )
+    runs = np.empty((rounds, len(models)))
+    for k in range(rounds):  # one ordering per round, every model's rating from it
+        r = elo([votes[i] for i in rng.permutation(len(votes))], models)
+        runs[k] = [r[m] for m in models]
     counts = {m: sum(m in (v.left, v.right) for v in votes) for m in models}
     low, high = np.percentile(runs, [2.5, 97.5], axis=0)
     rated = [

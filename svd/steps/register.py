@@ -3,9 +3,11 @@ passes. Its output names the version, so the registry (and tracking) are what it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict
+from pathlib import Path
 
 import mlflow
 
@@ -27,6 +29,18 @@ def samples_page() -> str | None:
     return tracking.run_page(runs[0].info.experiment_id, runs[0].info.run_id, "samples") if runs else None
 
 
+def training_inputs(p: Params) -> dict[str, str]:
+    """The md5 (DVC's file hash) of each subset Stage III's phases read, for the model card: its
+    rows name every clip by content (mp4_sha256), so the hash pins the training data. The stage's
+    settings are among the run's params (dvc.yaml declares train.finetune)."""
+    subsets = sorted({ph.subset for ph in p.train.finetune.schedule()})
+    return {f"md5 {p.filter.out / f'{s}.parquet'}": file_md5(p.filter.out / f"{s}.parquet") for s in subsets}
+
+
+def file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def register(p: Params, tags: tracking.Tags = None) -> dict:
     model, metrics_path = p.train.finetune.out, p.evaluate.out / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
@@ -34,7 +48,14 @@ def register(p: Params, tags: tracking.Tags = None) -> dict:
     with tracking.run("register", p, tags, about) as run_id:
         mlflow.log_metrics(tracking.finite(metrics))
         reg = registry.register(
-            model, p.register.name, metrics, p.register.gates, run_id, p.register.margins, samples_page()
+            model,
+            p.register.name,
+            metrics,
+            p.register.gates,
+            run_id,
+            p.register.margins,
+            samples_page(),
+            training_inputs(p),
         )
     out = asdict(reg) | {"tracking_uri": tracking.tracking_uri()}
     p.register.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ def test_arms_differ_in_their_training_data_alone_and_are_ranked(tiny_params, tm
     assert sorted(results["arm"]) == sorted(
         ["none", "motion_score-0.25", "motion_score-0.5", "text_area-0.25", "text_area-0.5"]
     )  # aesthetic_score is not scored (no CLIP weights): no arm
-    assert list(results["rank"]) == [1, 2, 3, 4, 5] and results["val_loss"].is_monotonic_increasing
+    assert results["val_loss_at_start"].nunique() == 1  # one starting model, one held-out set, one motion map
+    assert results["val_loss"].nunique() > 1  # and the data made a difference
     by_arm = results.set_index("arm")
     assert by_arm.loc["none", "train_clips"] == train and by_arm.loc["none", "vs_no_filter"] == 0
     assert (

@@ -79,9 +79,10 @@ def check_outcome(proj: Path, env: dict) -> None:
     # its model card: data hashes, params, metrics, the promotion, the evaluation's samples
     card = client.get_model_version(reg["name"], reg["version"]).description
     for part in (
-        "## Data and code (DVC md5)",
+        "## Training data and settings",
+        "`md5 data/subsets/",
         "`models/finetune`",
-        "## Params",
+        "`train.finetune.lr`",
         "val_loss: ",
         "Gates: passed",
     ):

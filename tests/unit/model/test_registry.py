@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from svd.params import Gates
+import pytest
+
+from svd.params import Gates, RegisterParams
 from svd.registry import challenge, gate_failures
 
 
@@ -26,7 +28,9 @@ def test_a_challenger_must_beat_the_champion_by_the_margins():
     lost, _ = challenge(
         {"val_loss": 0.5, "motion_spearman": None}, held, {"val_loss": 0.0, "motion_spearman": 0}
     )
-    assert lost == []  # no worse on val_loss, spearman undefined: not compared
+    assert lost == ["motion_spearman: the candidate has none, the champion 0.4"]  # no worse on val_loss
+    with pytest.raises(ValueError, match=r"no metric \['val_los'\]"):  # a typo would switch a margin off
+        RegisterParams(margins={"val_los": 0.0})
 
 
 def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkeypatch):

@@ -163,5 +163,6 @@ def test_the_served_model_answers_a_prompt_or_an_image_as_it_was_trained(tmp_pat
         served.components = c
         out = served.predict(None, pd.DataFrame([good | ask]))
         assert read_frames(base64.b64decode(out["video"][0])).shape == (4, 32, 32, 3)
-        with pytest.raises(ValueError, match=f"needs '{next(iter(good))}'"):
-            served.predict(None, pd.DataFrame([bad | ask]))
+        for wrong in (bad, good | bad):  # the other input alone, or beside the right one
+            with pytest.raises(ValueError, match=f"needs '{next(iter(good))}'"):
+                served.predict(None, pd.DataFrame([wrong | ask]))

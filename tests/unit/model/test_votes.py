@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from svd.evaluate.arena import Arena
+from svd.evaluate.arena import Arena, ChangedSample, serve
 from svd.evaluate.elo import Vote, elo, ranking
 
 
@@ -60,3 +60,44 @@ def test_models_meet_on_shared_samples_with_seeded_sides(tmp_path: Path) -> None
         arena.vote(999, {"quality": "left", "prompt": "left"})
     with pytest.raises(ValueError, match=r"holds no \.mp4"):
         arena.add({"c": tmp_path / "missing"})
+
+
+def test_a_sample_rewritten_after_pairing_is_refused(tmp_path: Path) -> None:
+    """A new evaluation rewrites its samples folder in place: votes must not go to the new model."""
+    a = samples(tmp_path / "a", ["k1_m000.mp4"])
+    b = samples(tmp_path / "b", ["k1_m000.mp4"])
+    arena = Arena(tmp_path / "arena.sqlite")
+    arena.add({"a": a, "b": b})
+    (a / "k1_m000.mp4").write_bytes(b"another model's video")
+    with pytest.raises(ChangedSample, match="changed since the arena paired it"):
+        for side in ("left", "right"):
+            arena.file(1, side)
+
+
+def test_the_server_takes_votes_from_its_own_page_only(tmp_path: Path) -> None:
+    import http.client
+    import threading
+
+    arena = Arena(tmp_path / "arena.sqlite")
+    arena.add({"a": samples(tmp_path / "a", ["k_m000.mp4"]), "b": samples(tmp_path / "b", ["k_m000.mp4"])})
+    server = serve(arena, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+
+    def post(body: bytes, **headers: str) -> int:
+        c = http.client.HTTPConnection(host, timeout=10)
+        c.request("POST", "/vote", body, {"Content-Type": "application/x-www-form-urlencoded", **headers})
+        return c.getresponse().status
+
+    try:
+        vote = b"pair=1&quality=left&prompt=tie"
+        assert post(vote, Origin="http://evil.example") == 403  # another site's page posting here
+        assert post(b"pair=1&quality=up&prompt=tie") == 400 and post(b"\xff\xfe") == 400
+        assert arena.votes("quality") == []
+        assert post(vote, Origin=f"http://{host}") == 303 and len(arena.votes("quality")) == 1
+        c = http.client.HTTPConnection(host, timeout=10)
+        c.request("GET", "/media/1/..%2f..%2farena.sqlite")  # a part no pair has
+        assert c.getresponse().status == 404
+    finally:
+        server.shutdown()
+        server.server_close()
