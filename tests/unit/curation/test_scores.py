@@ -59,6 +59,19 @@ def test_text_area_sees_large_text_and_not_a_blank_frame() -> None:
     assert Text(TextParams()).score(clip) == {"text_area": text_area(titled)}  # max over frames
 
 
+def test_the_text_detector_runs_where_it_is_asked_or_says_why_not() -> None:
+    """CUDA comes from onnxruntime-gpu's provider: on a machine without it, auto is the CPU (and the
+    cache keys it so) and cuda is an error, never a silent CPU run."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime has a CUDA provider here")
+    assert TextParams(device="auto").key() == TextParams().key()
+    clip = ClipFrames([np.full((96, 128, 3), 90, np.uint8)], 12.0, 128, 96)
+    with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+        Text(TextParams(device="cuda")).score(clip)
+
+
 def test_registry_drives_params_and_the_table_schema() -> None:
     assert set(scorers.SCORERS) >= {"motion", "text"}
     p = CurateParams(scorers={"motion": {"fps": 4.0}})
