@@ -31,6 +31,7 @@ from mlflow.types import ColSpec, Schema
 from PIL import Image
 
 import svd  # side output: the logged model's code
+from svd import tracking
 from svd.params import MARGIN_METRICS, Gates
 
 SIGNATURE = ModelSignature(
@@ -168,8 +169,8 @@ def register(
     """Register the pipeline folder and set its aliases. Weights registered before (by content hash)
     keep their version, so the registry follows DVC: a model DVC restores, or a rerun of an unchanged
     model, gets its old version back, aliases included, instead of a copy under a new number.
-    `samples` links the evaluation's sample videos in the model card, `training` lists what the model
-    was trained on and with (data hashes, the stage's params)."""
+    `samples` links the evaluation's sample videos in the model card, `training` names the data the
+    model was trained on (an md5 per subset)."""
     client = mlflow.MlflowClient()
     digest = content_hash(model_dir)
     same = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = '{digest}'")
@@ -190,9 +191,8 @@ def register(
         for key, value in client.get_run(run_id).data.tags.items():
             if key.startswith(("git.", "dvc.", "prefect.")):
                 client.set_model_version_tag(name, version, key, value)
-    for key, value in metrics.items():
-        if isinstance(value, int | float) and math.isfinite(value):
-            client.set_model_version_tag(name, version, f"metric.{key}", repr(float(value)))
+    for metric, number in tracking.finite(metrics).items():
+        client.set_model_version_tag(name, version, f"metric.{metric}", repr(number))
     gated = gate_failures(metrics, gates)
     current = champion(client, name)
     lost: list[str] = []

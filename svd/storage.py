@@ -26,6 +26,12 @@ from typing import Any
 TMP_PREFIX = ".tmp-"
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a local file's bytes, read in chunks."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def is_s3(uri: str | Path) -> bool:
     return str(uri).startswith("s3://")
 

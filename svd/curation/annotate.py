@@ -19,7 +19,6 @@ one failed row naming the file and the reason, a clip that fails likewise, and t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -62,11 +61,6 @@ class VideoResult:
     devices: str | None = field(default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def video_key(uri: str, sha: str) -> str:
     """A readable stem plus the content hash: the same on every machine and after a folder rename,
     distinct for two different files that share a name, bounded in length, and free of dots (a
@@ -101,7 +95,7 @@ def annotate_video(uri: str, p: CurateParams) -> VideoResult:
 def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     if path.stat().st_size == 0:
         raise VideoError(f"{uri}: empty file (0 bytes)")
-    sha = file_sha256(path)
+    sha = storage.file_sha256(path)
     key = video_key(uri, sha)
     info = probe(path)
     index = index_packets(path)

@@ -8,6 +8,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+# The sizes every tiny model here shares.
+SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+
 # CLIP ViT-L/14's sizes (openai/clip-vit-large-patch14), the model LAION's aesthetic head reads.
 VIT_L_14 = dict(
     text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
@@ -34,7 +37,6 @@ def save_random_clip(out: Path, projection: int = 16, seed: int = 0, vit_l: bool
     from svd.model.components import BYTE_VOCAB, byte_tokenizer
 
     torch.manual_seed(seed)
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     text = dict(
         vocab_size=BYTE_VOCAB,
         max_position_embeddings=77,
@@ -42,7 +44,7 @@ def save_random_clip(out: Path, projection: int = 16, seed: int = 0, vit_l: bool
         eos_token_id=BYTE_VOCAB - 1,
     )
     tiny = dict(
-        text_config=small, vision_config=small | dict(image_size=32, patch_size=8), projection_dim=projection
+        text_config=SMALL, vision_config=SMALL | dict(image_size=32, patch_size=8), projection_dim=projection
     )
     sizes: dict = VIT_L_14 if vit_l else tiny
     config = CLIPConfig(**sizes | dict(text_config=sizes["text_config"] | text))
@@ -83,17 +85,16 @@ def save_tiny_captioner(out: Path, frames: int | None = None, seed: int = 0) -> 
 
     torch.manual_seed(seed)
     tokenizer = tiny_wordpiece()
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     wide = dict(initializer_range=0.5)
     config = GitConfig(
-        vision_config=small | wide | dict(image_size=32, patch_size=8),
+        vision_config=SMALL | wide | dict(image_size=32, patch_size=8),
         vocab_size=len(tokenizer),
         max_position_embeddings=64,
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
         pad_token_id=tokenizer.pad_token_id,
         num_image_with_embedding=frames,
-        **small | wide,
+        **SMALL | wide,
     )
     model = GitForCausalLM(config)
     model.generation_config.suppress_tokens = [tokenizer.sep_token_id]
@@ -111,11 +112,8 @@ def save_tiny_llm(out: Path, seed: int = 0) -> str:
     torch.manual_seed(seed)
     tokenizer = tiny_wordpiece()
     config = LlamaConfig(
+        **SMALL,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
         num_key_value_heads=2,
         max_position_embeddings=512,
         initializer_range=0.5,  # wide, so that its words depend on the prompt

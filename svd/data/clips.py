@@ -36,15 +36,18 @@ CAPTIONS = {"caption_image": 0.5, "caption_video": 0.25, "caption_summary": 0.25
 def caption_choices(rows: pd.DataFrame) -> list[tuple[list[str], np.ndarray]]:
     """Per clip, its captions to draw from and their cumulative probabilities: the generated ones it
     has, weighted as the paper and renormalised, else its source's."""
+
+    def column(name: str) -> list:
+        return rows[name].tolist() if name in rows else [None] * len(rows)
+
     out = []
-    for _, r in rows.iterrows():
-        have = {c: w for c, w in CAPTIONS.items() if isinstance(r.get(c), str) and r[c]}
+    for source, *generated in zip(column("caption"), *map(column, CAPTIONS), strict=True):
+        have = [(t, w) for t, w in zip(generated, CAPTIONS.values(), strict=True) if isinstance(t, str) and t]
         if not have:
-            source = r.get("caption")
             out.append(([source if isinstance(source, str) else ""], np.ones(1)))
             continue
-        weights = np.array(list(have.values()))
-        out.append(([r[c] for c in have], np.cumsum(weights) / weights.sum()))
+        weights = np.array([w for _, w in have])
+        out.append(([t for t, _ in have], np.cumsum(weights) / weights.sum()))
     return out
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from svd.evaluate.elo import Rating, Vote, ranking
+from svd.storage import file_sha256
 
 AXES = {"quality": "Visual quality", "prompt": "Prompt following"}
 SCHEMA = """
@@ -46,10 +47,6 @@ create table if not exists votes (
 
 class ChangedSample(RuntimeError):
     pass
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
 class Arena:
@@ -88,7 +85,7 @@ class Arena:
                 for sample in shared:
                     flip = hashlib.sha256(f"{seed}/{sample}/{a}/{b}".encode()).digest()[0] % 2
                     left, right = (b, a) if flip else (a, b)
-                    hashes = (sha256(folders[left] / sample), sha256(folders[right] / sample))
+                    hashes = (file_sha256(folders[left] / sample), file_sha256(folders[right] / sample))
                     c.execute(
                         "insert or ignore into pairs (sample, left, right, left_sha256, right_sha256)"
                         " values (?, ?, ?, ?, ?)",
@@ -121,7 +118,7 @@ class Arena:
         sample, left, right, left_sha, right_sha = row
         if part in ("left", "right"):
             path = Path(left if part == "left" else right) / sample
-            if sha256(path) != (left_sha if part == "left" else right_sha):
+            if not path.is_file() or file_sha256(path) != (left_sha if part == "left" else right_sha):
                 raise ChangedSample(
                     f"{path} changed since the arena paired it: copy each model's samples"
                     " to a folder of their own and start a new arena (--db)"
@@ -284,11 +281,11 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
     from svd import tracking
     from svd.registry import ARENA, DESCRIPTION
 
-    results = arena.ranking(rounds)
+    results, models = arena.ranking(rounds), arena.models()
     tracking.configure("arena")
     about = "Elo (K = 1 from 1000) of the arena's votes, mean over random orderings of them"
     with mlflow.start_run(run_name="arena", description=about):
-        mlflow.log_params({"models": ", ".join(arena.models()), "orderings": rounds})
+        mlflow.log_params({"models": ", ".join(models), "orderings": rounds})
         rows = []
         for axis, rated in results.items():
             mlflow.log_metric(f"votes_{axis}", len(arena.votes(axis)))
@@ -298,11 +295,11 @@ def log_results(arena: Arena, rounds: int = 1000) -> dict[str, list[Rating]]:
                 rows.append({"axis": axis, **vars(r)})
         mlflow.log_table(pd.DataFrame(rows), "arena/ranking.json")
     client = mlflow.MlflowClient()
-    for name in arena.models():
+    for name in models:
         registered, _, version = name.rpartition("/")
         if not (registered and version.isdigit()):
             continue
-        lines = [f"Against {', '.join(m for m in arena.models() if m != name)}:"]
+        lines = [f"Against {', '.join(m for m in models if m != name)}:"]
         for axis, rated in results.items():
             rank, r = next((i, r) for i, r in enumerate(rated, 1) if r.model == name)
             client.set_model_version_tag(registered, version, f"arena.elo_{axis}", f"{r.elo:.1f}")

@@ -27,14 +27,13 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import torch
 
 from svd import report, tracking
 from svd.curation.filter import bounds, within
 from svd.model import components
 from svd.model.motion import MotionBuckets
 from svd.params import Params, Rule
-from svd.train.loop import fill_latents, initial_components, train_stage
+from svd.train.loop import fill_latents, seeded_components, train_stage
 
 
 def arms(lvd: pd.DataFrame, p: Params) -> dict[str, tuple[str, float, pd.DataFrame]]:
@@ -56,10 +55,7 @@ def starting_point(p: Params, lvd: pd.DataFrame, folder: Path) -> Path:
     """The one model every arm starts from: the stage's init (or its seeded random build) with a
     motion-bucket map fitted on LVD's training clips, so no arm's data changes what a bucket means.
     Saved once, loaded by each arm."""
-    st = p.stage(p.ablate.stage)
-    with torch.random.fork_rng():  # the weights the stage builds when it starts from no folder
-        torch.manual_seed(p.seed)
-        c = initial_components(p, st)
+    c = seeded_components(p, p.stage(p.ablate.stage))
     if c.motion is None:
         c.motion = MotionBuckets.from_scores(lvd.loc[lvd["split"] == "train", "motion_score"].to_numpy())
     components.save(c, folder)

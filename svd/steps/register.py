@@ -3,11 +3,9 @@ passes. Its output names the version, so the registry (and tracking) are what it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 import mlflow
 
@@ -34,11 +32,10 @@ def training_inputs(p: Params) -> dict[str, str]:
     rows name every clip by content (mp4_sha256), so the hash pins the training data. The stage's
     settings are among the run's params (dvc.yaml declares train.finetune)."""
     subsets = sorted({ph.subset for ph in p.train.finetune.schedule()})
-    return {f"md5 {p.filter.out / f'{s}.parquet'}": file_md5(p.filter.out / f"{s}.parquet") for s in subsets}
-
-
-def file_md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+    return {
+        f"md5 {p.filter.out / f'{s}.parquet'}": tracking.md5_file(p.filter.out / f"{s}.parquet")
+        for s in subsets
+    }
 
 
 def register(p: Params, tags: tracking.Tags = None) -> dict:

@@ -247,15 +247,21 @@ def fit_autoencoder(
     return tail_mean(losses)
 
 
+def seeded_components(p: Params, st: StageParams) -> Components:
+    """initial_components as train_stage builds them right after seeding: a stage that starts from
+    no folder gets the same random weights here, and the caller's random state is left alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(p.seed)
+        return initial_components(p, st)
+
+
 def fill_latents(p: Params, name: StageName, subsets_dir: Path, curated_dir: str | Path) -> dict[str, int]:
     """Fill the stage's latent store for the train clips of each phase and the val clips of the last,
     with the encoders the stage starts from."""
     st = p.stage(name)
     if st.latents is None:
         raise ValueError(f"train.{name}.latents is not set: the stage encodes its clips as it trains")
-    with torch.random.fork_rng():  # a stage that starts from no folder builds these weights at its start
-        torch.manual_seed(p.seed)
-        c = initial_components(p, st)
+    c = seeded_components(p, st)
     compute.prepare_networks(c, p.train.compute)
     schedule = st.schedule()
     counts = {"train_computed": 0, "train_present": 0}
