@@ -76,9 +76,11 @@ class Captioners:
 
     def score_many(self, clips: list[ClipFrames]) -> list[dict[str, str | None]]:
         """All of a video's clips, `batch` clips a generate call."""
+        p, n = self.p, len(clips)
+        if not (p.image or p.video):  # no captioner configured: null columns, and no torch to import
+            return [dict.fromkeys(self.columns) for _ in clips]
         import torch
 
-        p, n = self.p, len(clips)
         device = torch_device(p.device)
         first = 1 if p.image else 0  # the picks: the middle frame, then the video captioner's
         with one_torch_thread(), torch.inference_mode():
