@@ -5,6 +5,8 @@ Every service is a subprocess in its own session, logging to a file, started on 
 127.0.0.1 port and waited for on its health URL. Each carries a marker in its environment that
 its descendants inherit, so `stop` also finds children that left the process group (Prefect's
 worker starts flow runs in new sessions) and `processes_with_env` can prove nothing survived.
+A reaper (infra/reaper.py) stops them all if their owner dies without stopping them (SIGKILL,
+a timeout).
 
 Used by the pytest fixtures in tests/conftest.py and by `python -m infra.stack up`.
 """
@@ -29,6 +31,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from infra.reaper import OWNER, processes_with_env, start_time
 
 HOST = "127.0.0.1"
 MARKER = "SVD_STACK_PROCESS"
@@ -125,24 +129,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def processes_with_env(key: str = MARKER, value: str | None = None) -> list[int]:
-    """Live (non-zombie) processes other than this one whose environment has `key` (=`value`)."""
-    needle = f"{key}={value}".encode() if value is not None else f"{key}=".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError):
-            continue
-        if any(item == needle if value is not None else item.startswith(needle) for item in env):
-            found.append(int(proc.name))
-    return found
-
-
 def free_port() -> int:
     """A port the OS just handed out; the tiny reuse race is caught by the health wait."""
     with socket.socket() as s:
@@ -156,6 +142,28 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+_reapers: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}  # owner pid -> its reaper
+
+
+def _reaper() -> str:
+    """The token of this process's reaper (infra/reaper.py), started on first use: whatever kills
+    this process, the reaper then stops every service it started."""
+    pid = os.getpid()
+    if pid not in _reapers:
+        token = f"{pid}-{uuid.uuid4().hex[:12]}"
+        script = Path(__file__).with_name("reaper.py")
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(pid), str(start_time(pid)), token],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k not in (MARKER, OWNER)},
+            start_new_session=True,  # out of the owner's group: a group kill must not take it too
+        )
+        _reapers[pid] = token, proc
+    return _reapers[pid][0]
 
 
 def start_service(
@@ -176,7 +184,7 @@ def start_service(
     log = root / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     marker = f"{name}-{uuid.uuid4().hex[:12]}"
-    full_env = {**os.environ, **QUIET_ENV, **env, MARKER: marker}
+    full_env = {**os.environ, **QUIET_ENV, **env, MARKER: marker, OWNER: _reaper()}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             cmd,
