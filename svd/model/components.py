@@ -186,26 +186,30 @@ def save(c: Components, folder: Path) -> None:
 
 def load(ref: str | Path) -> Components:
     """Load from a local diffusers folder or a hub id: an SVD folder, an SD 2.1 folder, or a stage of
-    ours. The UNet and VAE classes are read from their configs; each encoder is loaded if present."""
+    ours. The UNet and VAE classes are read from their configs; each encoder is loaded if present.
+    Weights come from safetensors files only: a folder holding only pickled ones (.bin) is an error,
+    never unpickled, since unpickling a file from elsewhere can run any code."""
     unet_cls = _class_name(ref, "unet")
     unet: UNet = (
-        UNetSpatioTemporalConditionModel.from_pretrained(ref, subfolder="unet")
+        UNetSpatioTemporalConditionModel.from_pretrained(ref, subfolder="unet", use_safetensors=True)
         if unet_cls == "UNetSpatioTemporalConditionModel"
-        else UNet2DConditionModel.from_pretrained(ref, subfolder="unet")
+        else UNet2DConditionModel.from_pretrained(ref, subfolder="unet", use_safetensors=True)
     )
     vae: VAE = (
-        AutoencoderKL.from_pretrained(ref, subfolder="vae")
+        AutoencoderKL.from_pretrained(ref, subfolder="vae", use_safetensors=True)
         if _class_name(ref, "vae") == "AutoencoderKL"  # SD 2.1's image autoencoder
-        else AutoencoderKLTemporalDecoder.from_pretrained(ref, subfolder="vae")
+        else AutoencoderKLTemporalDecoder.from_pretrained(ref, subfolder="vae", use_safetensors=True)
     )
     has = _subfolders(ref)
     return Components(
         vae,
         unet,
-        CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder")
+        CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder", use_safetensors=True)
         if "image_encoder" in has
         else None,
-        CLIPTextModel.from_pretrained(ref, subfolder="text_encoder") if "text_encoder" in has else None,
+        CLIPTextModel.from_pretrained(ref, subfolder="text_encoder", use_safetensors=True)
+        if "text_encoder" in has
+        else None,
         CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer") if "tokenizer" in has else None,
         MotionBuckets.load(ref),
     )
@@ -214,8 +218,10 @@ def load(ref: str | Path) -> Components:
 def load_image_encoder(ref: str | Path) -> CLIPVisionModelWithProjection:
     """From a model folder's image_encoder/ (SVD's), or a CLIP vision model folder or hub id."""
     if "image_encoder" in _subfolders(ref):
-        return CLIPVisionModelWithProjection.from_pretrained(ref, subfolder="image_encoder")
-    return CLIPVisionModelWithProjection.from_pretrained(ref)
+        return CLIPVisionModelWithProjection.from_pretrained(
+            ref, subfolder="image_encoder", use_safetensors=True
+        )
+    return CLIPVisionModelWithProjection.from_pretrained(ref, use_safetensors=True)
 
 
 def _subfolders(ref: str | Path) -> set[str]:

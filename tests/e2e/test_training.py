@@ -15,6 +15,7 @@ import torch
 from svd.data.clips import load_subset
 from svd.model import components
 from svd.train.loop import fill_latents, train_stage
+from svd.train.resume import read_point
 
 
 def test_three_stages_learn_and_chain(tiny_params):
@@ -97,13 +98,13 @@ def test_a_killed_stage_resumes_to_the_same_weights(tiny_params, tmp_path):
         run = run_stage(tmp_path / "killed")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None:
-            state = point.exists() and torch.load(point, weights_only=True)
+            state = point.exists() and read_point(point)
             if state and state["phase"] == phase:
                 run.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.02)
         assert run.wait() == -signal.SIGKILL, f"the run ended before a {phase} resume point"
-    assert torch.load(point, weights_only=True)["phase"] == "denoiser1"
+    assert read_point(point)["phase"] == "denoiser1"
     assert run_stage(tmp_path / "killed").wait() == 0  # goes on from the last phase's point
     assert not point.exists()
     # every file of the stage's output, the networks and training.json (less its own path) alike:
@@ -126,10 +127,11 @@ import torch
 from svd.params import Params
 from svd.train.loop import train_stage
 from svd.train.record import Silent
+from svd.train.resume import read_point
 
 class Points(Silent):  # what each resume point holds of the UNet: name, type and shape of each tensor
     def checkpoint(self, name, path, step):
-        unet = torch.load(path, weights_only=True)["unet"]
+        unet = read_point(path)["unet"]
         shapes = sorted((k, type(v).__name__, list(v.shape)) for k, v in unet.items())
         open(sys.argv[1] + f".{step}.point", "w").write(json.dumps(shapes))
 
