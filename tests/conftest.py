@@ -36,6 +36,7 @@ from infra.stack import (
 )
 
 SESSION_KEY = "SVD_TEST_SESSION"
+SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN")
 _session_tmp: Path | None = None
 
 
@@ -45,8 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(
         {
             **QUIET_ENV,
-            # Dummy AWS credentials: no test can sign a request to real AWS by accident.
+            # Dummy AWS credentials: no test can sign a request to real AWS by accident. The secrets
+            # are recognisable, so the end-to-end test can prove that no log, run, artifact, report
+            # or table holds one (moto takes any credentials).
             **AWS_ENV,
+            **{k: f"svd-fake-{k.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}" for k in SECRETS},
             "PREFECT_HOME": str(_session_tmp / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # Inherited by every subprocess a test starts: how the end check finds leftovers.

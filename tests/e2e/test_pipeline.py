@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -284,6 +285,8 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     p = load(proj / "params.yaml")
     assert (p.filter.hq["motion_score"].drop_lowest, p.train.finetune.steps) == (0.4, 12)
     check_outcome(proj, env)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
+        assert_no_secret(proj, env, [worker.log, prefect_server.log])
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     for r in mlflow.search_runs(search_all_experiments=True, output_format="list"):  # none from the 2nd
         assert r.data.tags["prefect.root_flow_run_id"] == str(run.id), r.info.run_name
@@ -306,6 +309,43 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
 
     # the champion behind MLflow's scoring server, as the README starts it (no venv activated)
     serve_champion(proj, env)
+
+
+def assert_no_secret(proj: Path, env: dict, logs: list[Path]) -> None:
+    """No credential reaches a log, an MLflow run or model version, a Prefect artifact, log or run
+    parameter, a report, a table or any other file of the project. The session's credentials are
+    fake and recognisable (tests/conftest.py), and the flows ran with them in their environment."""
+    import pandas as pd
+    from prefect.client.orchestration import get_client
+
+    needle = "svd-fake-"
+    assert os.environ["AWS_SECRET_ACCESS_KEY"].startswith(needle) and env["AWS_SECRET_ACCESS_KEY"]
+    texts: dict[str, str] = {}
+    for f in [*proj.rglob("*"), *logs]:  # MLflow's SQLite store and artifacts lie in the project too
+        if f.is_file() and ".git" not in f.parts:
+            texts[str(f)] = f.read_bytes().decode("latin-1")
+            if f.suffix == ".parquet":  # compressed pages could hide a string: read the values too
+                texts[f"{f} (values)"] = pd.read_parquet(f).to_csv()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    for r in mlflow.search_runs(search_all_experiments=True, output_format="list"):
+        texts[f"MLflow run {r.info.run_name}"] = json.dumps([r.data.params, r.data.tags])
+    for v in client.search_model_versions():
+        texts[f"model version {v.name}/{v.version}"] = json.dumps([v.description, v.tags])
+    with get_client(sync_client=True) as c:
+
+        def every(read: Callable[..., list]) -> list:  # the API answers a page at a time
+            out: list = []
+            while page := read(offset=len(out)):
+                out += page
+            return out
+
+        texts["Prefect artifacts"] = json.dumps([str(a.data) for a in every(c.read_artifacts)])
+        texts["Prefect flow runs"] = json.dumps([r.parameters for r in every(c.read_flow_runs)], default=str)
+        texts["Prefect logs"] = "\n".join(log.message for log in every(c.read_logs))
+    leaked = sorted(where for where, text in texts.items() if needle in text)
+    assert not leaked, leaked
+    assert any("Prefect" in k for k in texts) and len(texts) > 50  # the scan saw what it claims
 
 
 def serve_champion(proj: Path, env: dict) -> None:
