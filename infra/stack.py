@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.reaper import OWNER, processes_with_env, start_time
+from svd.storage import S3_ATTEMPTS
 
 HOST = "127.0.0.1"
 MARKER = "SVD_STACK_PROCESS"
@@ -48,6 +49,10 @@ AWS_ENV = {
     # boto3 >= 1.36 adds checksums that S3-compatible servers may reject.
     "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
     "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+    # The retries svd.storage gives its own client, for every other boto3 of the stack (the MLflow
+    # server's artifact store, DVC's s3fs): an endpoint restart costs time, not an upload.
+    "AWS_RETRY_MODE": "standard",
+    "AWS_MAX_ATTEMPTS": str(S3_ATTEMPTS),
 }
 QUIET_ENV = {"DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
 

@@ -8,6 +8,11 @@ MinIO, the usual credential variables or profiles).
 Writes are atomic for readers: locally a temporary name in the same folder and `os.replace`; on S3
 one PUT, which S3 makes visible whole or not at all. Temporary names all start with `.tmp-` so a
 run killed half-way can sweep what it left (`sweep_temporary`).
+
+An S3 endpoint that goes away (a restart, a network blip) costs time, not data: every request is
+retried with capped exponential backoff and jitter (botocore's standard mode) over `S3_ATTEMPTS`
+attempts, about a minute and a half of outage, before its error reaches the caller. A PUT cut off
+mid-body leaves no object, and its retry sends the whole body again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
+S3_ATTEMPTS = 10  # botocore's default of 3 gives up within ~3 s of a restart
 
 
 def file_sha256(path: Path) -> str:
@@ -62,8 +68,10 @@ def _client() -> Any:
 def _client_for(endpoint: str | None) -> Any:
     """One client per endpoint and process (boto3 clients are thread-safe, and costly to build)."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint)
+    retries = Config(retries={"mode": "standard", "max_attempts": S3_ATTEMPTS}, connect_timeout=10)
+    return boto3.client("s3", endpoint_url=endpoint, config=retries)
 
 
 def read_bytes(uri: str | Path) -> bytes:
