@@ -6,12 +6,19 @@ traces back to all three."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
+import queue
+import random
 import re
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
 
 Tags = Mapping[str, str] | None
 CODE = "svd/"  # dependencies under it are source files; the others are data
+log = logging.getLogger("svd.tracking")
 EXPERIMENT = "svd"  # each step's runs go to the experiment "svd/<step>", e.g. svd/train-video
 
 
@@ -189,27 +197,119 @@ def log_bytes(data: bytes, name: str) -> None:
 
 class MLflowRecorder:
     """svd.train.record.Recorder into the active run: metrics by step, sample videos as artifacts,
-    and each resume point as a LoggedModel of the run (model_type "checkpoint", its step a tag)."""
+    and each resume point as a LoggedModel of the run (model_type "checkpoint", its step a tag).
+
+    Nothing here waits on the tracking server: each record joins a queue that one thread sends in
+    order, retrying with backoff until the server takes it. A server that goes away mid-stage (a
+    restart, a network cut) delays the run's records, never the training; metrics keep the time
+    they were measured at. Leaving the `with` block waits for the queue to drain, so the run ends
+    complete once the server is back, or after `patience` seconds raises an error that says what
+    was not sent (the stage's outputs are saved by then)."""
+
+    def __init__(self, patience: float = 900.0) -> None:
+        active = mlflow.active_run()
+        if active is None:
+            raise RuntimeError("MLflowRecorder records into the active run: start one first")
+        self.run_id, self.experiment_id = active.info.run_id, active.info.experiment_id
+        self.patience = patience
+        self.failures = 0  # sends that failed and were retried
+        self.unsent = 0
+        self.rejected: list[str] = []  # what the server refused (a 4xx): sending again cannot help
+        self._client = mlflow.MlflowClient()
+        self._files = tempfile.TemporaryDirectory(prefix="svd-records-")
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._sender = threading.Thread(target=self._send, name="mlflow-records", daemon=True)
+        self._sender.start()
+
+    def __enter__(self) -> MLflowRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._sender.join(self.patience)
+        if not self._sender.is_alive():
+            self._files.cleanup()
+        if self.unsent or self.rejected:
+            raise RuntimeError(
+                f"MLflow at {tracking_uri()}, run {self.run_id}: {self.unsent} record(s) not sent in"
+                f" {self.patience:.0f} s, {len(self.rejected)} rejected {self.rejected[:3]}"
+                " (the stage's outputs are saved)"
+            )
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        mlflow.log_metrics(values, step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in values.items()]
+        self._put(lambda: self._client.log_batch(self.run_id, metrics=batch))
 
     def video(self, name: str, frames: np.ndarray, fps: float, step: int) -> None:
         from svd.media.io import encode_video
 
-        log_bytes(encode_video(frames, fps), name)
+        path = Path(self._files.name) / uuid.uuid4().hex / Path(name).name
+        path.parent.mkdir()
+        path.write_bytes(encode_video(frames, fps))
+        folder = str(Path(name).parent)
+        self._put(lambda: self._client.log_artifact(self.run_id, str(path), folder))
 
     def checkpoint(self, name: str, path: Path, step: int) -> None:
-        active = mlflow.active_run()
-        model = mlflow.initialize_logged_model(
-            name=name,
-            source_run_id=active.info.run_id if active else None,
-            tags={"step": str(step)},
-            model_type="checkpoint",
-        )
+        kept = Path(self._files.name) / uuid.uuid4().hex / path.name  # the point as it is now: the
+        kept.parent.mkdir()  # loop replaces the file (a new inode) at the next point, so a link holds
         try:
-            mlflow.MlflowClient().log_model_artifact(model.model_id, str(path))
-        except Exception:
-            mlflow.finalize_logged_model(model.model_id, "FAILED")
-            raise
-        mlflow.finalize_logged_model(model.model_id, "READY")
+            os.link(path, kept)
+        except OSError:  # another file system
+            shutil.copyfile(path, kept)
+
+        def send() -> None:
+            model = mlflow.initialize_logged_model(
+                name=name,
+                source_run_id=self.run_id,
+                experiment_id=self.experiment_id,
+                tags={"step": str(step)},
+                model_type="checkpoint",
+            )
+            try:
+                self._client.log_model_artifact(model.model_id, str(kept))
+            except Exception:
+                mlflow.finalize_logged_model(model.model_id, "FAILED")
+                raise
+            mlflow.finalize_logged_model(model.model_id, "READY")
+
+        self._put(send)
+
+    def _put(self, record: Callable[[], object]) -> None:
+        with self._lock:
+            self.unsent += 1
+        self._queue.put(record)
+
+    def _send(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        while (record := self._queue.get()) is not None:
+            for wait in backoff():
+                try:
+                    record()
+                    break
+                except MlflowException as e:
+                    if 400 <= e.get_http_status_code() < 500:
+                        self.rejected.append(str(e))
+                        break
+                    self._failed(e, wait)
+                except Exception as e:  # the server is away: keep the record, try again
+                    self._failed(e, wait)
+            with self._lock:
+                self.unsent -= 1
+
+    def _failed(self, e: Exception, wait: float) -> None:
+        self.failures += 1
+        log.warning("MLflow run %s: a record was not sent (%s); again in %.1f s", self.run_id, e, wait)
+        time.sleep(wait)
+
+
+def backoff(first: float = 0.5, cap: float = 30.0) -> Iterator[float]:
+    """Waits between tries: doubling from `first` up to `cap`, with jitter, without end."""
+    wait = first
+    while True:
+        yield wait * (0.5 + random.random() / 2)
+        wait = min(wait * 2, cap)

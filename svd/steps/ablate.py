@@ -92,7 +92,8 @@ def ablate(p: Params, tags: tracking.Tags = None) -> pd.DataFrame:
                 if arm.latents is not None:  # what an earlier arm (or run) stored is read, not encoded
                     filled = fill_latents(arm_p, a.stage, folder, p.curate.out)
                     mlflow.log_metric("latents_computed", filled["train_computed"] + filled["val_computed"])
-                r = train_stage(arm_p, a.stage, folder, p.curate.out, tracking.MLflowRecorder())
+                with tracking.MLflowRecorder() as record:
+                    r = train_stage(arm_p, a.stage, folder, p.curate.out, record)
                 mlflow.log_metrics(
                     {
                         "val_loss": r.val_loss_after,

@@ -43,9 +43,8 @@ def train(
         context = "captions" if st.condition == "text" else "a frame"
         about = f"Train {STAGE_TITLE[stage]}, conditioned on {context}."
         with tracking.run(f"train-{stage}", p, tags, about):
-            result = train_stage(
-                p, stage, p.filter.out, p.curate.out, tracking.MLflowRecorder(), report_progress
-            )
+            with tracking.MLflowRecorder() as record:  # sent while training goes on
+                result = train_stage(p, stage, p.filter.out, p.curate.out, record, report_progress)
             summary = {k: v for k, v in asdict(result).items() if isinstance(v, int | float)}
             mlflow.log_metrics({f"{stage}.{k}": float(v) for k, v in summary.items()})
             mlflow.log_artifact(str(Path(st.out) / "training.json"))
