@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -206,3 +207,81 @@ def test_training_goes_on_while_mlflow_is_away(
     assert lost == 0 and run.info.status == "FINISHED"
     assert sorted(m.step for m in history) == list(range(steps))
     assert all(m.status == "READY" for m in points)
+
+
+def test_a_killed_flow_run_is_crashed_and_its_retry_resumes(
+    tiny_params, prefect_server: Service, tmp_path: Path
+) -> None:
+    """A stage's flow run on a process worker loses its process (SIGKILL: an OOM kill, a lost node)
+    after a resume point. The worker marks the run Crashed; the stage started again trains on from
+    that point: the new run's MLflow run logs losses from the point's step on, and the stage ends
+    with all its steps."""
+    import mlflow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import StateType
+
+    from infra.project import scratch_project
+    from infra.reaper import processes_with_env
+    from infra.stack import run_cmd, start_worker
+    from svd.train.resume import read_point
+
+    steps = 60
+    stage = {"out": "models/image", "autoencoder_steps": 0, "steps": steps, "checkpoint_every": 5}
+    paths = {"curate": {"out": str(tiny_params.curate.out)}, "filter": {"out": str(tiny_params.filter.out)}}
+    proj, env = scratch_project(tmp_path / "door", paths | {"train": {"image": stage}}, prefect_server.env)
+    run_env = {k: env[k] for k in ("PATH", "PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    worker = start_worker(prefect_server, "faults", tmp_path, env=run_env, poll_seconds=1)
+    point = proj / "models" / "image.resume"
+
+    def wait(until: Callable[[], object], what: str, seconds: float = 240) -> None:
+        deadline = time.monotonic() + seconds
+        while not until():
+            assert time.monotonic() < deadline, f"{what}: not within {seconds} s\n{worker.log_tail()}"
+            time.sleep(0.2)
+
+    try:
+        deploy = ["--no-prompt", "deploy", "flows/train.py:train", "-n", "image-faults", "-p", "faults"]
+        run_cmd([sys.executable, "-m", "prefect", *deploy, "--params", '{"stage": "image"}'], env, cwd=proj)
+        with (
+            temporary_settings(updates={PREFECT_API_URL: prefect_server.url}),
+            get_client(sync_client=True) as c,
+        ):
+            run = run_deployment("train/image-faults", timeout=0)
+            wait(lambda: point.exists() and read_point(point)["phase"] == "denoiser", "a resume point")
+            pids = processes_with_env("PREFECT__FLOW_RUN_ID", str(run.id))
+            assert pids, "no process runs the flow run"
+            for pid in pids:
+                os.kill(pid, 9)
+
+            def state(flow_run: FlowRun) -> StateType | None:
+                s = c.read_flow_run(flow_run.id).state
+                return s.type if s else None
+
+            wait(lambda: state(run) == StateType.CRASHED, "the worker marking the run Crashed", 90)
+            resumed_at = read_point(point)["step"]
+            # Run again (the UI's Run, or the pipeline started again), not Retry on the crashed run:
+            # Prefect's worker reports the killed process a second time some seconds after the
+            # runner did, and that report marks a retry of the same flow run, started meanwhile,
+            # Crashed too (Prefect 3.8)
+            again = run_deployment("train/image-faults", timeout=0)
+            done = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED)
+            wait(lambda: state(again) in done, "the run started again")
+            assert state(again) == StateType.COMPLETED, worker.log_tail()
+    finally:
+        worker.stop()
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time"])
+        client = mlflow.MlflowClient()
+        killed, retry = [client.get_metric_history(r.info.run_id, "train_image/loss") for r in runs]
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    new = sorted(m.step for m in retry)
+    assert new == list(range(resumed_at, steps)), (resumed_at, new)  # on from the point, not step 0
+    assert not point.exists() and (proj / "models" / "image" / "training.json").exists()
+    lost = steps - len({m.step for m in killed} | set(new))
+    report("flow run's process SIGKILLed mid-stage", "Crashed; run again, resumed at its last point", lost)
+    assert lost == 0
