@@ -8,8 +8,11 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export AWS_REQUEST_CHECKSUM_CALCULATION := when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION := when_required
+# An S3 endpoint that restarts costs time, not a push (svd.storage retries alike: S3_ATTEMPTS).
+export AWS_RETRY_MODE := standard
+export AWS_MAX_ATTEMPTS := 10
 
-.PHONY: demo test unit lint bench serve stop ui clean system venv
+.PHONY: demo test unit lint bench faults serve stop ui clean system venv
 
 # OpenCV's wheel needs libGL and glib; the UI tests drive Debian's chromium (Selenium); everything
 # else comes from PyPI.
@@ -49,6 +52,10 @@ lint: $(BIN)/svd
 
 bench: $(BIN)/svd
 	$(BIN)/python bench/run.py
+
+# Fault injection against the real local servers: a table of fault -> outcome -> rows or objects lost.
+faults: $(BIN)/svd
+	$(BIN)/python bench/faults.py
 
 # Local stack: Prefect server + worker, MLflow server, S3 endpoint, all on 127.0.0.1. Ctrl-C, or
 # `make stop` from another shell, stops all of it.

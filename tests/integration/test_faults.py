@@ -1,7 +1,8 @@
 """Faults the platform meets in a user's week: an S3 endpoint or the MLflow server going away in the
-middle of a request and coming back, a flow run's process killed. Each test injects the fault into
-real servers (an `outage` forwarder in front of them, or SIGKILL), checks that nothing was lost,
-and files a row for `make faults` (bench/faults.py): fault, outcome, rows or objects lost."""
+middle of a request and coming back, a flow run's process killed, the owner of the servers killed.
+Each test injects the fault into real servers (an `outage` forwarder in front of them, or SIGKILL),
+checks that nothing was lost, and files a row for `make faults` (bench/faults.py): fault, outcome,
+rows or objects lost."""
 
 from __future__ import annotations
 
@@ -19,13 +20,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from infra.stack import S3Endpoint, Service, start_mlflow
+from infra.reaper import start_time
+from infra.stack import (
+    MARKER,
+    S3Endpoint,
+    Service,
+    configure_dvc_remote,
+    processes_with_env,
+    run_cmd,
+    start_mlflow,
+    start_worker,
+)
 from svd.curation.curate import curate
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
+REAPER = str(REPO / "infra" / "reaper.py")
 
 
 def report(fault: str, outcome: str, lost: int) -> None:
@@ -98,7 +110,6 @@ def test_dvc_push_through_an_s3_outage(s3: S3Endpoint, outage, tmp_path: Path) -
     """`dvc push` meets the endpoint going away mid-upload for 3 s: DVC retries, or stops with an
     error naming the failed upload; pushing again completes. Objects are content-addressed, so a
     partial one would not hash to its name: every object on the remote does."""
-    from infra.stack import configure_dvc_remote, run_cmd
 
     proxy = outage(s3.url)
     repo, data = tmp_path / "repo", tmp_path / "repo" / "data"
@@ -224,8 +235,6 @@ def test_a_killed_flow_run_is_crashed_and_its_retry_resumes(
     from prefect.states import StateType
 
     from infra.project import scratch_project
-    from infra.reaper import processes_with_env
-    from infra.stack import run_cmd, start_worker
     from svd.train.resume import read_point
 
     steps = 60
@@ -285,3 +294,52 @@ def test_a_killed_flow_run_is_crashed_and_its_retry_resumes(
     lost = steps - len({m.step for m in killed} | set(new))
     report("flow run's process SIGKILLed mid-stage", "Crashed; run again, resumed at its last point", lost)
     assert lost == 0
+
+
+KILLED_OWNER = """
+import sys, time
+from pathlib import Path
+from infra.stack import start_s3
+print(start_s3(Path(sys.argv[1])).marker, flush=True)
+time.sleep(600)
+"""
+
+
+def test_servers_die_with_an_owner_killed_by_sigkill(tmp_path: Path) -> None:
+    """A `make test` or `make serve` killed with SIGKILL or by a timeout cannot stop its servers
+    itself: its reaper stops them, and then exits."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    owner = subprocess.Popen(
+        [sys.executable, "-c", KILLED_OWNER, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert owner.stdout is not None
+    try:
+        marker = owner.stdout.readline().strip()
+        assert processes_with_env(MARKER, marker), "the S3 server did not start"
+        reaper = [
+            p for p in processes_with_env("SVD_TEST_SESSION") if argv(p)[1:3] == [REAPER, str(owner.pid)]
+        ]
+        assert len(reaper) == 1
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    deadline = time.monotonic() + 20
+    while (processes_with_env(MARKER, marker) or alive(reaper[0])) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = len(processes_with_env(MARKER, marker))
+    report("owner of the servers SIGKILLed (make test, make serve)", "its reaper stopped them", left)
+    assert left == 0
+    assert not alive(reaper[0])
+
+
+def argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    return start_time(pid) is not None

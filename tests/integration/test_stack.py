@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.reaper import start_time
 from infra.stack import (
     GPU_TEMPLATE,
     MARKER,
@@ -31,7 +30,6 @@ from infra.stack import (
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
-REAPER = str(REPO / "infra" / "reaper.py")
 
 
 def test_s3_round_trip_over_http(s3: S3Endpoint) -> None:
@@ -350,54 +348,6 @@ def test_stop_reaps_children_that_left_the_process_group(tmp_path: Path) -> None
     assert len(processes_with_env(MARKER, svc.marker)) == 2
     svc.stop()
     assert processes_with_env(MARKER, svc.marker) == []
-
-
-KILLED_OWNER = """
-import sys, time
-from pathlib import Path
-from infra.stack import start_s3
-print(start_s3(Path(sys.argv[1])).marker, flush=True)
-time.sleep(600)
-"""
-
-
-def test_servers_die_with_an_owner_killed_by_sigkill(tmp_path: Path) -> None:
-    """A `make test` or `make serve` killed with SIGKILL or by a timeout cannot stop its servers
-    itself: its reaper stops them, and then exits."""
-    import signal
-    import time
-
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    owner = subprocess.Popen(
-        [sys.executable, "-c", KILLED_OWNER, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
-    )
-    assert owner.stdout is not None
-    try:
-        marker = owner.stdout.readline().strip()
-        assert processes_with_env(MARKER, marker), "the S3 server did not start"
-        reaper = [
-            p for p in processes_with_env("SVD_TEST_SESSION") if argv(p)[1:3] == [REAPER, str(owner.pid)]
-        ]
-        assert len(reaper) == 1
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
-    deadline = time.monotonic() + 20
-    while (processes_with_env(MARKER, marker) or alive(reaper[0])) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_with_env(MARKER, marker) == []
-    assert not alive(reaper[0])
-
-
-def argv(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    return start_time(pid) is not None
 
 
 LINKED_FLOW = """
