@@ -188,6 +188,13 @@ def register(
         )
         version = str(info.registered_model_version)
         client.set_model_version_tag(name, version, "model_sha256", digest)
+        # A pipeline in another workspace may have registered the same weights meanwhile (they are
+        # deterministic): the lowest version holds them, and any other copy is removed again
+        same = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = '{digest}'")
+        first = str(min(int(v.version) for v in same))
+        if first != version:
+            client.delete_model_version(name, version)
+            version = first
         for key, value in client.get_run(run_id).data.tags.items():
             if key.startswith(("git.", "dvc.", "prefect.")):
                 client.set_model_version_tag(name, version, key, value)

@@ -45,12 +45,18 @@ def tracking_uri() -> str:
 def configure(experiment: str = EXPERIMENT) -> None:
     """Point MLflow at the tracking URI and the experiment, made on first use as a model training
     experiment (MLflow 3's UI otherwise guesses, and shows GenAI pages for runs without traces)."""
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(tracking_uri())
     if mlflow.get_experiment_by_name(experiment) is None:
         local = tracking_uri().startswith("sqlite:")
         location = Path("mlartifacts").absolute().as_uri() if local else None  # a server decides its own
         kind = {"mlflow.experimentKind": "custom_model_development"}
-        mlflow.create_experiment(experiment, artifact_location=location, tags=kind)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=location, tags=kind)
+        except MlflowException as e:  # a pipeline in another workspace made it first: use it
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     mlflow.set_experiment(experiment)
 
 
