@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -450,3 +452,41 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
     assert set(processes_with_env(MARKER)) & started == set()
     local = tmp_path / ".dvc" / "config.local"
     assert "s3store" not in dvc_default() + (local.read_text() if local.exists() else "")
+
+
+def listening(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket the processes hold, IPv4 and IPv6."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+    found = set()
+    for table, v6 in (("tcp", False), ("tcp6", True)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            hexaddr, port = fields[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            if v6:  # four little-endian 32-bit words
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                addr = str(ipaddress.IPv6Address(raw))
+            else:
+                addr = str(ipaddress.IPv4Address(raw[::-1]))
+            found.add((addr, int(port, 16)))
+    return found
+
+
+def test_every_server_listens_on_loopback_only(
+    s3: S3Endpoint, mlflow_server: Service, prefect_server: Service, prefect_worker: Service
+) -> None:
+    """Nothing the stack starts (S3, MLflow and its workers, Prefect's server and worker, and their
+    children) accepts connections from another machine."""
+    pids = set(processes_with_env(MARKER))
+    sockets = listening(pids)
+    assert len(sockets) >= 3, sockets  # S3, MLflow, Prefect at least
+    assert {addr for addr, _ in sockets} == {"127.0.0.1"}, sockets
