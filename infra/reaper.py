@@ -52,10 +52,9 @@ def processes_with_env(key: str, value: str | None = None) -> list[int]:
     return found
 
 
-def reap(key: str, value: str, grace: float = 5.0) -> list[int]:
+def reap(key: str, value: str, grace: float = 5.0) -> None:
     """SIGTERM every process carrying key=value (servers flush and close cleanly), then SIGKILL
-    what is left after `grace` seconds. Returns the pids that were found."""
-    found = processes_with_env(key, value)
+    what is left after `grace` seconds."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         for pid in processes_with_env(key, value):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -63,10 +62,10 @@ def reap(key: str, value: str, grace: float = 5.0) -> list[int]:
         deadline = time.monotonic() + wait
         while processes_with_env(key, value) and time.monotonic() < deadline:
             time.sleep(0.1)
-    return found
 
 
 def watch(owner: int, born: str, token: str, poll: float = 0.5) -> None:
+    """Until the owner (its pid, born at `born`) is gone, then reap what carries its token."""
     while start_time(owner) == born:
         time.sleep(poll)
     reap(OWNER, token)

@@ -184,20 +184,19 @@ def register(
             code_paths=[str(Path(svd.__file__).parent)],
             pip_requirements=[f"{r}=={metadata.version(r)}" for r in REQUIREMENTS],
             signature=SIGNATURE,
-            registered_model_name=name,
         )
-        version = str(info.registered_model_version)
-        client.set_model_version_tag(name, version, "model_sha256", digest)
-        # A pipeline in another workspace may have registered the same weights meanwhile (they are
-        # deterministic): the lowest version holds them, and any other copy is removed again
+        # Tagged as it is made, so that of two workspaces registering the same weights at once (they
+        # are deterministic) the later version always sees the earlier: the lowest holds them, and
+        # the other copy is deleted again
+        made = mlflow.register_model(info.model_uri, name, tags={"model_sha256": digest})
         same = client.search_model_versions(f"name = '{name}' and tags.model_sha256 = '{digest}'")
-        first = str(min(int(v.version) for v in same))
-        if first != version:
-            client.delete_model_version(name, version)
-            version = first
-        for key, value in client.get_run(run_id).data.tags.items():
-            if key.startswith(("git.", "dvc.", "prefect.")):
-                client.set_model_version_tag(name, version, key, value)
+        version = str(min(int(v.version) for v in same))
+        if version != str(made.version):
+            client.delete_model_version(name, str(made.version))
+        else:
+            for key, value in client.get_run(run_id).data.tags.items():
+                if key.startswith(("git.", "dvc.", "prefect.")):
+                    client.set_model_version_tag(name, version, key, value)
     for metric, number in tracking.finite(metrics).items():
         client.set_model_version_tag(name, version, f"metric.{metric}", repr(number))
     gated = gate_failures(metrics, gates)

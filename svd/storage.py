@@ -11,8 +11,10 @@ run killed half-way can sweep what it left (`sweep_temporary`).
 
 An S3 endpoint that goes away (a restart, a network blip) costs time, not data: every request is
 retried with capped exponential backoff and jitter (botocore's standard mode) over `S3_ATTEMPTS`
-attempts, about a minute and a half of outage, before its error reaches the caller. A PUT cut off
-mid-body leaves no object, and its retry sends the whole body again.
+attempts, about a minute of outage on average and two at most, before its error reaches the caller.
+A PUT cut off mid-body leaves no object, and its retry sends the whole body again. (Standard mode
+also keeps a retry budget per client, refilled by successes: a process that meets dozens of
+outages in a row stops retrying until requests succeed again.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
-S3_ATTEMPTS = 10  # botocore's default of 3 gives up within ~3 s of a restart
+S3_ATTEMPTS = 10  # botocore's default (legacy mode, 5 attempts) gives up within seconds
 
 
 def file_sha256(path: Path) -> str:

@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import yaml
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+
+from svd.storage import TMP_PREFIX
 
 if TYPE_CHECKING:
     from svd.params import Params
@@ -45,8 +49,6 @@ def tracking_uri() -> str:
 def configure(experiment: str = EXPERIMENT) -> None:
     """Point MLflow at the tracking URI and the experiment, made on first use as a model training
     experiment (MLflow 3's UI otherwise guesses, and shows GenAI pages for runs without traces)."""
-    from mlflow.exceptions import MlflowException
-
     mlflow.set_tracking_uri(tracking_uri())
     if mlflow.get_experiment_by_name(experiment) is None:
         local = tracking_uri().startswith("sqlite:")
@@ -209,8 +211,9 @@ class MLflowRecorder:
     order, retrying with backoff until the server takes it. A server that goes away mid-stage (a
     restart, a network cut) delays the run's records, never the training; metrics keep the time
     they were measured at. Leaving the `with` block waits for the queue to drain, so the run ends
-    complete once the server is back, or after `patience` seconds raises an error that says what
-    was not sent (the stage's outputs are saved by then)."""
+    complete once the server is back, or after `patience` seconds more raises an error that says
+    what was not sent (the stage's outputs are saved by then). Leaving it on an error waits a few
+    seconds only, and leaves that error to be seen."""
 
     def __init__(self, patience: float = 900.0) -> None:
         active = mlflow.active_run()
@@ -226,26 +229,27 @@ class MLflowRecorder:
         self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._sender = threading.Thread(target=self._send, name="mlflow-records", daemon=True)
-        self._sender.start()
 
     def __enter__(self) -> MLflowRecorder:
+        self._sender.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._queue.put(None)
-        self._sender.join(self.patience)
+        self._sender.join(self.patience if kind is None else 5.0)
         if not self._sender.is_alive():
             self._files.cleanup()
         if self.unsent or self.rejected:
-            raise RuntimeError(
-                f"MLflow at {tracking_uri()}, run {self.run_id}: {self.unsent} record(s) not sent in"
-                f" {self.patience:.0f} s, {len(self.rejected)} rejected {self.rejected[:3]}"
-                " (the stage's outputs are saved)"
+            what = (
+                f"MLflow at {tracking_uri()}, run {self.run_id}: {self.unsent} record(s) not sent,"
+                f" {len(self.rejected)} rejected {self.rejected[:3]} (the stage's outputs are saved)"
             )
+            if kind is not None:  # the error that ended the stage is the one to see
+                log.error("%s", what)
+                return
+            raise RuntimeError(what)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in values.items()]
         self._put(lambda: self._client.log_batch(self.run_id, metrics=batch))
@@ -260,27 +264,26 @@ class MLflowRecorder:
         self._put(lambda: self._client.log_artifact(self.run_id, str(path), folder))
 
     def checkpoint(self, name: str, path: Path, step: int) -> None:
-        kept = Path(self._files.name) / uuid.uuid4().hex / path.name  # the point as it is now: the
-        kept.parent.mkdir()  # loop replaces the file (a new inode) at the next point, so a link holds
-        try:
-            os.link(path, kept)
-        except OSError:  # another file system
-            shutil.copyfile(path, kept)
+        """The point as it is now, hard-linked beside it (the loop replaces the file, a new inode, at
+        the next point; a link in the same folder costs no copy), under its own name."""
+        folder = path.parent / f"{TMP_PREFIX}record-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        os.link(path, folder / path.name)
+        model_id: str | None = None
 
         def send() -> None:
-            model = mlflow.initialize_logged_model(
-                name=name,
-                source_run_id=self.run_id,
-                experiment_id=self.experiment_id,
-                tags={"step": str(step)},
-                model_type="checkpoint",
-            )
-            try:
-                self._client.log_model_artifact(model.model_id, str(kept))
-            except Exception:
-                mlflow.finalize_logged_model(model.model_id, "FAILED")
-                raise
-            mlflow.finalize_logged_model(model.model_id, "READY")
+            nonlocal model_id
+            if model_id is None:  # once: a retry uploads again into the same LoggedModel
+                model_id = mlflow.initialize_logged_model(
+                    name=name,
+                    source_run_id=self.run_id,
+                    experiment_id=self.experiment_id,
+                    tags={"step": str(step)},
+                    model_type="checkpoint",
+                ).model_id
+            self._client.log_model_artifact(model_id, str(folder / path.name))
+            mlflow.finalize_logged_model(model_id, "READY")
+            shutil.rmtree(folder)
 
         self._put(send)
 
@@ -290,19 +293,18 @@ class MLflowRecorder:
         self._queue.put(record)
 
     def _send(self) -> None:
-        from mlflow.exceptions import MlflowException
-
         while (record := self._queue.get()) is not None:
             for wait in backoff():
                 try:
                     record()
                     break
                 except MlflowException as e:
-                    if 400 <= e.get_http_status_code() < 500:
+                    status = e.get_http_status_code()
+                    if 400 <= status < 500 and status != 429:  # refused for good, not "later"
                         self.rejected.append(str(e))
                         break
                     self._failed(e, wait)
-                except Exception as e:  # the server is away: keep the record, try again
+                except OSError as e:  # the server is away: keep the record, try again
                     self._failed(e, wait)
             with self._lock:
                 self.unsent -= 1

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 log = logging.getLogger("svd.train")
@@ -43,7 +43,11 @@ class ResumeFile:
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        state = read_point(self.path)
+        try:
+            state = read_point(self.path)
+        except (SafetensorError, KeyError, ValueError) as e:  # a pickle of an older version, or cut short
+            log.warning("%s: not a resume point this version reads (%s); starting over", self.path, e)
+            return None
         if state.get("fingerprint") != self.fingerprint:
             log.warning("%s: from a run with other params or data; starting over", self.path)
             return None

@@ -92,7 +92,7 @@ class Captioners:
             )
             summary = (
                 summarise(p.summary, device, list(zip(image, video, strict=True)), p)
-                if p.summary and (p.image or p.video)
+                if p.summary
                 else [None] * n
             )
         return [

@@ -14,16 +14,15 @@ from svd import storage
 from svd.curation.annotate import video_key
 from svd.model import components
 from svd.params import Architecture
-from svd.train.resume import read_point, write_point
+from svd.train.resume import ResumeFile, read_point, write_point
 
 
 def test_weights_load_from_safetensors_only(tmp_path: Path) -> None:
     """A model folder whose UNet is a pickle (.bin) is refused, not unpickled: unpickling runs code."""
     c = components.build(Architecture(), 32)
     components.save(c, tmp_path / "model")
-    components.load(tmp_path / "model")  # the saved folder, safetensors throughout, loads
+    state = components.load(tmp_path / "model").unet.state_dict()  # safetensors throughout: loads
     unet = tmp_path / "model" / "unet"
-    state = components.load(tmp_path / "model").unet.state_dict()
     torch.save(state, unet / "diffusion_pytorch_model.bin")
     (unet / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(OSError, match="safetensors"):
@@ -61,6 +60,12 @@ def test_a_resume_point_is_safetensors_and_reads_back_whole(tmp_path: Path) -> N
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(state["unet"][k], back["unet"][k]) for k in state["unet"])
     assert torch.equal(back["rng"]["loop"], state["rng"]["loop"])
+
+
+def test_a_pickled_resume_point_is_not_unpickled(tmp_path: Path) -> None:
+    """A point in the pickle format of earlier versions is passed over (the stage starts over)."""
+    torch.save({"phase": "denoiser", "step": 3}, tmp_path / "p.resume")
+    assert ResumeFile(tmp_path / "p.resume", "any").load() is None
 
 
 HOSTILE = [
