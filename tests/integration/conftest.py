@@ -55,11 +55,12 @@ class Outage:
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._trigger: tuple[bytes, float, int] | None = None
+        self._closed = False
         self.restore()
 
     def restore(self) -> None:
         with self._lock:
-            if self._listener is None:
+            if self._listener is None and not self._closed:
                 self._listener = socket.create_server((HOST, self.port))
                 threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
@@ -83,6 +84,7 @@ class Outage:
         self._trigger = (pattern, down_for, forward)
 
     def close(self) -> None:
+        self._closed = True  # a restore still pending must not listen again
         self.cut()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -105,10 +107,11 @@ class Outage:
         budget, down_for = None, 0.0  # bytes still to forward before the cut, once triggered
         try:
             while data := src.recv(1 << 16):
-                trigger = self._trigger
-                if from_client and budget is None and trigger and trigger[0] in data:
-                    self._trigger = None
-                    _, down_for, budget = trigger
+                with self._lock:  # one connection takes the trigger
+                    trigger = self._trigger
+                    if from_client and budget is None and trigger and trigger[0] in data:
+                        self._trigger = None
+                        _, down_for, budget = trigger
                 if budget is None:
                     dst.sendall(data)
                     continue

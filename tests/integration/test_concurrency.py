@@ -39,6 +39,7 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
         run_cmd([str(BIN / "dvc"), "cache", "dir", "--local", str(shared)], env, cwd=proj)
         doors.append((proj, env))
     repro = [str(BIN / "dvc"), "repro", "filter"]
+    t0 = time.time()
     started = [
         subprocess.Popen(repro, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for proj, env in doors
@@ -59,7 +60,10 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
     mlflow.set_tracking_uri(mlflow_server.url)
     try:
         for step in ("synth", "curate", "filter"):
-            runs = mlflow.search_runs(experiment_names=[f"svd/{step}"], output_format="list")
+            since = f"attributes.start_time >= {int(t0 * 1000)}"  # this test's, not the session's others
+            runs = mlflow.search_runs(
+                experiment_names=[f"svd/{step}"], filter_string=since, output_format="list"
+            )
             assert [r.info.status for r in runs] == ["FINISHED"] * 2, (step, runs)
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]

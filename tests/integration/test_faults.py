@@ -84,7 +84,8 @@ def test_an_s3_outage_in_the_middle_of_a_shard_upload_loses_nothing(
     seen: list[list[str]] = []
 
     def look_while_down() -> None:
-        while not proxy.cuts:
+        deadline = time.monotonic() + 120
+        while not proxy.cuts and time.monotonic() < deadline:
             time.sleep(0.01)
         seen.append(list(listing(s3, "outage/shards/")))
 
