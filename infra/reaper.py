@@ -39,13 +39,11 @@ def processes_with_env(key: str, value: str | None = None) -> list[int]:
     needle = f"{key}={value}".encode() if value is not None else f"{key}=".encode()
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid() or start_time(int(proc.name)) is None:
             continue
         try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
             env = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, IndexError):
+        except OSError:
             continue
         if any(item == needle if value is not None else item.startswith(needle) for item in env):
             found.append(int(proc.name))

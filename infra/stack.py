@@ -556,10 +556,7 @@ def _down(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGTERM)
 
     def running() -> bool:  # a zombie has exited; its parent just has not reaped it yet
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (FileNotFoundError, IndexError):
-            return False
+        return start_time(pid) is not None
 
     deadline = time.monotonic() + 120
     while running() and time.monotonic() < deadline:
