@@ -2,10 +2,11 @@
 
 Hard cuts come from PySceneDetect's cascade, ContentDetector (HSV jump between two frames) and
 AdaptiveDetector (that jump over its neighbours', robust to fast motion), both with no minimum scene
-length: a cut a few frames after another is a real cut, and the scene between them is the caller's
-to drop (min_clip_seconds), never to merge into a neighbour. A reported cut must also change the
-picture (min_cut_change: hue flickers in grey areas at a keyframe trip HSV) into something that is
-not the last frame moved (a fast pan trips ContentDetector on every frame).
+length, computed here as PySceneDetect computes them (a test holds them equal) in one HSV pass that
+costs a third of theirs. A cut a few frames after another is a real cut, and the scene between them
+is the caller's to drop (min_clip_seconds), never to merge into a neighbour. A reported cut must
+also change the picture (min_cut_change: hue flickers in grey areas at a keyframe trip HSV) into
+something that is not the last frame moved (a fast pan trips ContentDetector on every frame).
 
 Gradual transitions are a straight path in image space. A fade or dissolve from F_i to F_j blends
 them, F_k = (1 - a_k) F_i + a_k F_j with a_k rising (a fade is a blend with black), so each pixel
@@ -37,7 +38,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
-from scenedetect import AdaptiveDetector, FrameTimecode
 
 from svd.curation.scorers.base import torch_device
 from svd.curation.transnet import LearnedCuts
@@ -53,6 +53,8 @@ STEP_COST = 0.1  # score per frame of span: of two equally good spans the shorte
 BLEND_EPS = 0.03  # a frame within this of either end of the blend line is clean
 ZOOMS = (1.0, 1.15, 1 / 1.15, 1.32, 1 / 1.32, 1.52, 1 / 1.52)  # global zooms `moved` tries
 MOVED_WIDTH = 64  # px: `moved` compares frames downscaled to about this width
+ADAPTIVE_WINDOW = 2  # AdaptiveDetector's window_width: frames each side a change is compared with
+ADAPTIVE_MIN_CHANGE = 15.0  # its min_content_val: the least HSV change it reports as a cut
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ class SceneDetector:
         self.best: tuple[float, int, int] | None = None  # (score, i, j) of the open gradual span
         self.floor = 0  # spans start at or after the end frame of the last transition
         self.last_start = 0  # start frame of the span of the last gradual transition
-        self.adaptive = AdaptiveDetector(adaptive_threshold=p.adaptive_threshold, min_scene_len=0)
+        self.hsv: np.ndarray | None = None  # the last frame in HSV
+        self.changes: deque[float] = deque(maxlen=2 * ADAPTIVE_WINDOW + 1)  # HSV change of the last frames
         self.learned = LearnedCuts(p.learned_threshold, torch_device(p.learned_device)) if p.learned else None
 
     def _frame(self, k: int) -> np.ndarray:
@@ -136,14 +139,9 @@ class SceneDetector:
         self.small[slot] = tiny
         self.frames.append(frame)
         self.count += 1
-        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-        # AdaptiveDetector is a ContentDetector that also compares each frame's HSV change with its
-        # neighbours'; its content_val at j (a private field) is what ContentDetector thresholds, so
-        # one HSV pass serves both. Its own cuts come window_width frames late: still in the window.
-        found = [
-            (t.frame_num, True) for t in self.adaptive.process_frame(FrameTimecode(j, float(self.fps)), bgr)
-        ]
-        if (self.adaptive._frame_score or 0.0) >= self.p.content_threshold:
+        change = self._hsv_change(frame)
+        found = [(c, True) for c in self._adaptive(j)]
+        if change >= self.p.content_threshold:
             found.append((j, False))
         for c, adaptive in found:
             if c > 0 and c not in self.cuts and self._cut(c, adaptive):
@@ -151,6 +149,35 @@ class SceneDetector:
         self._search(j)
         if self.learned is not None:
             self.learned.push(frame)
+
+    def _hsv_change(self, frame: np.ndarray) -> float:
+        """PySceneDetect's ContentDetector score (content_val, default weights), computed as it
+        computes it: the mean |change| of hue, saturation and value from the last frame, averaged
+        (0 for the first frame). Here with one absdiff and one sum instead of three int32 passes."""
+        hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)
+        prev, self.hsv = self.hsv, hsv
+        change = 0.0
+        if prev is not None:  # sums of integers, exact, then divided as PySceneDetect divides
+            pixels = float(hsv.shape[0] * hsv.shape[1])
+            change = sum(v / pixels for v in cv2.sumElems(cv2.absdiff(hsv, prev))[:3]) / 3.0
+        self.changes.append(change)
+        return change
+
+    def _adaptive(self, j: int) -> list[int]:
+        """PySceneDetect's AdaptiveDetector (no minimum scene length) on the changes so far: the
+        cut, if any, at frame j - ADAPTIVE_WINDOW, whose change stands adaptive_threshold times over
+        the mean of its neighbours' on both sides."""
+        if len(self.changes) < self.changes.maxlen:  # type: ignore[operator]
+            return []
+        *before, target = list(self.changes)[: ADAPTIVE_WINDOW + 1]
+        after = list(self.changes)[ADAPTIVE_WINDOW + 1 :]
+        mean = sum(before + after) / (2.0 * ADAPTIVE_WINDOW)
+        if abs(mean) < 1e-5:
+            ratio = 255.0 if target >= ADAPTIVE_MIN_CHANGE else 0.0
+        else:
+            ratio = min(target / mean, 255.0)
+        cut = ratio >= self.p.adaptive_threshold and target >= ADAPTIVE_MIN_CHANGE
+        return [j - ADAPTIVE_WINDOW] if cut else []
 
     def _cut(self, c: int, adaptive: bool) -> bool:
         """Whether a cut reported at c changes the picture, and, unless AdaptiveDetector saw it stand

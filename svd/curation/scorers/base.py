@@ -107,6 +107,7 @@ class Frames:
     picks: tuple[Pick, ...] = ()  # sparse: these frames of each clip
     short_side: int | None = None  # scale so the short side is this, or ...
     long_side: int | None = None  # ... so the long side is this
+    upscale: bool = True  # False: a source smaller than that is seen at its own size
     caption: bool = False  # the clip's caption too: its cached scores are then keyed on the captions
 
     def size(self, width: int, height: int) -> tuple[int, int]:
@@ -117,6 +118,8 @@ class Frames:
             s = self.long_side / max(width, height)
         else:
             return height, width
+        if not self.upscale:
+            s = min(s, 1.0)
         return max(2, round(height * s)), max(2, round(width * s))
 
 

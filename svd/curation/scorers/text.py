@@ -14,7 +14,10 @@ CUDA without it is an error, never a silent fall back to the CPU.
 
 Frames are scaled so their long side is `side` (320 px) before detection. On the synthetic corpus
 480 and 640 px cost 2-3x the time and found more false text in plain shapes (a lone square reads as
-the character 口), while 320 px still puts 2% overlays under 3% and 14% ones over 11%.
+the character 口), while 320 px still puts 2% overlays under 3% and 14% ones over 11%. A smaller
+source is never scaled up: 128x96 to 320x240 is 6x the detector's time for pixels that were not
+there, and what the filter drops still shows at the source's size (the synthetic corpus's 12-16%
+overlays read 0.16-0.17 at 128x96; its 2-3% ones read at most 0.04, mostly 0).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Text:
         self.p = params
 
     def frames(self) -> Frames:
-        return Frames(picks=self.p.frames, long_side=self.p.side)
+        return Frames(picks=self.p.frames, long_side=self.p.side, upscale=False)
 
     def score(self, clip: ClipFrames) -> dict[str, float]:
         device = onnx_device(self.p.device)

@@ -120,6 +120,28 @@ def test_shared_media_meet_their_ground_truth(media: Path) -> None:
     assert {name: s.f1 for name, s in scores.items()} == dict.fromkeys(scores, 1.0)
 
 
+def test_hard_cut_scores_are_pyscenedetects(media: Path, corpus: Path) -> None:
+    """The detector's own HSV pass gives ContentDetector's frame scores and AdaptiveDetector's cuts
+    exactly, frame by frame, on real footage (fades, a rotated film clip) and the synthetic corpus."""
+    from av.video.reformatter import VideoReformatter
+    from scenedetect import AdaptiveDetector, FrameTimecode
+
+    from svd.curation.scenes import detection_size
+    from svd.media.io import iter_decoded, probe, to_array
+
+    p = CutParams()
+    for video in [*sorted(media.glob("*.mp4")), *sorted(corpus.glob("*.mp4"))[:3]]:
+        info, sws = probe(video), VideoReformatter()
+        ours, theirs = SceneDetector(info.fps, p), AdaptiveDetector(p.adaptive_threshold, min_scene_len=0)
+        size = detection_size(info.width, info.height, p)
+        for d in iter_decoded(video, deblock=False):
+            frame = to_array(d.frame, size, sws, info.sar)
+            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            cuts = [t.frame_num for t in theirs.process_frame(FrameTimecode(d.index, info.fps), bgr)]
+            assert ours._hsv_change(frame) == theirs._frame_score, (video.name, d.index)
+            assert ours._adaptive(d.index) == cuts, (video.name, d.index)
+
+
 def test_memory_stays_bounded_over_a_long_video() -> None:
     """2000 frames of a slow pan with a hard cut every 250: the detector holds a window of frames
     sized by max_transition_seconds, not the video, and still finds every cut."""
