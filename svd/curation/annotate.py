@@ -5,8 +5,8 @@
        the dense frames of the scorers (motion at 2 fps, 16 px) are cut from the same frame
     3. scenes of at least min_clip_seconds -> clips, by stream copy from a keyframe (or a lossless
        re-encode when snapping would leave too little); a short scene is dropped, never merged
-    4. picked frames (first / middle / last of each clip, or fractions of it) decoded once with
-       seeks, at the size of each scorer that picks them
+    4. picked frames (first / middle / last of each clip, or fractions of it) at the size of each
+       scorer that picks them, kept from the same pass (svd.curation.picks), or decoded by seeking
     5. every scorer scores every clip; captions come from the source's sidecar when it has one, and
        the scores of a scorer that reads them (caption similarity) are keyed on the video's captions
 
@@ -28,17 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from svd import storage
-from svd.curation import cache, scorers
+from svd.curation import cache, picks, scorers
 from svd.curation.captions import Captioned, SidecarError, caption_for, read_sidecar
 from svd.curation.extract import PacketIndex, extract_clip, index_packets
 from svd.curation.models import LOADS
 from svd.curation.scenes import SceneDetector, detection_size, scenes
-from svd.curation.scorers.base import ClipFrames, Frames, pick_frame
+from svd.curation.scorers.base import ClipFrames, Frames
 from svd.media.io import VideoError, VideoInfo, iter_decoded, probe, to_array
 from svd.params import CurateParams
 
@@ -46,6 +45,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 STEM_CHARS = 40  # of the file name in keys: keys stay far below any file-system or tar limit
+PRUNE_EVERY = 16  # frames between the pick keeper's prunings
 
 
 @dataclass
@@ -103,10 +103,16 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     clips = cache.get_clips(clips_entry)
     specs = {n: scorers.instance(n, p.scorers[n]).frames() for n in p.scorers}
     dense = {n: f for n, f in specs.items() if f.fps is not None}
+    detection = detection_size(info.width, info.height, p.cuts)
+    viewer = picks.Viewer(info, picks.pick_sizes(specs, info), detection)
     grabbed: dict[str, dict[int, np.ndarray]] = {}
+    keeper = None
     if clips is None:
         detector = SceneDetector(info.fps, p.cuts)
-        grabbed = _decode_pass(path, info, index, detector, dense, p)
+        if viewer.sizes:
+            keeper = picks.Keeper([k for f in specs.values() for k in f.picks], detector.lag)
+        keep = (keeper, viewer) if keeper is not None else None
+        grabbed = _decode_pass(path, info, index, detector, dense, p, keep)
         clips = _cut(path, key, info, index, detector.finish(), p)
         cache.put_clips(clips_entry, clips)
     sidecar, warning = _captions(uri)
@@ -123,7 +129,7 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     if not grabbed and any(n in dense for n in todo):
         grabbed = _decode_pass(path, info, index, None, {n: f for n, f in todo.items() if n in dense}, p)
     ok = [c for c in clips.meta if not c.get("error")]
-    picked = _picked(path, info, index, ok, {n: f for n, f in todo.items() if f.picks})
+    picked = picks.picked(path, viewer, index, ok, todo, keeper)
     for n, spec in todo.items():
         if spec.fps is not None:
             order = grid(index, spec.fps)
@@ -166,8 +172,10 @@ def _decode_pass(
     detector: SceneDetector | None,
     dense: dict[str, Frames],
     p: CurateParams,
+    keep: tuple[picks.Keeper, picks.Viewer] | None = None,
 ) -> dict[str, dict[int, np.ndarray]]:
-    """Decode every frame once: feed the detector, keep each dense scorer's grid frames."""
+    """Decode every frame once: feed the detector, keep each dense scorer's grid frames, and hand
+    `keep`'s keeper every frame as the pick scorers see it."""
     det_h, det_w = detection_size(info.width, info.height, p.cuts)
     grids = {n: set(grid(index, f.fps or 1.0)) for n, f in dense.items()}
     sizes = {n: f.size(info.width, info.height) for n, f in dense.items()}
@@ -179,7 +187,7 @@ def _decode_pass(
     grabbed: dict[str, dict[int, np.ndarray]] = {n: {} for n in dense}
     pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
     sws = VideoReformatter()
-    for d in iter_decoded(path, deblock=False):  # frames seen at detection size or smaller
+    for d in iter_decoded(path, deblock=False):
         i = pts_to_frame.get(
             -1 if d.frame.pts is None else d.frame.pts, d.index
         )  # frames are counted by pts: a dropped one shifts nothing
@@ -190,6 +198,11 @@ def _decode_pass(
             if i in grids[n]:
                 h, w = sizes[n]
                 frames[i] = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
+        if keep is not None and detector is not None:
+            keeper, viewer = keep
+            keeper.add(i, viewer.grab(d.frame, small))
+            if i % PRUNE_EVERY == 0:
+                keeper.prune(i, detector.boundaries())
     return grabbed
 
 
@@ -271,49 +284,6 @@ def _score(
     out: list[dict[str, Any]] = [{"error": "not scored"} for _ in clips]
     for i, s in zip(ok, scored, strict=True):
         out[i] = s
-    return out
-
-
-def _picked(
-    path: Path, info: VideoInfo, index: PacketIndex, clips: list[dict], specs: dict[str, Frames]
-) -> dict[str, list[list[np.ndarray]]]:
-    """Per scorer, each clip's picked frames at the scorer's size, from one seeking decode: a frame
-    two scorers pick is decoded once."""
-    wanted = {
-        n: [[pick_frame(k, c["start_frame"], c["end_frame"]) for k in f.picks] for c in clips]
-        for n, f in specs.items()
-    }
-    frames = sorted({i for w in wanted.values() for clip in w for i in clip})
-    sizes = {n: f.size(info.width, info.height) for n, f in specs.items()}
-    got = read_picks(path, info, index, frames, sizes) if frames else {}
-    return {n: [[got[i][n] for i in clip] for clip in w] for n, w in wanted.items()}
-
-
-def read_picks(
-    path: Path, info: VideoInfo, index: PacketIndex, frames: Iterable[int], sizes: dict[str, tuple[int, int]]
-) -> dict[int, dict[str, np.ndarray]]:
-    """Frames by index, each at every size of `sizes` (name -> (h, w)), decoding forward and seeking
-    to a keyframe only where that skips work: a pick costs at most one GOP, and nearby picks share
-    their decoding."""
-    out: dict[int, dict[str, np.ndarray]] = {}
-    pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        s.thread_count = 1
-        sws = VideoReformatter()
-        decoded, at = None, -1  # the decoding generator and the index of its last frame
-        for target in sorted(frames):
-            key = index.key_before(target)
-            if decoded is None or key > at:  # the keyframe lies ahead: jump there
-                c.seek(int(index.pts[key]), stream=s, backward=True)
-                decoded = c.decode(s)
-            for frame in decoded:
-                at = pts_to_frame.get(frame.pts if frame.pts is not None else -1, at + 1)
-                if at >= target:
-                    break
-            if at != target:
-                raise VideoError(f"{path}: frame {target} did not decode (got {at})")
-            out[target] = {n: to_array(frame, size, sws, info.sar) for n, size in sizes.items()}
     return out
 
 

@@ -4,8 +4,9 @@ determines them.
     clips/<key>.tar + clips/<key>.json   key = hash(video sha256, cuts params, min_clip_seconds,
                                                source of the scene, extraction and media code)
     scores/<scorer>/<key>.json           key = hash(clips key, the scorer's params (a path to
-                                               weights by its bytes), its source, and the
-                                               clips' captions if the scorer reads them)
+                                               weights by its bytes), its source and the source
+                                               that makes its frames, and the clips' captions if
+                                               the scorer reads them)
 
 So a resumed run skips every finished video, a run with one scorer's params changed recomputes that
 scorer only, and a run over the same bytes under another name or folder reuses everything. Entries

@@ -122,6 +122,16 @@ class SceneDetector:
         self.changes: deque[float] = deque(maxlen=2 * ADAPTIVE_WINDOW + 1)  # HSV change of the last frames
         self.learned = LearnedCuts(p.learned_threshold, torch_device(p.learned_device)) if p.learned else None
 
+    @property
+    def lag(self) -> int:
+        """Frames after which any transition touching a frame has been found (until finish(), which
+        only merges what touches and adds TransNetV2's)."""
+        return self.window + MERGE_GAP + ADAPTIVE_WINDOW
+
+    def boundaries(self) -> list[int]:
+        """Where scenes found so far may start or end, sorted."""
+        return sorted(self.cuts | {k for t in self.gradual for k in (t.start, t.end)})
+
     def _frame(self, k: int) -> np.ndarray:
         """Frame k, which must still be in the window."""
         return self.frames[k - (self.count - len(self.frames))]
@@ -196,9 +206,15 @@ class SceneDetector:
         if self.best is not None and j - self.best[2] > SETTLE:
             self._close()
         i = np.arange(j - 2, max(j - self.span, self.floor, 0) - 1, -1)  # newest first: ties go short
-        if not len(i):
+        here = j % self.window
+        # No span's ends differ by more than its path (triangle inequality): when even the longest
+        # path falls short of min_transition_change, as in any still or slow stretch, none qualifies
+        if (
+            not len(i)
+            or self.path[here] - self.path[i[-1] % self.window] < self.p.min_transition_change - 1e-3
+        ):
             return
-        slots, here = i % self.window, j % self.window
+        slots = i % self.window
         change = np.abs(self.small[slots] - self.small[here]).mean(1)
         path = self.path[here] - self.path[slots]
         score = change**2 / np.maximum(path, 1e-6) - STEP_COST * (j - i)

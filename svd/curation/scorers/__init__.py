@@ -55,10 +55,16 @@ def columns(names: list[str] | None = None) -> dict[str, Column]:
     return out
 
 
+FRAMES_CODE = ("annotate.py", "picks.py", "scorers/base.py")  # in svd/curation: how frames are made
+
+
 @cache
 def version(name: str) -> str:
-    source = Path(inspect.getfile(SCORERS[name])).read_bytes()
-    return hashlib.sha256(source).hexdigest()[:12]
+    """The scorer's code and the code that makes the frames it sees: a change to either is a new
+    cache entry, never a stale score."""
+    root = Path(__file__).resolve().parents[1]
+    files = [Path(inspect.getfile(SCORERS[name])), *(root / f for f in FRAMES_CODE)]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
 
 
 @cache

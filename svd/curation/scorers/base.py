@@ -10,8 +10,11 @@ Frames come in two kinds, because they cost differently:
 - dense (`Frames.fps` set): frames every 1 / fps seconds on the video's own time axis, small
   (the decode pass that finds the cuts also makes them, so they cost no extra decoding);
 - picks (`Frames.picks`): chosen frames of each clip (first, middle, last, or a fraction of the way
-  through it), at any size, decoded with seeks, so a clip costs at most a few GOPs however long it
-  is.
+  through it), at any size, kept from that same pass (svd.curation.picks; a view no larger than the
+  detection frame is scaled from it, a larger one is the pass's only extra work per frame), or
+  fetched by seeking where the pass could not keep them. Both decode without the in-loop deblocking
+  filter, so the two give the same array (skipping it moves a pixel 0.2-0.4 grey levels on average,
+  no frame's mean more than 1.2, on testvideo.mp4 at 320x180 and on the synthetic corpus).
 """
 
 from __future__ import annotations
