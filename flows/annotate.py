@@ -4,7 +4,7 @@ local worker processes or Ray (a cluster at `curate.ray_address`, or a local Ray
 worker.
 
 A module of its own because every worker imports it: it imports Prefect and svd.curation only, not
-MLflow or the training stack, so a worker starts in about 2 s rather than 3.
+MLflow, the training stack or pandas, so a worker starts in about 2 s rather than 3.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from prefect import flow, task, unmapped
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from svd.curation.annotate import VideoResult, annotate_video
-from svd.curation.curate import start, videos
 from svd.params import CurateParams
 
 
@@ -40,6 +39,9 @@ def annotate_one(video: str, p: CurateParams) -> VideoResult:
 
 @flow(name="curate-videos")
 def annotate_videos(p: CurateParams) -> list[VideoResult]:
+    from svd.curation.curate import start, videos  # here: the workers import this module, and pandas
+    # (the table's) would add a third of a second to each one's start
+
     start(p)
     with gpu_share(p):
         futures = annotate_one.map(videos(p), unmapped(p))
