@@ -138,7 +138,7 @@ def naive(videos: list[Path]) -> int:
         found = [(a.seconds, b.seconds) for a, b in detect(str(v), ContentDetector())]
         spans = found or [(0.0, info.seconds)]  # no cut found: PySceneDetect's one scene, the whole video
         flow_size = Frames(short_side=16).size(info.width, info.height)
-        text_size = Frames(long_side=320).size(info.width, info.height)
+        text_size = Frames(long_side=320, upscale=False).size(info.width, info.height)  # as the text scorer
         for a, b in spans:
             frames = read_frames(v, fps=2, size=flow_size, start=a, end=b)
             if len(frames) >= 2:

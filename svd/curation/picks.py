@@ -3,13 +3,13 @@ scorer's size, taken from the decode pass that finds the cuts: a clip's picks wo
 second decode from the keyframe before each of them, a whole GOP, which on real footage (GOPs of
 2-10 s) is the whole video decoded again.
 
-The clips are known only when the pass is over, so the pass keeps every frame that may still be a
-pick (Keeper) and lets the rest go as the detector settles: it tells where the scenes so far begin
-and end, and a frame far from both and from every pick of its scene is no pick. In the open scene
-(whose end is still to come) the frames before its earliest possible pick go; the rest stay, within
-BUDGET bytes. A frame the pass did not keep (a budget overflow, a boundary the detector moved at the
-end, a learned cut) is decoded afterwards by seeking (read), which decodes as the pass does (no
-loop filter, one thread) and makes the same views, so a pick is the same array whichever way it came.
+The clips are known only when the pass is over, so the pass keeps the frames that may still be
+picks (Keeper) and lets the rest go as the detector settles: once a scene's boundaries are all found,
+only the frames that may be its first, middle or last stay; of the scene still open, those past its
+earliest possible pick; all within BUDGET bytes, the oldest going first. A frame the pass did not
+keep (over budget, a boundary the detector moved at the end, a learned cut) is decoded afterwards
+by seeking (read), which decodes as the pass does (no loop filter, one thread) and makes the same
+views, so a pick is the same array whichever way it came.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from svd.curation.extract import PacketIndex
 from svd.curation.scorers.base import Frames, Pick, pick_frame
 from svd.media.io import VideoError, VideoInfo, to_array
 
-BUDGET = 128 << 20  # bytes of kept frames per video: about 650 frames at 320x180 + 113x64
+BUDGET = 128 << 20  # bytes of kept frames per video: about 650 frames at 320x180 + 128x72
 SLACK = 8  # frames: a scene boundary the detector may still move, or a tail the clip may lose (B-frames)
 
 Sizes = dict[str, tuple[int, int]]  # scorer -> (height, width) of its picked frames
@@ -73,7 +73,7 @@ class Viewer:
 
 
 class Keeper:
-    """The views of every frame of the decode pass that may be a pick: add() each frame, prune() with
+    """The grabs of every frame of the decode pass that may be a pick: add() each frame, prune() with
     the scene boundaries found so far, then take() the picks once the clips are cut."""
 
     def __init__(self, picks: Iterable[Pick], lag: int, budget: int | None = None) -> None:
@@ -83,41 +83,49 @@ class Keeper:
         self.earliest = min((f for f in share if f > 0), default=1.0)  # of the picks past the first frame
         self.lag = lag  # frames older than this have their scene boundaries found
         self.budget = BUDGET if budget is None else budget
-        self.kept: dict[int, Grab] = {}
+        self.open: dict[int, Grab] = {}  # frames still to judge, in frame order
+        self.done: dict[int, Grab] = {}  # picks of scenes that have ended, in frame order: judged for good
         self.bytes = 0
 
     def add(self, i: int, grab: Grab) -> None:
-        self.kept[i] = grab
+        if i in self.open or i in self.done:  # a repeated pts: the first frame stands, as a seek finds it
+            return
+        self.open[i] = grab
         self.bytes += sum(v.nbytes for v in grab.values())
 
     def prune(self, now: int, boundaries: list[int]) -> None:
-        """Drop what cannot be a pick of the scenes bounded by `boundaries` (sorted frame indices
-        where a scene may start or end), then, over budget, the oldest frames of open scenes."""
+        """Judge the frames whose scene boundaries have all been found (`boundaries`: sorted frames
+        where a scene may start or end). A frame of a scene that has ended stays if it may be one of
+        its picks (its clip may lose a few tail B-frames, so the end is known within SLACK); one of
+        the scene still open, if it lies past that scene's earliest possible pick. Then, over budget,
+        the oldest judged frames go: their picks will be fetched by seeking."""
         settled = now - self.lag
-        bounds = [0, *boundaries]
-        for k in [k for k in self.kept if k < settled]:
+        bounds = [0, *(b for b in boundaries if b <= settled)]  # later ones may yet gain a neighbour
+        for k in [k for k in self.open if k < settled]:
             j = bisect.bisect_right(bounds, k)
-            a, b = bounds[j - 1], (bounds[j] if j < len(bounds) else None)
-            if not self._may_pick(k, a, b, settled):
-                self._drop(k)
-        for k in sorted(self.kept):  # the open scene's oldest: its earliest picks are least likely
-            if self.bytes <= self.budget:
-                break
-            if k > bounds[-1] + SLACK:
-                self._drop(k)
+            a = bounds[j - 1]
+            if j < len(bounds):  # the scene [a, b) has ended: its picks are known within SLACK
+                b = bounds[j]
+                if any(
+                    pick_frame(p, a, max(a + 1, b - SLACK)) <= k <= pick_frame(p, a, b) for p in self.picks
+                ):
+                    self.done[k] = self.open.pop(k)
+                    continue
+            elif k == a or k >= a + self.earliest * (settled - a) - SLACK:  # the open scene
+                continue
+            self._drop(self.open, k)
+        for kept in (self.done, self.open):
+            while self.bytes > self.budget and kept and next(iter(kept)) < settled:
+                self._drop(kept, next(iter(kept)))
 
-    def _may_pick(self, k: int, a: int, b: int | None, settled: int) -> bool:
-        if k - a <= SLACK:
-            return True
-        if b is None:  # the open scene ends at `settled` or later
-            return k >= a + self.earliest * (settled - a) - SLACK
-        return b - k <= SLACK or any(abs(k - pick_frame(p, a, b)) <= SLACK for p in self.picks)
-
-    def _drop(self, k: int) -> None:
-        self.bytes -= sum(v.nbytes for v in self.kept.pop(k).values())
+    def _drop(self, kept: dict[int, Grab], k: int) -> None:
+        self.bytes -= sum(v.nbytes for v in kept.pop(k).values())
 
     def take(self, frames: Iterable[int]) -> dict[int, Grab]:
-        return {i: self.kept[i] for i in frames if i in self.kept}
+        """The kept grabs of `frames`; the keeper lets go of everything."""
+        kept = self.done | self.open
+        self.open, self.done, self.bytes = {}, {}, 0
+        return {i: kept[i] for i in frames if i in kept}
 
 
 def picked(

@@ -125,7 +125,7 @@ class SceneDetector:
     @property
     def lag(self) -> int:
         """Frames after which any transition touching a frame has been found (until finish(), which
-        only merges what touches and adds TransNetV2's)."""
+        merges what touches, drops cuts beside a fade or dissolve and adds TransNetV2's)."""
         return self.window + MERGE_GAP + ADAPTIVE_WINDOW
 
     def boundaries(self) -> list[int]:

@@ -53,29 +53,32 @@ def test_picks_from_the_pass_equal_picks_by_seeking(
     ]
 
 
-def test_the_keeper_holds_the_open_scenes_upper_part_and_each_closed_scenes_picks() -> None:
-    """A 3000-frame video cut at 1000 and 1400: of the closed scenes only frames near their first,
-    middle and last remain; of the open one, frames from its middle on; all within the budget."""
+def test_the_keeper_holds_each_ended_scenes_picks_and_the_open_scenes_upper_part() -> None:
+    """A 3000-frame video cut at 1000 and 1400: of the ended scenes only frames that may be their
+    first, middle or last remain; of the open one, frames from its middle on."""
     keeper, frame = Keeper(["first", "middle", "last"], lag=40), np.zeros((10, 10, 3), np.uint8)
     for i in range(3000):
         keeper.add(i, {(10, 10): frame})
         if i % 16 == 0:
-            keeper.prune(i, [b for b in (1000, 1400) if b + 40 <= i])
-    kept = set(keeper.kept)
+            keeper.prune(i, [b for b in (1000, 1400) if b + 20 <= i])  # each found 20 frames late
+    kept = set(keeper.done) | set(keeper.open)
     for a, b in ((0, 1000), (1000, 1400)):
         assert {a, a + (b - a) // 2, b - 1} <= kept
-        assert len(kept & set(range(a, b))) <= 3 * (2 * picks.SLACK + 1)
-    open_scene = kept & set(range(1400, 3000))
-    assert (
-        min(open_scene - set(range(1400, 1400 + picks.SLACK + 1)))
-        >= 1400 + (2960 - 1400) // 2 - picks.SLACK - 16
-    )
+        assert len(kept & set(range(a, b))) <= 1 + (picks.SLACK // 2 + 1) + (picks.SLACK + 1)
+    open_scene = kept & set(range(1401, 3000))
+    assert min(open_scene) >= 1400 + (2960 - 1400) // 2 - picks.SLACK - 16
     assert keeper.bytes == len(kept) * frame.nbytes
+    assert set(keeper.take([0, 500, 999, 1200, 2999])) == {0, 500, 999, 1200, 2999}
+    assert keeper.bytes == 0 and not keeper.open and not keeper.done
 
-    small = Keeper(["middle"], lag=40, budget=100 * frame.nbytes)
-    for i in range(3000):
-        small.add(i, {(10, 10): frame})
+
+def test_the_keepers_memory_stays_within_its_budget_over_many_scenes() -> None:
+    """20000 frames cut every 72, 100-frame budget: the oldest go first, the newest stay."""
+    frame = np.zeros((10, 10, 3), np.uint8)
+    keeper = Keeper(["first", "middle", "last"], lag=69, budget=100 * frame.nbytes)
+    for i in range(20000):
+        keeper.add(i, {(10, 10): frame})
         if i % 16 == 0:
-            small.prune(i, [])
-    assert small.bytes <= (100 + 16) * frame.nbytes
-    assert max(small.kept) == 2999  # the newest stay: the open scene's latest picks are likeliest
+            keeper.prune(i, [b for b in range(72, 20000, 72) if b + 60 <= i])
+            assert keeper.bytes <= 100 * frame.nbytes + (69 + 16) * frame.nbytes
+    assert max(keeper.open) == 19999 and all(k > 19000 for k in keeper.done)
