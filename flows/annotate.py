@@ -1,5 +1,5 @@
-"""The fan-out of annotation: one task per source video on the task runner `curate.runner` names,
-local worker processes or Ray (a cluster at `curate.ray_address`, or a local Ray with
+"""The fan-out of annotation: tasks of a few source videos each on the task runner `curate.runner`
+names, local worker processes or Ray (a cluster at `curate.ray_address`, or a local Ray with
 `curate.workers` CPUs). Each worker is a long-lived process, so a scorer's model loads once per
 worker.
 
@@ -32,9 +32,41 @@ def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do 
     return ProcessPoolTaskRunner(max_workers=p.workers)
 
 
-@task(name="curate", task_run_name="curate-{video}", retries=1, retry_delay_seconds=2)
-def annotate_one(video: str, p: CurateParams) -> VideoResult:
-    return annotate_video(video, p)
+def batches(videos: dict[str, int], per_task: int) -> list[list[str]]:
+    """Videos (URI -> bytes) in tasks of at most `per_task`, of about equal bytes, the largest first.
+    A task costs Prefect about 0.1 s of a worker and a few events for its server, as much as
+    annotating a 10-s clip: one task per video of a corpus of short clips would spend a sixth of
+    the run on it and load the server with a task run per clip. Bytes stand in for decoding work:
+    dealt largest first, back and forth over the tasks, they even the tasks out, so that no long
+    task starts when the others are nearly done."""
+    n = -(-len(videos) // per_task)
+    out: list[list[str]] = [[] for _ in range(n)]
+    for i, v in enumerate(sorted(videos, key=lambda v: (-videos[v], v))):
+        lap, j = divmod(i, n)
+        out[j if lap % 2 == 0 else n - 1 - j].append(v)
+    return sorted(out, key=lambda task: -sum(videos[v] for v in task))
+
+
+def videos_per_task(p: CurateParams, videos: int) -> int:
+    """`curate.videos_per_task`, or when 0 a quarter of a worker's share, so that every worker gets
+    four tasks or more to even out; at most 16, so that the UI shows progress and a retried task
+    redoes little (a retry finds its finished videos in the cache anyway)."""
+    if p.videos_per_task:
+        return p.videos_per_task
+    return max(1, min(16, -(-videos // (4 * p.workers))))
+
+
+def task_name() -> str:
+    from prefect.runtime import task_run
+
+    videos = task_run.parameters["videos"]
+    more = f" +{len(videos) - 1}" if len(videos) > 1 else ""
+    return f"curate-{videos[0].rsplit('/', 1)[-1]}{more}"
+
+
+@task(name="curate", task_run_name=task_name, retries=1, retry_delay_seconds=2)
+def annotate_batch(videos: list[str], p: CurateParams) -> list[VideoResult]:
+    return [annotate_video(v, p) for v in videos]
 
 
 @flow(name="curate-videos")
@@ -43,16 +75,17 @@ def annotate_videos(p: CurateParams) -> list[VideoResult]:
     # (the table's) would add a third of a second to each one's start
 
     start(p)
+    found = videos(p)
     with gpu_share(p):
-        futures = annotate_one.map(videos(p), unmapped(p))
-    return [f.result() for f in futures]
+        futures = annotate_batch.map(batches(found, videos_per_task(p, len(found))), unmapped(p))
+    return [r for f in futures for r in f.result()]
 
 
 def gpu_share(p: CurateParams) -> Any:  # a context manager
-    """On Ray, each video's task asks for `gpus_per_video` of a GPU, so Ray packs 1 / that many
-    tasks onto each GPU and sets CUDA_VISIBLE_DEVICES for them. Ray would start a fresh process for
-    every GPU task (max_calls=1 is its default for them), loading each model once per video:
-    max_calls=0 keeps the workers, and their models, across videos."""
+    """On Ray, each task (its videos one at a time) asks for `gpus_per_video` of a GPU, so Ray packs
+    1 / that many tasks onto each GPU and sets CUDA_VISIBLE_DEVICES for them. Ray would start a fresh
+    process for every GPU task (max_calls=1 is its default for them), loading each model once per
+    task: max_calls=0 keeps the workers, and their models, across tasks."""
     if p.runner != "ray" or not p.gpus_per_video:
         return nullcontext()
     from prefect_ray.context import remote_options

@@ -1,9 +1,9 @@
 """curate: every source video annotated (cuts, clips, scores) and packed into the shards and the
 clip table.
 
-Annotation fans out one `curate` task per source video (flows.annotate), inside the step's MLflow
-run; the shards and the clip table are then packed in source order, so every runner gives the
-same bytes.
+Annotation fans out in `curate` tasks of a few source videos each (flows.annotate), inside the
+step's MLflow run; the shards and the clip table are then packed in source order, so every runner
+gives the same bytes.
 """
 
 from __future__ import annotations

@@ -125,14 +125,19 @@ class CurateParams(Section):
     workers: int = Field(
         default=1, ge=1, description="Parallel videos (local processes, or CPUs of a local Ray)"
     )
+    videos_per_task: int = Field(
+        default=0,
+        ge=0,
+        description="Videos one task annotates; 0: a quarter of each worker's share, at most 16",
+    )
     ray_address: str | None = Field(
         default=None, description='A running Ray cluster ("ray://head:10001", "auto"); None: start one'
     )
     gpus_per_video: float = Field(
         default=0.0,
         ge=0,
-        description="runner ray: the share of a GPU each video's task asks Ray for (0.25: four videos"
-        " per GPU at once), for scorers with device cuda or auto; 0: none",
+        description="runner ray: the share of a GPU each task (one video at a time) asks Ray for"
+        " (0.25: four videos per GPU at once), for scorers with device cuda or auto; 0: none",
     )
 
     @field_validator("scorers", mode="before")

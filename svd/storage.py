@@ -148,19 +148,20 @@ def same_bytes(uri: str | Path, data: bytes) -> bool:
     return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
 
 
-def listdir(uri: str | Path) -> list[str]:
-    """Every file under `uri` (recursively), as full paths or URIs, sorted."""
+def listdir(uri: str | Path) -> dict[str, int]:
+    """Every file under `uri` (recursively), as full paths or URIs, sorted, with its size in bytes
+    (the listing has it for free; the fan-out balances its tasks by it)."""
     if not is_s3(uri):
         root = Path(uri)
         if not root.is_dir():
             raise FileNotFoundError(f"{uri}: no such folder")
-        return sorted(str(f) for f in root.rglob("*") if f.is_file())
+        return {f: os.path.getsize(f) for f in sorted(str(f) for f in root.rglob("*") if f.is_file())}
     bucket, prefix = split_s3(str(uri))
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    keys = []
+    sizes: dict[str, int] = {}
     for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(f"s3://{bucket}/{k}" for k in keys)
+        sizes |= {f"s3://{bucket}/{o['Key']}": o["Size"] for o in page.get("Contents", [])}
+    return dict(sorted(sizes.items()))
 
 
 def remove(uri: str | Path) -> None:

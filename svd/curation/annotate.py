@@ -312,18 +312,19 @@ def _reason(uri: str, e: Exception) -> str:
     return msg if uri in msg else f"{uri}: {type(e).__name__}: {msg}"
 
 
-def list_videos(sources: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
-    """Every video under every source (folder or s3:// prefix), sorted, skipping hidden files and
-    anything under `exclude` (the run's own outputs, when they sit inside a source)."""
+def list_videos(sources: Iterable[str], exclude: Iterable[str] = ()) -> dict[str, int]:
+    """Every video under every source (folder or s3:// prefix), sorted, with its size in bytes,
+    skipping hidden files and anything under `exclude` (the run's own outputs, when they sit inside
+    a source)."""
     skip = [str(Path(e).resolve()) if not storage.is_s3(e) else e for e in exclude]
-    found = []
+    found: dict[str, int] = {}
     for src in sources:
-        for f in storage.listdir(src):
+        for f, size in storage.listdir(src).items():
             name = storage.name(f)
             if not name.lower().endswith(VIDEO_SUFFIXES) or name.startswith("."):
                 continue
             full = f if storage.is_s3(f) else str(Path(f).resolve())
             if any(full == e or full.startswith(e.rstrip("/") + "/") for e in skip):
                 continue
-            found.append(f)
-    return sorted(set(found))
+            found[f] = size
+    return dict(sorted(found.items()))

@@ -29,7 +29,7 @@ from svd.params import CurateParams
 log = logging.getLogger(__name__)
 
 
-def videos(p: CurateParams) -> list[str]:
+def videos(p: CurateParams) -> dict[str, int]:
     return list_videos(p.sources, exclude=(p.out, p.cache))
 
 

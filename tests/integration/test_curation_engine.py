@@ -86,16 +86,18 @@ def run_flow(p: CurateParams, server: Service, tmp_path: Path) -> list:
     return results
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "per_task"), [(1, 0), (2, 3)])
 def test_local_workers_give_the_serial_bytes(
-    serial: CurateParams, prefect_server: Service, workers: int, tmp_path: Path
+    serial: CurateParams, prefect_server: Service, workers: int, per_task: int, tmp_path: Path
 ) -> None:
-    p = serial.model_copy(
-        update={"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "workers": workers}
-    )
+    """Two workers given a task of three videos and one of one: the bytes depend neither on how the
+    videos were grouped nor on which worker finished first."""
+    update = {"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "workers": workers}
+    p = serial.model_copy(update=update | {"videos_per_task": per_task})
     results = run_flow(p, prefect_server, tmp_path)
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
     assert len({r.worker for r in results}) <= workers
+    assert len(results) == 4
 
 
 def test_ray_gives_the_serial_bytes_and_loads_each_model_once_per_worker(

@@ -191,3 +191,25 @@ def test_a_clip_its_scorer_fails_on_is_a_failed_row_and_its_neighbours_go_on(
     assert failed["error"].str.contains("motion scorer on frames .* odd clip", regex=True).all()
     assert failed["error"].str.contains("aesthetics scorer on frames .* bad frames", regex=True).all()
     assert (clips[clips["status"] == "ok"]["motion_score"] == 1.0).all()
+
+
+def test_tasks_hold_every_video_once_evened_out_by_bytes() -> None:
+    from flows.annotate import batches, videos_per_task
+
+    rng = random.Random(0)
+    sizes = {f"s3://b/v{i:03d}.mp4": rng.randint(1, 10**6) for i in range(203)}
+    sizes["s3://b/long film.mp4"] = 9 * 10**6
+    for per_task in (1, 3, 16, 500):
+        tasks = batches(sizes, per_task)
+        assert sorted(v for t in tasks for v in t) == sorted(sizes)
+        assert all(0 < len(t) <= per_task for t in tasks) and len(tasks) == -(-len(sizes) // per_task)
+        totals = [sum(sizes[v] for v in t) for t in tasks]
+        assert totals == sorted(totals, reverse=True)  # the largest task is handed out first
+        assert batches(dict(reversed(sizes.items())), per_task) == tasks
+    tasks = batches(sizes, 16)
+    assert tasks[0][0] == "s3://b/long film.mp4"  # the longest work starts first
+    evened = [sum(sizes[v] for v in t) for t in tasks[1:]]
+    assert max(evened) - min(evened) < 2 * 10**5  # the others within a fifth of one video's bytes
+    p = CurateParams(workers=2)
+    assert [videos_per_task(p, n) for n in (1, 7, 24, 200, 10**6)] == [1, 1, 3, 16, 16]
+    assert videos_per_task(p.model_copy(update={"videos_per_task": 5}), 10**6) == 5
