@@ -266,7 +266,7 @@ def scaling(tmp: Path) -> Scaling:
         from prefect.server.api.server import SubprocessASGIServer
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from flows.annotate import annotate_videos, batches, task_runner, videos_per_task
+        from flows.annotate import annotate_videos, slots, task_runner, tasks, videos_per_task
         from svd.curation.curate import videos, write_outputs
 
         # One server for this process and its workers: a worker that finds no PREFECT_API_URL would
@@ -278,7 +278,7 @@ def scaling(tmp: Path) -> Scaling:
             with env({"PREFECT_API_URL": url}), temporary_settings({PREFECT_API_URL: url}):
                 flow(name="warm-up")(warm_up)()  # first-flow costs (client, registration) stay untimed
                 load, code = os.getloadavg()[0], source_digest()
-                wall, cpu_s, span, pids, tasks = {}, {}, {}, {}, {}
+                wall, cpu_s, span, pids, count = {}, {}, {}, {}, {}
                 for n in (1, 2):
                     p = CurateParams(
                         sources=(str(corpus),),
@@ -292,14 +292,14 @@ def scaling(tmp: Path) -> Scaling:
                     write_outputs(results, p)
                     wall[n], cpu_s[n] = time.perf_counter() - t0, cpu() - c0
                     found = videos(p)
-                    tasks[n] = len(batches(found, videos_per_task(p, len(found))))
-                    span[n] = task_span(state.state_details.flow_run_id, tasks[n])
+                    count[n] = len(tasks(found, videos_per_task(p, len(found), slots(p))))
+                    span[n] = task_span(state.state_details.flow_run_id, count[n])
                     pids[n] = len({r.worker for r in results})
         finally:
             server.stop()
     differ = differences(tmp / "flow1", tmp / "flow2")
     edited = source_digest() != code
-    return Scaling(wall, cpu_s, span, pids, tasks, differ, len(digest(tmp / "flow1")), video_s, load, edited)
+    return Scaling(wall, cpu_s, span, pids, count, differ, len(digest(tmp / "flow1")), video_s, load, edited)
 
 
 def main() -> Result:

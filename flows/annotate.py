@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, task, unmapped
 from prefect.task_runners import ProcessPoolTaskRunner
 
+from svd import storage
 from svd.curation.annotate import VideoResult, annotate_video
 from svd.params import CurateParams
 
@@ -32,7 +33,7 @@ def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do 
     return ProcessPoolTaskRunner(max_workers=p.workers)
 
 
-def batches(videos: dict[str, int], per_task: int) -> list[list[str]]:
+def tasks(videos: dict[str, int], per_task: int) -> list[list[str]]:
     """Videos (URI -> bytes) in tasks of at most `per_task`, of about equal bytes, the largest first.
     A task costs Prefect about 0.1 s of a worker and a few events for its server, as much as
     annotating a 10-s clip: one task per video of a corpus of short clips would spend a sixth of
@@ -47,13 +48,25 @@ def batches(videos: dict[str, int], per_task: int) -> list[list[str]]:
     return sorted(out, key=lambda task: -sum(videos[v] for v in task))
 
 
-def videos_per_task(p: CurateParams, videos: int) -> int:
-    """`curate.videos_per_task`, or when 0 a quarter of a worker's share, so that every worker gets
-    four tasks or more to even out; at most 16, so that the UI shows progress and a retried task
-    redoes little (a retry finds its finished videos in the cache anyway)."""
+def videos_per_task(p: CurateParams, n: int, slots: int) -> int:
+    """`curate.videos_per_task`, or when 0 a quarter of each of `slots` parallel tasks' share of `n`
+    videos, so that each slot gets up to four tasks to even out; at most 16, so that the UI shows
+    progress and a retried task redoes little (a retry finds its finished videos in the cache)."""
     if p.videos_per_task:
         return p.videos_per_task
-    return max(1, min(16, -(-videos // (4 * p.workers))))
+    return max(1, min(16, -(-n // (4 * slots))))
+
+
+def slots(p: CurateParams) -> int:
+    """Tasks that run at once: the local workers, or what the Ray cluster has room for (its CPUs,
+    or its GPUs / `gpus_per_video`); `curate.workers` does not size a cluster that is already up."""
+    if p.runner != "ray":
+        return p.workers
+    import ray
+
+    free = ray.cluster_resources()
+    room = free.get("GPU", 0) / p.gpus_per_video if p.gpus_per_video else free.get("CPU", 1)
+    return max(1, int(room))
 
 
 def task_name() -> str:
@@ -61,11 +74,11 @@ def task_name() -> str:
 
     videos = task_run.parameters["videos"]
     more = f" +{len(videos) - 1}" if len(videos) > 1 else ""
-    return f"curate-{videos[0].rsplit('/', 1)[-1]}{more}"
+    return f"curate-{storage.name(videos[0])}{more}"
 
 
 @task(name="curate", task_run_name=task_name, retries=1, retry_delay_seconds=2)
-def annotate_batch(videos: list[str], p: CurateParams) -> list[VideoResult]:
+def annotate_task(videos: list[str], p: CurateParams) -> list[VideoResult]:
     return [annotate_video(v, p) for v in videos]
 
 
@@ -76,8 +89,9 @@ def annotate_videos(p: CurateParams) -> list[VideoResult]:
 
     start(p)
     found = videos(p)
+    per_task = videos_per_task(p, len(found), slots(p))  # Ray is up: the flow's task runner started it
     with gpu_share(p):
-        futures = annotate_batch.map(batches(found, videos_per_task(p, len(found))), unmapped(p))
+        futures = annotate_task.map(tasks(found, per_task), unmapped(p))
     return [r for f in futures for r in f.result()]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -155,13 +156,24 @@ def listdir(uri: str | Path) -> dict[str, int]:
         root = Path(uri)
         if not root.is_dir():
             raise FileNotFoundError(f"{uri}: no such folder")
-        return {f: os.path.getsize(f) for f in sorted(str(f) for f in root.rglob("*") if f.is_file())}
+        found = {str(f): _size(f) for f in root.rglob("*")}
+        return {f: n for f, n in sorted(found.items()) if n is not None}
     bucket, prefix = split_s3(str(uri))
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     sizes: dict[str, int] = {}
     for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         sizes |= {f"s3://{bucket}/{o['Key']}": o["Size"] for o in page.get("Contents", [])}
     return dict(sorted(sizes.items()))
+
+
+def _size(path: Path) -> int | None:
+    """A regular file's size; None for a folder, a dangling link, or a file gone since the listing
+    (it is no video of this run, not an error that stops it)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def remove(uri: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""One source video -> its rows and its clips: the unit of work a runner fans out.
+"""One source video -> its rows and its clips: what a fanned-out task does for each of its videos.
 
     1. hash the file (keys, duplicates and the cache all hang on the content, not the name)
     2. one decode pass over every frame: the scene detector sees each frame at detection size, and

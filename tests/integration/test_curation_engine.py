@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 
 from infra.stack import S3Endpoint, Service
+from svd import storage
+from svd.curation.annotate import list_videos
 from svd.curation.curate import curate, write_outputs
 from svd.data.clips import Windows
 from svd.data.shards import read_shard
@@ -90,8 +92,8 @@ def run_flow(p: CurateParams, server: Service, tmp_path: Path) -> list:
 def test_local_workers_give_the_serial_bytes(
     serial: CurateParams, prefect_server: Service, workers: int, per_task: int, tmp_path: Path
 ) -> None:
-    """Two workers given a task of three videos and one of one: the bytes depend neither on how the
-    videos were grouped nor on which worker finished first."""
+    """Two workers given two tasks of two videos: the bytes depend neither on how the videos were
+    grouped nor on which worker finished first."""
     update = {"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "workers": workers}
     p = serial.model_copy(update=update | {"videos_per_task": per_task})
     results = run_flow(p, prefect_server, tmp_path)
@@ -103,20 +105,19 @@ def test_local_workers_give_the_serial_bytes(
 def test_ray_gives_the_serial_bytes_and_loads_each_model_once_per_worker(
     serial: CurateParams, prefect_server: Service, tmp_path: Path
 ) -> None:
-    p = serial.model_copy(
-        update={"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "runner": "ray", "workers": 2}
-    )
+    update = {"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "runner": "ray", "workers": 2}
+    p = serial.model_copy(update=update | {"videos_per_task": 1})
     results = run_flow(p, prefect_server, tmp_path)
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
     assert all(r.model_loads["text"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
-    assert len({r.worker for r in results}) <= 2 < len(results)  # workers were reused across videos
+    assert len({r.worker for r in results}) <= 2 < len(results)  # workers were reused across tasks
 
 
-def test_on_ray_each_video_task_gets_its_share_of_a_gpu(
+def test_on_ray_each_task_gets_its_share_of_a_gpu(
     serial: CurateParams, prefect_server: Service, tmp_path: Path
 ) -> None:
     update = {"out": str(tmp_path / "out"), "cache": str(tmp_path / "c"), "runner": "ray", "workers": 2}
-    p = serial.model_copy(update=update | {"gpus_per_video": 0.5})
+    p = serial.model_copy(update=update | {"gpus_per_video": 0.5, "videos_per_task": 1})
     results = run_flow(p, prefect_server, tmp_path)
     assert {r.devices for r in results} == {"0"}  # Ray placed every task on GPU 0, two at a time
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
@@ -140,6 +141,8 @@ def test_sources_and_outputs_on_s3(
             "cache": f"s3://{s3.bucket}/cache",
         }
     )
+    sizes = {storage.name(v): n for v, n in list_videos(p.sources).items()}
+    assert sizes == {v.name: v.stat().st_size for v in corpus.glob("*.mp4")}  # what tasks are evened by
     table = curate(p)
     local = pd.read_parquet(Path(serial.out) / "clips.parquet")
     assert table["video"].tolist() == [f"s3://{s3.bucket}/raw/{Path(v).name}" for v in local["video"]]

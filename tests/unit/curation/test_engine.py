@@ -194,22 +194,35 @@ def test_a_clip_its_scorer_fails_on_is_a_failed_row_and_its_neighbours_go_on(
 
 
 def test_tasks_hold_every_video_once_evened_out_by_bytes() -> None:
-    from flows.annotate import batches, videos_per_task
+    from flows.annotate import tasks, videos_per_task
 
     rng = random.Random(0)
     sizes = {f"s3://b/v{i:03d}.mp4": rng.randint(1, 10**6) for i in range(203)}
     sizes["s3://b/long film.mp4"] = 9 * 10**6
     for per_task in (1, 3, 16, 500):
-        tasks = batches(sizes, per_task)
-        assert sorted(v for t in tasks for v in t) == sorted(sizes)
-        assert all(0 < len(t) <= per_task for t in tasks) and len(tasks) == -(-len(sizes) // per_task)
-        totals = [sum(sizes[v] for v in t) for t in tasks]
+        grouped = tasks(sizes, per_task)
+        assert sorted(v for t in grouped for v in t) == sorted(sizes)
+        assert all(0 < len(t) <= per_task for t in grouped) and len(grouped) == -(-len(sizes) // per_task)
+        totals = [sum(sizes[v] for v in t) for t in grouped]
         assert totals == sorted(totals, reverse=True)  # the largest task is handed out first
-        assert batches(dict(reversed(sizes.items())), per_task) == tasks
-    tasks = batches(sizes, 16)
-    assert tasks[0][0] == "s3://b/long film.mp4"  # the longest work starts first
-    evened = [sum(sizes[v] for v in t) for t in tasks[1:]]
+        assert tasks(dict(reversed(sizes.items())), per_task) == grouped
+    grouped = tasks(sizes, 16)
+    assert grouped[0][0] == "s3://b/long film.mp4"  # the longest work starts first
+    evened = [sum(sizes[v] for v in t) for t in grouped[1:]]
     assert max(evened) - min(evened) < 2 * 10**5  # the others within a fifth of one video's bytes
-    p = CurateParams(workers=2)
-    assert [videos_per_task(p, n) for n in (1, 7, 24, 200, 10**6)] == [1, 1, 3, 16, 16]
-    assert videos_per_task(p.model_copy(update={"videos_per_task": 5}), 10**6) == 5
+    p = CurateParams()
+    assert [videos_per_task(p, n, slots=2) for n in (1, 7, 24, 200, 10**6)] == [1, 1, 3, 16, 16]
+    assert videos_per_task(p.model_copy(update={"videos_per_task": 5}), 10**6, slots=2) == 5
+
+
+def test_the_listing_sizes_files_and_skips_what_is_no_file(tmp_path: Path) -> None:
+    """A dangling link or a file deleted while the run lists its sources is no video of the run,
+    not an error that stops it; a folder named like a video is none either."""
+    from svd.curation.annotate import list_videos
+
+    (tmp_path / "a.mp4").write_bytes(b"x" * 7)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.mov").write_bytes(b"x" * 3)
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    assert list_videos([str(tmp_path)]) == {str(tmp_path / "a.mp4"): 7, str(tmp_path / "sub" / "b.mov"): 3}
