@@ -226,6 +226,7 @@ class MLflowRecorder:
         self.rejected: list[str] = []  # what the server refused (a 4xx): sending again cannot help
         self._client = mlflow.MlflowClient()
         self._files = tempfile.TemporaryDirectory(prefix="svd-records-")
+        self._points: set[Path] = set()  # resume points this recorder has linked
         self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._sender = threading.Thread(target=self._send, name="mlflow-records", daemon=True)
@@ -265,8 +266,15 @@ class MLflowRecorder:
 
     def checkpoint(self, name: str, path: Path, step: int) -> None:
         """The point as it is now, hard-linked beside it (the loop replaces the file, a new inode, at
-        the next point; a link in the same folder costs no copy), under its own name."""
-        folder = path.parent / f"{TMP_PREFIX}record-{uuid.uuid4().hex[:8]}"
+        the next point; a link in the same folder costs no copy), under its own name. A process
+        killed before it sent its points left their links, each holding a point's bytes on disk:
+        the first point linked here removes those of the same point."""
+        prefix = f"{TMP_PREFIX}record-{path.name}-"
+        if path not in self._points:
+            self._points.add(path)
+            for stale in path.parent.glob(f"{prefix}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        folder = path.parent / f"{prefix}{uuid.uuid4().hex[:8]}"
         folder.mkdir()
         os.link(path, folder / path.name)
         model_id: str | None = None

@@ -34,6 +34,7 @@ from infra.stack import (
 from svd.curation.curate import curate
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
+from svd.storage import TMP_PREFIX
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
@@ -189,7 +190,8 @@ def test_training_goes_on_while_mlflow_is_away(
 ) -> None:
     """The tracking server becomes unreachable at the stage's first metric and stays away 5 s. The
     stage keeps training meanwhile (loss points are stamped inside the outage), and once the server
-    is back its run holds every step's loss and every resume point, and is FINISHED."""
+    is back its run holds every step's loss and every resume point, and is FINISHED. The links an
+    earlier run, killed before it sent its points, left beside the point are gone too."""
     import mlflow
 
     from svd.steps.train import train
@@ -203,9 +205,13 @@ def test_training_goes_on_while_mlflow_is_away(
         update={"out": tmp_path / "image", "autoencoder_steps": 0, "steps": steps, "checkpoint_every": every}
     )
     p = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"image": image})})
+    stale = tmp_path / f"{TMP_PREFIX}record-image.resume-0badf00d"
+    stale.mkdir()
+    (stale / "image.resume").write_bytes(b"a point a killed run never sent")
     proxy.arm(b"train_image/loss", down_for=5.0)
     t0 = time.time()
     train(p, "image")
+    assert not list(tmp_path.glob(f"{TMP_PREFIX}*")), list(tmp_path.glob(f"{TMP_PREFIX}*"))
     assert len(proxy.cuts) == 1, "the outage did not happen"
     client = mlflow.MlflowClient(mlflow_server.url)
     (run,) = client.search_runs(
