@@ -64,8 +64,8 @@ def slots(p: CurateParams) -> int:
         return p.workers
     import ray
 
-    free = ray.cluster_resources()
-    room = free.get("GPU", 0) / p.gpus_per_video if p.gpus_per_video else free.get("CPU", 1)
+    total = ray.cluster_resources()
+    room = total.get("GPU", 0) / p.gpus_per_video if p.gpus_per_video else total.get("CPU", 1)
     return max(1, int(room))
 
 
