@@ -185,11 +185,10 @@ def _decode_pass(
     import cv2
 
     grabbed: dict[str, dict[int, np.ndarray]] = {n: {} for n in dense}
-    pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
     sws = VideoReformatter()
     for d in iter_decoded(path, deblock=False):
         pts = -1 if d.frame.pts is None else d.frame.pts
-        i = pts_to_frame.get(pts, d.index)  # frames are counted by pts: a dropped one shifts nothing
+        i = index.frame_of.get(pts, d.index)
         small = to_array(d.frame, (det_h, det_w), sws, info.sar)
         if detector is not None:
             detector.push(small)
@@ -199,7 +198,7 @@ def _decode_pass(
                 frames[i] = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
         if keep is not None and detector is not None:
             keeper, viewer = keep
-            if pts in pts_to_frame:  # a frame a seek could not find by its pts is left to fail there
+            if pts in index.frame_of:  # a frame a seek could not find by its pts is left to fail there
                 keeper.add(i, viewer.grab(d.frame, small))
             if i % PRUNE_EVERY == 0:
                 keeper.prune(i, detector.boundaries())

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
 import av
@@ -53,6 +54,12 @@ class PacketIndex:
             step = self.pts[-1] - self.pts[-2] if len(self.pts) > 1 else 0
             return float((self.pts[-1] + step - self.start) * self.time_base)
         return float((self.pts[frame] - self.start) * self.time_base)
+
+    @cached_property
+    def frame_of(self) -> dict[int, int]:
+        """Frame index by pts: frames are counted by their pts, so a frame the decoder drops shifts
+        no later one."""
+        return {int(t): i for i, t in enumerate(self.pts)}
 
     def key_before(self, frame: int) -> int:
         """The last keyframe at or before `frame` (frame 0 when the first packet is not flagged)."""

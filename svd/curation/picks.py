@@ -156,7 +156,6 @@ def read(path: Path, viewer: Viewer, index: PacketIndex, frames: Iterable[int]) 
     """Frames by index, each grabbed by `viewer`, decoding forward and seeking to a keyframe only
     where that skips work: a pick costs at most one GOP, and nearby picks share their decoding."""
     out: dict[int, Grab] = {}
-    pts_to_frame = {int(t): i for i, t in enumerate(index.pts)}
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.thread_count = 1
@@ -168,7 +167,7 @@ def read(path: Path, viewer: Viewer, index: PacketIndex, frames: Iterable[int]) 
                 c.seek(int(index.pts[key]), stream=s, backward=True)
                 decoded = c.decode(s)
             for frame in decoded:
-                at = pts_to_frame.get(frame.pts if frame.pts is not None else -1, at + 1)
+                at = index.frame_of.get(frame.pts if frame.pts is not None else -1, at + 1)
                 if at >= target:
                     break
             if at != target:
