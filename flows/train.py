@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
@@ -26,29 +28,34 @@ from svd.params import StageName
 from svd.steps.train import train as train_step
 
 
+class ProgressBar:
+    """A stage's progress bar on its flow run's page, moved once a percent: not one API call a step."""
+
+    def __init__(self, stage: StageName):
+        artifact = create_progress_artifact(
+            0.0, key=f"train-{stage}-progress", description=f"Stage {stage}: steps done"
+        )
+        assert isinstance(artifact, UUID)  # sync_compatible: a UUID when called from sync code
+        self.artifact, self.shown = artifact, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done / total
+        if percent - self.shown >= 1 or done == total:
+            update_progress_artifact(self.artifact, percent)
+            self.shown = percent
+
+
 @task(name="train")
 def train_task(params_path: str, stage: StageName) -> tuple[dict, list[float]]:
-    artifact = create_progress_artifact(
-        0.0, key=f"train-{stage}-progress", description=f"Stage {stage}: steps done"
-    )
-    assert isinstance(artifact, UUID)  # sync_compatible: a UUID when called from sync code
-    shown = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        """The run page's progress bar, moved once a percent: not one API call per step."""
-        percent = 100 * done / total
-        if percent - shown[0] >= 1 or done == total:
-            update_progress_artifact(artifact, percent)
-            shown[0] = percent
-
-    r = train_step(params.load(params_path), stage, run_tags(), progress)
+    r = train_step(params.load(params_path), stage, run_tags(), ProgressBar(stage))
     return {k: v for k, v in vars(r).items() if k != "losses"}, r.losses
 
 
 @task(name="train")
 def train_ranks(params_path: str, stage: StageName, processes: int) -> dict:
     """The stage under torchrun on this node; rank 0 records the MLflow run with this flow run's
-    tags. Its result, from the training.json it wrote."""
+    tags and writes its progress to a file this task moves the progress bar from. Its result, from
+    the training.json it wrote."""
     tags = [f"--tag={k}={v}" for k, v in run_tags().items()]
     torchrun = [
         sys.executable,
@@ -57,8 +64,18 @@ def train_ranks(params_path: str, stage: StageName, processes: int) -> dict:
         "--standalone",
         f"--nproc-per-node={processes}",
     ]
-    cli = ["-m", "svd.cli", "--params", params_path, "train", "--stage", stage, *tags]
-    subprocess.run([*torchrun, *cli], check=True)
+    bar = ProgressBar(stage)
+    with tempfile.TemporaryDirectory(prefix="svd-progress-") as tmp:
+        progress = Path(tmp) / "progress"
+        cli = ["-m", "svd.cli", "--params", params_path, "train", "--stage", stage, f"--progress={progress}"]
+        ranks = subprocess.Popen([*torchrun, *cli, *tags])
+        while ranks.poll() is None:
+            with suppress(subprocess.TimeoutExpired):
+                ranks.wait(timeout=2)
+            if progress.exists():
+                bar(*map(int, progress.read_text().split()))
+    if ranks.returncode:
+        raise subprocess.CalledProcessError(ranks.returncode, ranks.args)
     out = Path(params.load(params_path).stage(stage).out)
     return json.loads((out / "training.json").read_text())["result"]
 

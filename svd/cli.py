@@ -7,7 +7,9 @@ import argparse
 import base64
 import json
 import logging
+import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from svd import params
@@ -35,7 +37,8 @@ def cmd_step(args: argparse.Namespace) -> None:
         case "train":
             from svd.steps.train import train
 
-            r = train(p, args.stage, dict(t.split("=", 1) for t in args.tag))
+            progress = None if args.progress is None else partial(write_progress, Path(args.progress))
+            r = train(p, args.stage, dict(t.split("=", 1) for t in args.tag), progress)
             print(
                 f"stage {r.stage}: final loss {r.final_loss:.4f}, val loss {r.val_loss_before:.4f} -> "
                 f"{r.val_loss_after:.4f}, saved to {r.out}"
@@ -52,6 +55,13 @@ def cmd_step(args: argparse.Namespace) -> None:
             from svd.steps.ablate import ablate
 
             print(ablate(p).to_string(index=False))
+
+
+def write_progress(path: Path, done: int, total: int) -> None:
+    """`done total` (denoiser steps) into `path`, replaced whole, for a caller that shows progress."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(f"{done} {total}")
+    os.replace(tmp, path)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -197,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         t.add_argument("--stage", choices=params.STAGES, required=True)
         if name == "train":
             t.add_argument("--tag", action="append", default=[], help="key=value on the stage's MLflow run")
+            t.add_argument("--progress", help="a file holding 'steps-done total' (for a progress bar)")
         t.set_defaults(func=cmd_step)
     g = sub.add_parser("generate", help="image -> video with a registered model")
     g.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/3, runs:/...")

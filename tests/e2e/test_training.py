@@ -371,6 +371,7 @@ def test_the_train_flow_runs_a_stage_under_torchrun(tiny_params, tmp_path, prefe
     import mlflow
     import yaml
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     image = tiny_params.train.image.model_copy(
@@ -387,7 +388,14 @@ def test_the_train_flow_runs_a_stage_under_torchrun(tiny_params, tmp_path, prefe
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
         (run,) = [f for f in c.read_flow_runs() if f.parameters.get("processes") == 2]
+        (bar,) = c.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["train-image-progress"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+            )
+        )
     assert run.state is not None and run.state.is_completed()
+    assert float(bar.data) == 100.0  # type: ignore[arg-type]  # rank 0's steps, moved on the run's page
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     (logged,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert logged.info.run_name == "train-image" and logged.data.tags["prefect.flow_run_id"] == str(run.id)
