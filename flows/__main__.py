@@ -6,42 +6,79 @@ import argparse
 import importlib
 import logging
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register", "ablate"]
 
 
 @contextmanager
-def temporary_server() -> Iterator[None]:
-    """A temporary Prefect server for this process and the processes it starts.
+def temporary_server() -> Iterator[Callable[[], None]]:
+    """A temporary Prefect server for this process and the processes it starts. It boots in a
+    process of its own; `ready()`, yielded, waits until it answers, so the caller can import its
+    flow meanwhile.
 
     With none configured, Prefect starts a temporary server in every process that needs one, and
     child processes inherit no URL from it: each of curate's worker processes then started a server
     of its own (seconds of CPU each, on cores the annotation needs) and its task runs went there.
-    One temporary server here, its URL in the environment, serves them all. What the run logged and
-    emitted is sent before the server stops, whether the run succeeded or failed (sent to a stopped
-    server it would be retried for a minute and lost)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    One temporary server here, its URL in the environment, serves them all. It is Prefect's app
+    under uvicorn, started as Prefect starts its own temporary server, but without importing the
+    server side into this process: that import alone took 3 s of every `dvc repro` stage before the
+    boot could begin. What the run logged and emitted is sent before the server stops, whether the
+    run succeeded or failed (sent to a stopped server it would be retried for a minute and lost)."""
+    import httpx
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
 
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    app = ["--factory", "prefect.server.api.server:create_app", "--lifespan", "on", "--log-level", "error"]
+    env = os.environ | get_current_settings().to_environment_variables(exclude_unset=True)
+    env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    cmd = [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env)
+
+    def ready() -> None:
+        timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        deadline = time.monotonic() + timeout
+        while server.poll() is None and time.monotonic() < deadline:
+            with suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        why = f"exited with code {server.returncode}" if server.returncode is not None else f"{timeout} s"
+        raise RuntimeError(f"the temporary Prefect server on port {port} did not start: {why}")
+
+    os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+        with temporary_settings({PREFECT_API_URL: url}):
             try:
-                yield
+                yield ready
             finally:
+                from prefect.events.worker import EventsWorker
+                from prefect.logging.handlers import APILogWorker
+
                 APILogWorker.drain_all()
                 EventsWorker.drain_all()
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,16 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     if PREFECT_API_URL.value():
         getattr(importlib.import_module(f"flows.{args.flow}"), args.flow)(**kwargs)
         return
-    # No server configured: the flow's module imports while a temporary server boots, each taking
-    # seconds. Prefect's server side is imported here first, so the two threads import disjoint modules.
-    import prefect.events.worker
-    import prefect.logging.handlers
-    import prefect.server.api.server  # noqa: F401
-
-    with ThreadPoolExecutor(1) as pool:
-        module = pool.submit(importlib.import_module, f"flows.{args.flow}")
-        with temporary_server():
-            getattr(module.result(), args.flow)(**kwargs)
+    # No server configured: a temporary one boots while this process imports the flow's module,
+    # each taking seconds.
+    with temporary_server() as ready:
+        flow = getattr(importlib.import_module(f"flows.{args.flow}"), args.flow)
+        ready()
+        flow(**kwargs)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import os, subprocess, sys, urllib.request
 from flows.__main__ import temporary_server
 
 child = [sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"]
-with temporary_server():
+with temporary_server() as ready:
+    ready()
     url = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
     urllib.request.urlopen(url + "/health", timeout=5).read()
     print(url)
