@@ -13,7 +13,7 @@ and logging. Overhead = (wall - sum of compute) / wall; the goal is under 5%.
 Each door's Prefect and MLflow databases are created before its timed run, as a user's are after
 their first run: creating them (schema migrations, about 10 s) is a one-off, printed on its own.
 
-    python bench/pipeline.py [--profile smoke|default]
+    python bench/pipeline.py [--profile smoke|default] [--door NAME ...]
 """
 
 from __future__ import annotations
@@ -89,25 +89,30 @@ def run_door(name: str, cmd: list[str], root: Path, params: dict, env: dict[str,
     return Door(name, wall, compute_seconds(proj), setup)
 
 
-def main(profile: str = "smoke") -> list[Door]:
+DOORS = ("pipeline flow", "dvc repro", "dvc repro + server")
+
+
+def main(profile: str = "smoke", doors: tuple[str, ...] = DOORS) -> list[Door]:
     path = PROFILES[profile]
     params = yaml.safe_load(path.read_text()) if path else {}
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | QUIET_ENV
+    measured = []
     with tempfile.TemporaryDirectory(prefix="svd-bench-pipeline-") as tmp:
         root = Path(tmp)
         home = {"PREFECT_HOME": str(root / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-        doors = [
-            run_door("pipeline flow", [sys.executable, "-m", "flows", "pipeline"], root, params, base | home),
-            run_door("dvc repro", [str(BIN / "dvc"), "repro"], root, params, base | home),
-        ]
-        server = start_prefect(root / "stack", ui=False)
-        try:
-            doors.append(
-                run_door("dvc repro + server", [str(BIN / "dvc"), "repro"], root, params, base | server.env)
-            )
-        finally:
-            server.stop()
-    return doors
+        if "pipeline flow" in doors:
+            flow = [sys.executable, "-m", "flows", "pipeline"]
+            measured.append(run_door("pipeline flow", flow, root, params, base | home))
+        if "dvc repro" in doors:
+            measured.append(run_door("dvc repro", [str(BIN / "dvc"), "repro"], root, params, base | home))
+        if "dvc repro + server" in doors:
+            server = start_prefect(root / "stack", ui=False)
+            try:
+                repro = [str(BIN / "dvc"), "repro"]
+                measured.append(run_door("dvc repro + server", repro, root, params, base | server.env))
+            finally:
+                server.stop()
+    return measured
 
 
 def table(doors: list[Door], profile: str) -> str:
@@ -130,5 +135,6 @@ def table(doors: list[Door], profile: str) -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    ap.add_argument("--door", action="append", choices=DOORS, help="only these doors (default: all)")
     args = ap.parse_args()
-    print(table(main(args.profile), args.profile))
+    print(table(main(args.profile, tuple(args.door or DOORS)), args.profile))
