@@ -32,6 +32,7 @@ def temporary_server() -> Iterator[Callable[[], None]]:
     boot could begin. What the run logged and emitted is sent before the server stops, whether the
     run succeeded or failed (sent to a stopped server it would be retried for a minute and lost)."""
     import httpx
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
@@ -60,7 +61,11 @@ def temporary_server() -> Iterator[Callable[[], None]]:
         why = f"exited with code {server.returncode}" if server.returncode is not None else f"{timeout} s"
         raise RuntimeError(f"the temporary Prefect server on port {port} did not start: {why}")
 
+    # In the environment for child processes, and in Prefect's global settings for threads that
+    # start with no context of their own (the process pool's event forwarder: with no URL it would
+    # start another temporary server and send the workers' events there).
     os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()
     try:
         with temporary_settings({PREFECT_API_URL: url}):
             try:
@@ -73,6 +78,7 @@ def temporary_server() -> Iterator[Callable[[], None]]:
                 EventsWorker.drain_all()
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        refresh_global_settings_context()
         server.terminate()
         try:
             server.wait(timeout=10)

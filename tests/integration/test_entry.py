@@ -13,9 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Inside temporary_server(): the URL a child process (a curate worker) sees, and whether it answers.
+# Inside temporary_server(): the URL a child process (a curate worker) and a new thread see, and
+# whether it answers.
 SCRIPT = """
-import os, subprocess, sys, urllib.request
+import os, subprocess, sys, threading, urllib.request
+from prefect.settings import get_current_settings
 from flows.__main__ import temporary_server
 
 child = [sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"]
@@ -23,6 +25,10 @@ with temporary_server() as ready:
     ready()
     url = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
     urllib.request.urlopen(url + "/health", timeout=5).read()
+    seen = []  # a thread with no context of its own, as Prefect's process pool forwarder is
+    thread = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))
+    thread.start(); thread.join()
+    assert seen == [url], (seen, url)
     print(url)
 print(os.environ.get("PREFECT_API_URL"))
 """
