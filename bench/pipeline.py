@@ -13,7 +13,7 @@ and logging. Overhead = (wall - sum of compute) / wall; the goal is under 5%.
 Each door's Prefect and MLflow databases are created before its timed run, as a user's are after
 their first run: creating them (schema migrations, about 10 s) is a one-off, printed on its own.
 
-    python bench/pipeline.py [--profile smoke|default] [--door NAME ...]
+    python bench/pipeline.py [--profile smoke|default] [--door 'dvc repro' ...]
 """
 
 from __future__ import annotations

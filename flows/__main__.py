@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register", "ablate"]
@@ -32,6 +33,7 @@ def temporary_server() -> Iterator[Callable[[], None]]:
     boot could begin. What the run logged and emitted is sent before the server stops, whether the
     run succeeded or failed (sent to a stopped server it would be retried for a minute and lost)."""
     import httpx
+    import prefect
     from prefect.context import refresh_global_settings_context
     from prefect.settings import (
         PREFECT_API_URL,
@@ -44,29 +46,32 @@ def temporary_server() -> Iterator[Callable[[], None]]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api"
-    app = ["--factory", "prefect.server.api.server:create_app", "--lifespan", "on", "--log-level", "error"]
+    site = str(Path(prefect.__file__).parents[1])  # the app is imported from there, not from cwd
+    app = ["--factory", "prefect.server.api.server:create_app", "--app-dir", site, "--lifespan", "on"]
     env = os.environ | get_current_settings().to_environment_variables(exclude_unset=True)
     env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    cmd = [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(cmd, env=env)
+    where = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]
+    cmd = [sys.executable, "-m", "uvicorn", *app, *where]
 
     def ready() -> None:
         timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
         deadline = time.monotonic() + timeout
-        while server.poll() is None and time.monotonic() < deadline:
-            with suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
+        with httpx.Client(timeout=1) as client:
+            while server.poll() is None and time.monotonic() < deadline:
+                with suppress(httpx.TransportError):
+                    if client.get(f"{url}/health").status_code == 200:
+                        return
+                time.sleep(0.1)
         why = f"exited with code {server.returncode}" if server.returncode is not None else f"{timeout} s"
         raise RuntimeError(f"the temporary Prefect server on port {port} did not start: {why}")
 
-    # In the environment for child processes, and in Prefect's global settings for threads that
-    # start with no context of their own (the process pool's event forwarder: with no URL it would
-    # start another temporary server and send the workers' events there).
-    os.environ["PREFECT_API_URL"] = url
-    refresh_global_settings_context()
+    server = subprocess.Popen(cmd, env=env)
     try:
+        # In the environment for child processes, and in Prefect's global settings for threads that
+        # start with no context of their own (the process pool's event forwarder: with no URL it
+        # would start another temporary server and send the workers' events there).
+        os.environ["PREFECT_API_URL"] = url
+        refresh_global_settings_context()
         with temporary_settings({PREFECT_API_URL: url}):
             try:
                 yield ready

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -41,8 +41,11 @@ class ProgressBar:
     def __call__(self, done: int, total: int) -> None:
         percent = 100 * done / total
         if percent - self.shown >= 1 or done == total:
-            update_progress_artifact(self.artifact, percent)
             self.shown = percent
+            try:
+                update_progress_artifact(self.artifact, percent)
+            except Exception as e:  # the server is away: the bar lags, the stage goes on
+                get_run_logger().warning(f"progress bar not moved to {percent:.0f}%: {e}")
 
 
 @task(name="train")
@@ -68,12 +71,20 @@ def train_ranks(params_path: str, stage: StageName, processes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="svd-progress-") as tmp:
         progress = Path(tmp) / "progress"
         cli = ["-m", "svd.cli", "--params", params_path, "train", "--stage", stage, f"--progress={progress}"]
-        ranks = subprocess.Popen([*torchrun, *cli, *tags])
-        while ranks.poll() is None:
-            with suppress(subprocess.TimeoutExpired):
-                ranks.wait(timeout=2)
-            if progress.exists():
-                bar(*map(int, progress.read_text().split()))
+        with subprocess.Popen([*torchrun, *cli, *tags]) as ranks:
+            try:
+                while ranks.poll() is None:
+                    with suppress(subprocess.TimeoutExpired):
+                        ranks.wait(timeout=2)
+                    if progress.exists():
+                        bar(*map(int, progress.read_text().split()))
+            except BaseException:  # the task failed or was cancelled: so do the ranks (torchrun passes it on)
+                ranks.terminate()
+                try:
+                    ranks.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    ranks.kill()
+                raise
     if ranks.returncode:
         raise subprocess.CalledProcessError(ranks.returncode, ranks.args)
     out = Path(params.load(params_path).stage(stage).out)

@@ -30,7 +30,10 @@ with temporary_server() as ready:
     thread.start(); thread.join()
     assert seen == [url], (seen, url)
     print(url)
-print(os.environ.get("PREFECT_API_URL"))
+seen = []
+thread = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))
+thread.start(); thread.join()
+print(os.environ.get("PREFECT_API_URL"), seen[0])
 """
 
 
@@ -41,8 +44,8 @@ def test_child_processes_report_to_the_one_temporary_server_which_stops_after(tm
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    url, after = run.stdout.split()[-2:]
-    assert url.startswith("http://127.0.0.1:") and after == "None"
+    url, after, thread_after = run.stdout.split()[-3:]
+    assert url.startswith("http://127.0.0.1:") and after == thread_after == "None"
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/health", timeout=2)
     assert "Error logging to API" not in run.stderr
