@@ -210,6 +210,9 @@ def outs(proj: Path) -> dict[str, str]:
     }
 
 
+# Two whole pipeline runs and three `dvc repro`: 584 s on this project's 2-core CI box, over 900 s (the
+# suite's hang guard) on the same box on a slow day.
+@pytest.mark.timeout(1800)
 def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_server, tmp_path):
     """The two doors. A user deploys infra/prefect.yaml and starts the pipeline from its run form with
     two settings changed; a process worker runs it. A second run with nothing changed runs no step.
