@@ -7,7 +7,6 @@ import argparse
 import base64
 import json
 import logging
-import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -59,9 +58,9 @@ def cmd_step(args: argparse.Namespace) -> None:
 
 def write_progress(path: Path, done: int, total: int) -> None:
     """`done total` (denoiser steps) into `path`, replaced whole, for a caller that shows progress."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(f"{done} {total}")
-    os.replace(tmp, path)
+    from svd import storage
+
+    storage.write_bytes(path, f"{done} {total}".encode())
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
