@@ -54,7 +54,10 @@ def temporary_server() -> Iterator[Callable[[], None]]:
     cmd = [sys.executable, "-m", "uvicorn", *app, *where]
 
     def ready() -> None:
-        timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        # Prefect's 20-s default is too short here: on a new database the boot runs every migration
+        # (21 s on a 2-core machine with nothing else running), and it shares the CPU with this
+        # process's import. A server that dies is seen at once, so a long wait only costs a hang.
+        timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 180)
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=1) as client:
             while server.poll() is None and time.monotonic() < deadline:

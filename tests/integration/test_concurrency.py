@@ -34,7 +34,8 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
     shared = tmp_path / "cache"
     doors = []
     for name in ("alice", "bob"):
-        proj, env = scratch_project(tmp_path / name, SMOKE, {})
+        # the session's environment: one PREFECT_HOME for both, as on one machine, and not this one's
+        proj, env = scratch_project(tmp_path / name, SMOKE, os.environ)
         env |= {"MLFLOW_TRACKING_URI": mlflow_server.url}
         run_cmd([str(BIN / "dvc"), "cache", "dir", "--local", str(shared)], env, cwd=proj)
         doors.append((proj, env))
