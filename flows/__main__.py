@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import importlib
 import logging
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
     ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
     args = ap.parse_args(argv)
+    # The process ends with the flow. The interpreter's last collection would walk everything the run
+    # left, 2-3 s after a training flow, to free memory that the OS takes back at exit anyway.
+    atexit.register(gc.freeze)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "svd")  # library logs show in the Prefect UI
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # WARNING for libraries (httpx, ...)
     logging.getLogger("svd").setLevel(logging.INFO)
@@ -143,7 +147,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-    # The interpreter's last collection would walk everything the run left, 2-3 s after a training
-    # flow, to free memory that the OS takes back at exit anyway; open files are closed by their
-    # owners (svd.storage writes whole files and closes them).
-    gc.freeze()
