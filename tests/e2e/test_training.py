@@ -210,7 +210,7 @@ def test_speed_levers_keep_the_numbers(tiny_params, tmp_path):
         compute = tiny_params.train.compute.model_copy(update=lever)
         stages = {
             "image": tiny_params.train.image.model_copy(
-                update={"out": tmp_path / "image", "autoencoder_steps": 4, "steps": 6}
+                update={"out": tmp_path / "image", "autoencoder_steps": 2, "steps": 6}
             ),
             "video": tiny_params.train.video.model_copy(
                 update={"out": tmp_path / "video", "init": tmp_path / "image", "steps": 4}

@@ -251,7 +251,7 @@ def test_a_killed_flow_run_is_crashed_and_its_retry_resumes(
     from infra.project import scratch_project
     from svd.train.resume import read_point
 
-    steps = 60
+    steps = 30  # killed at its first resume point, step 5, or the next: 20 steps of margin
     stage = {"out": "models/image", "autoencoder_steps": 0, "steps": steps, "checkpoint_every": 5}
     paths = {"curate": {"out": str(tiny_params.curate.out)}, "filter": {"out": str(tiny_params.filter.out)}}
     proj, env = scratch_project(tmp_path / "door", paths | {"train": {"image": stage}}, prefect_server.env)
