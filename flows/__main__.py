@@ -102,7 +102,7 @@ def load(name: str) -> Callable[..., Any]:
     frozen out of later collections. Torch, diffusers, MLflow and Prefect make millions of objects
     that live as long as the process. Collecting during the import walked them again and again: it
     cost 1.5-2 s of a training flow's 11-s import on 2 cores. Frozen, they are not walked by the run's
-    full collections either."""
+    full collections either. The price: cyclic garbage the import left is never freed."""
     gc.disable()
     try:
         return getattr(importlib.import_module(f"flows.{name}"), name)
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
     args = ap.parse_args(argv)
     # The process ends with the flow. The interpreter's last collection would walk everything the run
-    # left, 2-3 s after a training flow, to free memory that the OS takes back at exit anyway.
+    # left, 2-3 s after a training flow, to free memory that the OS takes back at exit anyway. Objects
+    # in reference cycles then get no finalizer: every file here is written in a `with` block.
     atexit.register(gc.freeze)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "svd")  # library logs show in the Prefect UI
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s")  # WARNING for libraries (httpx, ...)

@@ -34,8 +34,9 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
     shared = tmp_path / "cache"
     doors = []
     for name in ("alice", "bob"):
-        # the session's environment: one PREFECT_HOME for both, as on one machine, and not this one's
-        proj, env = scratch_project(tmp_path / name, SMOKE, os.environ)
+        # the session's environment, but each user's own Prefect home (not this machine's ~/.prefect)
+        home = {"PREFECT_HOME": str(tmp_path / name / "prefect-home")}
+        proj, env = scratch_project(tmp_path / name, SMOKE, os.environ | home)
         env |= {"MLFLOW_TRACKING_URI": mlflow_server.url}
         run_cmd([str(BIN / "dvc"), "cache", "dir", "--local", str(shared)], env, cwd=proj)
         doors.append((proj, env))
