@@ -2,12 +2,13 @@
 
 `mlflow.diffusers` only handles LoRA adapters on a hub base model, so the full pipeline folder is
 logged as a pyfunc artifact, with this package as code so the model loads wherever its pip
-requirements are installed. Aliases, not the deprecated stages: every registered version gets
-`candidate`; `champion` moves to it only when every gate in params.yaml passes and it beats the
-current champion by register.margins (the challenger rule). Each version's metrics are kept as its
-tags (metric.<name>), so the next challenger is judged against them, and its description is a
-model card: data hashes, params, metrics, the promotion decision, a link to the samples, and the
-arena's result once `svd arena results` has one.
+requirements are installed, and svd/served_model.py as its entry point (no pickle). Aliases, not
+the deprecated stages: every registered version gets `candidate`; `champion` moves to it only when
+every gate in params.yaml passes and it beats the current champion by register.margins (the
+challenger rule). Each version's metrics are kept as its tags (metric.<name>), so the next
+challenger is judged against them, and its description is a model card: data hashes, params,
+metrics, the promotion decision, a link to the samples, and the arena's result once
+`svd arena results` has one.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def register(
     else:  # new weights: the folder as a pyfunc logged inside the active run
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=SVDPipelineModel(),
+            python_model=str(Path(__file__).with_name("served_model.py")),
             artifacts={"pipeline": str(model_dir)},
             code_paths=[str(Path(svd.__file__).parent)],
             pip_requirements=[f"{r}=={metadata.version(r)}" for r in REQUIREMENTS],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from svd.params import Gates, RegisterParams
@@ -76,6 +79,14 @@ def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkey
 
     try:
         assert registered() == ("1", ["candidate", "champion"])
+        # the model holds no pickle (its entry point is a code file), and it loads these weights
+        local = Path(mlflow.artifacts.download_artifacts("models:/svd-t/1", dst_path=str(tmp_path / "get")))
+        assert (local / "served_model.py").is_file()
+        pickled = (".pkl", ".pickle", ".bin", ".pt", ".pth")
+        assert not [f.name for f in local.rglob("*") if f.suffix in pickled]
+        monkeypatch.setattr(sys, "path", list(sys.path))  # loading puts its code first on the path
+        served = mlflow.pyfunc.load_model(str(local)).unwrap_python_model()
+        assert torch.equal(served.components.unet.conv_out.bias, c.unet.conv_out.bias)
         assert registered() == ("1", ["candidate", "champion"])  # a rerun: no second copy
         first = c.unet.conv_out.bias.detach().clone()
         with torch.no_grad():
