@@ -39,6 +39,7 @@ HOST = "127.0.0.1"
 MARKER = "SVD_STACK_PROCESS"
 """Environment variable set on every process the stack starts (value: a per-service id)."""
 GPU_TEMPLATE = Path(__file__).with_name("k8s-gpu-job-template.json")
+AUTOMATIONS = Path(__file__).with_name("automations.yaml")
 
 # Dummy credentials: moto accepts anything, and a fixed non-secret value keeps a misconfigured
 # client from ever signing requests with someone's real AWS keys.
@@ -358,6 +359,18 @@ def create_work_pool(
     run_cmd(cmd, prefect.env)
 
 
+def create_automations(prefect: Service, automations: list[dict[str, Any]] | None = None) -> None:
+    """The automations (infra/automations.yaml's by default) the server does not have yet, by name:
+    a restarted stack keeps its database, and a second copy of an automation would act twice."""
+    import yaml
+
+    wanted = automations or yaml.safe_load(AUTOMATIONS.read_text())["automations"]
+    have = {a["name"] for a in _api(f"{prefect.url}/automations/filter")}
+    for automation in wanted:
+        if automation["name"] not in have:
+            _api(f"{prefect.url}/automations/", automation)
+
+
 def start_worker(
     prefect: Service, pool: str, root: Path, env: Mapping[str, str] | None = None, poll_seconds: int = 2
 ) -> Service:
@@ -474,6 +487,7 @@ def local_stack(
             server = stack.services["prefect"] = start_prefect(root, ui=ui)
             # the GPU pool the training deployments name; its worker runs in a cluster, not here
             create_work_pool(server, "gpu", "kubernetes", GPU_TEMPLATE)
+            create_automations(server)
             if pool:
                 stack.services["worker"] = start_worker(server, pool, root, env=stack.env)
         yield stack

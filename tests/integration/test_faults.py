@@ -6,6 +6,7 @@ rows or objects lost."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -234,14 +235,17 @@ def test_training_goes_on_while_mlflow_is_away(
     assert all(m.status == "READY" for m in points)
 
 
-def test_a_killed_flow_run_is_crashed_and_its_retry_resumes(
+def test_killed_flow_runs_are_crashed_and_run_again_resume(
     tiny_params, prefect_server: Service, tmp_path: Path
 ) -> None:
-    """A stage's flow run on a process worker loses its process (SIGKILL: an OOM kill, a lost node)
-    after a resume point. The worker marks the run Crashed; the stage started again trains on from
-    that point: the new run's MLflow run logs losses from the point's step on, and the stage ends
-    with all its steps."""
+    """A stage's flow run on a process worker is killed twice, each time after a resume point. First
+    its process alone (SIGKILL: an OOM kill), which the worker reports: the run is Crashed. Then the
+    worker with it (the node is lost), which nobody is left to report: infra/automations.yaml's
+    automation marks the run Crashed once its heartbeats stop. Each time the stage, started again,
+    trains on from the last point: each MLflow run logs losses from the point's step on, and the
+    stage ends with all its steps."""
     import mlflow
+    import yaml
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
@@ -249,64 +253,94 @@ def test_a_killed_flow_run_is_crashed_and_its_retry_resumes(
     from prefect.states import StateType
 
     from infra.project import scratch_project
+    from infra.stack import AUTOMATIONS, create_automations
     from svd.train.resume import read_point
 
-    steps = 30  # killed at its first resume point, step 5, or the next: 20 steps of margin
+    steps = 30  # killed at points 5 and 10, or a point later each: 10 steps of margin at least
     stage = {"out": "models/image", "autoencoder_steps": 0, "steps": steps, "checkpoint_every": 5}
     paths = {"curate": {"out": str(tiny_params.curate.out)}, "filter": {"out": str(tiny_params.filter.out)}}
     proj, env = scratch_project(tmp_path / "door", paths | {"train": {"image": stage}}, prefect_server.env)
+    # Prefect's shortest heartbeat; the automation's window scaled to it, as the file's is to 180 s
     run_env = {k: env[k] for k in ("PATH", "PYTHONPATH", "MLFLOW_TRACKING_URI")}
-    worker = start_worker(prefect_server, "faults", tmp_path, env=run_env, poll_seconds=1)
+    run_env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = "30"
+    (lost_runs,) = yaml.safe_load(AUTOMATIONS.read_text())["automations"]
+    lost_runs["trigger"]["within"] = 50
+    workers = [start_worker(prefect_server, "faults", tmp_path, env=run_env, poll_seconds=1)]
     point = proj / "models" / "image.resume"
 
     def wait(until: Callable[[], object], what: str, seconds: float = 240) -> None:
         deadline = time.monotonic() + seconds
         while not until():
-            assert time.monotonic() < deadline, f"{what}: not within {seconds} s\n{worker.log_tail()}"
+            tail = workers[-1].log_tail()
+            assert time.monotonic() < deadline, f"{what}: not within {seconds} s\n{tail}"
             time.sleep(0.2)
 
-    try:
-        deploy = ["--no-prompt", "deploy", "flows/train.py:train", "-n", "image-faults", "-p", "faults"]
-        run_cmd([sys.executable, "-m", "prefect", *deploy, "--params", '{"stage": "image"}'], env, cwd=proj)
-        with (
-            temporary_settings(updates={PREFECT_API_URL: prefect_server.url}),
-            get_client(sync_client=True) as c,
-        ):
-            run = run_deployment("train/image-faults", timeout=0)
-            wait(lambda: point.exists() and read_point(point)["phase"] == "denoiser", "a resume point")
-            pids = processes_with_env("PREFECT__FLOW_RUN_ID", str(run.id))
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
+
+        def state(flow_run: FlowRun) -> StateType | None:
+            s = c.read_flow_run(flow_run.id).state
+            return s.type if s else None
+
+        def after_point(step: int, run: FlowRun) -> None:
+            wait(lambda: point.exists() and read_point(point)["step"] > step, f"a resume point past {step}")
+            assert state(run) == StateType.RUNNING, state(run)
+
+        create_automations(prefect_server, [lost_runs])
+        try:
+            deploy = ["--no-prompt", "deploy", "flows/train.py:train", "-n", "image-faults", "-p", "faults"]
+            deploy += ["--params", '{"stage": "image"}']
+            run_cmd([sys.executable, "-m", "prefect", *deploy], env, cwd=proj)
+            # 1. the run's process killed: the worker, still there, reports it
+            first = run_deployment("train/image-faults", timeout=0)
+            after_point(0, first)
+            pids = processes_with_env("PREFECT__FLOW_RUN_ID", str(first.id))
             assert pids, "no process runs the flow run"
             for pid in pids:
                 os.kill(pid, 9)
-
-            def state(flow_run: FlowRun) -> StateType | None:
-                s = c.read_flow_run(flow_run.id).state
-                return s.type if s else None
-
-            wait(lambda: state(run) == StateType.CRASHED, "the worker marking the run Crashed", 90)
-            resumed_at = read_point(point)["step"]
+            wait(lambda: state(first) == StateType.CRASHED, "the worker marking the run Crashed", 90)
+            resumed = [read_point(point)["step"]]
             # Run again (the UI's Run, or the pipeline started again), not Retry on the crashed run:
             # Prefect's worker reports the killed process a second time some seconds after the
             # runner did, and that report marks a retry of the same flow run, started meanwhile,
             # Crashed too (Prefect 3.8)
-            again = run_deployment("train/image-faults", timeout=0)
+            second = run_deployment("train/image-faults", timeout=0)
+            # 2. the node lost: the worker and the run's process killed at once
+            after_point(resumed[0], second)
+            t0 = time.monotonic()
+            node = {*processes_with_env(MARKER, workers[0].marker), workers[0].proc.pid}
+            node |= set(processes_with_env("PREFECT__FLOW_RUN_ID", str(second.id)))
+            for pid in node:
+                with contextlib.suppress(ProcessLookupError):  # gone already
+                    os.kill(pid, 9)
+            wait(lambda: state(second) == StateType.CRASHED, "the automation marking the run Crashed", 120)
+            print(f"lost run marked Crashed {time.monotonic() - t0:.0f} s after its node was lost")
+            resumed.append(read_point(point)["step"])
+            workers.append(start_worker(prefect_server, "faults", tmp_path, env=run_env, poll_seconds=1))
+            third = run_deployment("train/image-faults", timeout=0)
             done = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED)
-            wait(lambda: state(again) in done, "the run started again")
-            assert state(again) == StateType.COMPLETED, worker.log_tail()
-    finally:
-        worker.stop()
+            wait(lambda: state(third) in done, "the run started again")
+            assert state(third) == StateType.COMPLETED, workers[-1].log_tail()
+        finally:
+            for worker in workers:
+                worker.stop()
+            for automation in c.read_automations_by_name(lost_runs["name"]):
+                c.delete_automation(automation.id)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     try:
         runs = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time"])
         client = mlflow.MlflowClient()
-        killed, retry = [client.get_metric_history(r.info.run_id, "train_image/loss") for r in runs]
+        histories = [client.get_metric_history(r.info.run_id, "train_image/loss") for r in runs]
+        logged = [[m.step for m in history] for history in histories]
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    new = sorted(m.step for m in retry)
-    assert new == list(range(resumed_at, steps)), (resumed_at, new)  # on from the point, not step 0
+    assert len(logged) == 3, logged
+    for new, start in zip(logged[1:], resumed, strict=True):  # on from the point, not step 0
+        assert min(new) == start, (start, new)
+    assert sorted(logged[2]) == list(range(resumed[1], steps)), (resumed, logged[2])
     assert not point.exists() and (proj / "models" / "image" / "training.json").exists()
-    lost = steps - len({m.step for m in killed} | set(new))
-    report("flow run's process SIGKILLed mid-stage", "Crashed; run again, resumed at its last point", lost)
+    lost = steps - len(set().union(*logged))
+    report("flow run's process SIGKILLed mid-stage", "Crashed by the worker; run again, resumed", lost)
+    report("worker and flow run SIGKILLed (node lost)", "Crashed by the automation; run again, resumed", lost)
     assert lost == 0
 
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -443,6 +444,15 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
         assert "SECRET_ACCESS_KEY=" not in out and "export " not in out, out
         assert "AWS_SECRET_ACCESS_KEY=" in (tmp_path / "stack" / "env").read_text()  # the values live there
         assert dvc_default() == "s3store"  # a plain `dvc push` goes to the stack's S3 while it runs
+        # the server has infra/automations.yaml's automations, so a lost node's run gets Crashed
+        exported = (x.removeprefix("export ").strip() for x in (tmp_path / "stack" / "env").open())
+        api = dict(x.split("=", 1) for x in exported)["PREFECT_API_URL"]
+        json_body = {"Content-Type": "application/json"}
+        request = urllib.request.Request(f"{api}/automations/filter", b"{}", json_body)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            automations = {a["name"]: a for a in json.loads(answer.read())}
+        assert set(automations) == {"crash-lost-flow-runs"}, automations
+        assert automations["crash-lost-flow-runs"]["trigger"]["within"] == 450.0
     finally:  # `make stop` from another shell: SIGTERM, as Ctrl-C, and waits for the stack to go
         down = [sys.executable, "-m", "infra.stack", "down", "--dir", str(tmp_path / "stack")]
         stopped = subprocess.run(down, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
