@@ -141,8 +141,40 @@ open(sys.argv[1] + f".{os.environ.get('RANK', '0')}.losses", "w").write(json.dum
 """
 
 
+def stage_params(tiny_params, out: Path, parallel: str = "ddp") -> Path:
+    """A params file for the ranks test: Stage I, 12 autoencoder and 16 denoiser steps, resume
+    points and EMA on, trained into `out`."""
+    image = tiny_params.train.image.model_copy(
+        update={
+            "out": out,
+            "autoencoder_steps": 12,
+            "steps": 16,
+            "batch_size": 8,
+            "autoencoder_batch_size": 4,
+            "ema_decay": 0.9,
+            "checkpoint_every": 5,
+        }
+    )
+    compute = tiny_params.train.compute.model_copy(update={"parallel": parallel})
+    train = tiny_params.train.model_copy(update={"image": image, "compute": compute})
+    path = out.parent / f"{out.name}.json"
+    path.write_text(tiny_params.model_copy(update={"train": train}).model_dump_json())
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The single process both parallel modes are held to, trained once: with one process
+    train.compute.parallel changes nothing."""
+    import subprocess
+
+    one = stage_params(tiny_params, tmp_path_factory.mktemp("ranks") / "one")
+    subprocess.run([sys.executable, "-c", RUN_STAGE_LOSSES, str(one)], check=True)
+    return one
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_ranks_under_torchrun_take_the_one_process_steps(tiny_params, tmp_path, parallel):
+def test_two_ranks_under_torchrun_take_the_one_process_steps(tmp_path, tiny_params, one_process, parallel):
     """torchrun, 2 CPU ranks on gloo, each half of the global batch, the denoiser replicated (DDP)
     or sharded (FSDP2), with EMA and resume points written mid-stage: the losses and the weights of a
     single process on the whole batch, up to float summation order. Stated tolerance after 12
@@ -151,30 +183,10 @@ def test_two_ranks_under_torchrun_take_the_one_process_steps(tiny_params, tmp_pa
     near-zero gradient into a full step of lr, so a few weights differ by up to lr per step)."""
     import json
     import subprocess
-    import sys
 
     from safetensors.torch import load_file
 
-    def params(out: Path) -> Path:
-        image = tiny_params.train.image.model_copy(
-            update={
-                "out": out,
-                "autoencoder_steps": 12,
-                "steps": 16,
-                "batch_size": 8,
-                "autoencoder_batch_size": 4,
-                "ema_decay": 0.9,
-                "checkpoint_every": 5,
-            }
-        )
-        compute = tiny_params.train.compute.model_copy(update={"parallel": parallel})
-        train = tiny_params.train.model_copy(update={"image": image, "compute": compute})
-        p = tiny_params.model_copy(update={"train": train})
-        (tmp_path / f"{out.name}.json").write_text(p.model_dump_json())
-        return tmp_path / f"{out.name}.json"
-
-    one, two = params(tmp_path / "one"), params(tmp_path / "two")
-    subprocess.run([sys.executable, "-c", RUN_STAGE_LOSSES, str(one)], check=True)
+    one, two = one_process, stage_params(tiny_params, tmp_path / "two", parallel)
     script = tmp_path / "stage.py"
     script.write_text(RUN_STAGE_LOSSES)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -190,7 +202,7 @@ def test_two_ranks_under_torchrun_take_the_one_process_steps(tiny_params, tmp_pa
     torch.testing.assert_close(torch.tensor(losses["r0"]), torch.tensor(losses["one"]), rtol=1e-4, atol=0)
     assert not (tmp_path / "two.resume").exists() and (tmp_path / "two" / "training.json").exists()
     for net in ("unet", "vae"):
-        a = load_file(tmp_path / "one" / net / "diffusion_pytorch_model.safetensors")
+        a = load_file(one.with_suffix("") / net / "diffusion_pytorch_model.safetensors")
         b = load_file(tmp_path / "two" / net / "diffusion_pytorch_model.safetensors")
         assert a.keys() == b.keys()
         diff = torch.cat([(a[k] - b[k]).flatten() for k in a])
