@@ -341,9 +341,9 @@ def start_prefect(root: Path, port: int | None = None, ui: bool = True) -> Servi
     )
 
 
-def _api(url: str, body: dict[str, Any] | None = None) -> Any:
+def _api(url: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
     req = urllib.request.Request(
-        url, data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"}
+        url, data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"}, method=method
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read() or b"null")
@@ -360,14 +360,19 @@ def create_work_pool(
 
 
 def create_automations(prefect: Service, automations: list[dict[str, Any]] | None = None) -> None:
-    """The automations (infra/automations.yaml's by default) the server does not have yet, by name:
-    a restarted stack keeps its database, and a second copy of an automation would act twice."""
+    """Create the automations (infra/automations.yaml's by default), or update those the server has
+    by name: a restarted stack keeps its database, where a second copy would act twice and an old
+    one would miss the file's edits."""
     import yaml
 
-    wanted = automations or yaml.safe_load(AUTOMATIONS.read_text())["automations"]
-    have = {a["name"] for a in _api(f"{prefect.url}/automations/filter")}
-    for automation in wanted:
-        if automation["name"] not in have:
+    if automations is None:
+        automations = yaml.safe_load(AUTOMATIONS.read_text())["automations"]
+    names = {"automations": {"name": {"any_": [a["name"] for a in automations]}}}
+    have = {a["name"]: a["id"] for a in _api(f"{prefect.url}/automations/filter", names)}
+    for automation in automations:
+        if automation["name"] in have:
+            _api(f"{prefect.url}/automations/{have[automation['name']]}", automation, method="PUT")
+        else:
             _api(f"{prefect.url}/automations/", automation)
 
 

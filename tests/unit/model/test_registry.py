@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from svd.params import Gates, RegisterParams
 from svd.registry import challenge, gate_failures
@@ -81,10 +82,14 @@ def test_the_same_weights_keep_their_version_and_aliases_follow(tmp_path, monkey
         assert registered() == ("1", ["candidate", "champion"])
         # the model holds no pickle (its entry point is a code file), and it loads these weights
         local = Path(mlflow.artifacts.download_artifacts("models:/svd-t/1", dst_path=str(tmp_path / "get")))
-        assert (local / "served_model.py").is_file()
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in flavor
+        assert flavor["model_code_path"].endswith("served_model.py")
         pickled = (".pkl", ".pickle", ".bin", ".pt", ".pth")
-        assert not [f.name for f in local.rglob("*") if f.suffix in pickled]
+        assert not [f.name for f in local.rglob("*") if any(s in f.name for s in pickled)]
         monkeypatch.setattr(sys, "path", list(sys.path))  # loading puts its code first on the path
+        # logging ran the file in this process: forget the model it set, so loading must set it again
+        monkeypatch.setattr(mlflow.models.model, "__mlflow_model__", None)
         served = mlflow.pyfunc.load_model(str(local)).unwrap_python_model()
         assert torch.equal(served.components.unet.conv_out.bias, c.unet.conv_out.bias)
         assert registered() == ("1", ["candidate", "champion"])  # a rerun: no second copy
