@@ -40,7 +40,9 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
         env |= {"MLFLOW_TRACKING_URI": mlflow_server.url}
         run_cmd([str(BIN / "dvc"), "cache", "dir", "--local", str(shared)], env, cwd=proj)
         doors.append((proj, env))
-    repro = [str(BIN / "dvc"), "repro", "filter"]
+    # no run-cache: it is in the shared cache too, and a step one user finished first would be
+    # restored for the other, not run, so the two would not write at once
+    repro = [str(BIN / "dvc"), "repro", "--no-run-cache", "filter"]
     t0 = time.time()
     started = [
         subprocess.Popen(repro, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
