@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.project import BIN, scratch_project  # noqa: E402
+from infra.project import BIN, outs, scratch_project  # noqa: E402
 from infra.stack import QUIET_ENV, local_stack, run_cmd  # noqa: E402
 from svd.params import merge  # noqa: E402
 
@@ -46,17 +46,6 @@ PARAMS = merge(
     {"train": {"image": {"autoencoder_steps": 20}}},
 )
 USERS = ("alice", "bob")
-
-
-def outs(proj: Path) -> dict[str, str]:
-    """Every output's DVC hash, bar the registration (it names the MLflow run)."""
-    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
-    return {
-        o["path"]: o["md5"]
-        for s in lock.values()
-        for o in s.get("outs", [])
-        if "registration" not in o["path"]
-    }
 
 
 def run_at_once(

@@ -52,3 +52,15 @@ def scratch_project(
     ):
         subprocess.run(cmd, cwd=proj, env=run_env, check=True, capture_output=True)
     return proj, run_env
+
+
+def outs(proj: Path) -> dict[str, str]:
+    """Every output's DVC hash in the project's dvc.lock, bar the registration (it names the MLflow
+    version and run): what two doors or two workspaces must agree on."""
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
+    return {
+        o["path"]: o["md5"]
+        for s in lock.values()
+        for o in s.get("outs", [])
+        if "registration" not in o["path"]
+    }

@@ -31,7 +31,7 @@ import mlflow
 import pytest
 import yaml
 
-from infra.project import scratch_project
+from infra.project import outs, scratch_project
 from infra.stack import free_port, start_worker
 from svd.params import load, merge
 from svd.tracking import declared, declared_params
@@ -202,17 +202,6 @@ FORM = {
     "pools": {"finetune": "standin"},
 }
 SETS = ["filter.hq.motion_score.drop_lowest=0.4", "train.finetune.steps=12", 'pools.finetune="standin"']
-
-
-def outs(proj: Path) -> dict[str, str]:
-    """Every output's DVC hash, bar the registration (it names the MLflow version and run)."""
-    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]
-    return {
-        o["path"]: o["md5"]
-        for s in lock.values()
-        for o in s.get("outs", [])
-        if "registration" not in o["path"]
-    }
 
 
 # Three pipeline runs and two `dvc repro`: 604 s alone on a 2-core box. Before the autoencoder's steps
