@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -411,6 +410,10 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
     `make stop` (SIGTERM, Ctrl-C alike) stops every process it started and gives the remote back."""
     import signal
     import time
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     before = set(processes_with_env(MARKER))
     cmd = [sys.executable, "-m", "infra.stack", "up", "--dir", str(tmp_path / "stack")]
@@ -447,12 +450,10 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
         # the server has infra/automations.yaml's automations, so a lost node's run gets Crashed
         exported = (x.removeprefix("export ").strip() for x in (tmp_path / "stack" / "env").open())
         api = dict(x.split("=", 1) for x in exported)["PREFECT_API_URL"]
-        json_body = {"Content-Type": "application/json"}
-        request = urllib.request.Request(f"{api}/automations/filter", b"{}", json_body)
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            automations = {a["name"]: a for a in json.loads(answer.read())}
-        assert set(automations) == {"crash-lost-flow-runs"}, automations
-        assert automations["crash-lost-flow-runs"]["trigger"]["within"] == 450.0
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+            automations = c.read_automations()
+        assert [a.name for a in automations] == ["crash-lost-flow-runs"], automations
+        assert automations[0].trigger.within == timedelta(seconds=450)
     finally:  # `make stop` from another shell: SIGTERM, as Ctrl-C, and waits for the stack to go
         down = [sys.executable, "-m", "infra.stack", "down", "--dir", str(tmp_path / "stack")]
         stopped = subprocess.run(down, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
