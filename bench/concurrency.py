@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from infra.project import BIN, outs, scratch_project  # noqa: E402
-from infra.stack import QUIET_ENV, local_stack, run_cmd  # noqa: E402
+from infra.stack import bare_env, local_stack, run_cmd  # noqa: E402
 from svd.params import merge  # noqa: E402
 
 # The e2e test's profile: Stage I's autoencoder trains 20 steps, since nothing here checks quality.
@@ -93,7 +93,7 @@ def main() -> int:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | QUIET_ENV
+    base = bare_env()
     failures: list[str] = []
 
     def check(ok: bool, what: str, detail: object = "") -> None:

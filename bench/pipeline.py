@@ -19,7 +19,6 @@ their first run: creating them (schema migrations, about 10 s) is a one-off, pri
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from infra.project import BIN, scratch_project  # noqa: E402
-from infra.stack import QUIET_ENV, start_prefect  # noqa: E402
+from infra.stack import bare_env, start_prefect  # noqa: E402
 
 PROFILES = {"smoke": ROOT / "tests" / "e2e" / "smoke.yaml", "default": None}
 
@@ -95,7 +94,7 @@ DOORS = ("pipeline flow", "dvc repro", "dvc repro + server")
 def main(profile: str = "smoke", doors: tuple[str, ...] = DOORS) -> list[Door]:
     path = PROFILES[profile]
     params = yaml.safe_load(path.read_text()) if path else {}
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | QUIET_ENV
+    base = bare_env()
     measured = []
     with tempfile.TemporaryDirectory(prefix="svd-bench-pipeline-") as tmp:
         root = Path(tmp)

@@ -58,6 +58,13 @@ AWS_ENV = {
 QUIET_ENV = {"DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}
 
 
+def bare_env() -> dict[str, str]:
+    """This process's environment, quiet and without Prefect or MLflow settings: what a bench gives
+    the workspaces it starts, so that each reaches only the servers the bench gives it, never the
+    caller's own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | QUIET_ENV
+
+
 _running: dict[str, Service] = {}
 
 
