@@ -112,7 +112,7 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
         if viewer.sizes:
             keeper = picks.Keeper([k for f in specs.values() for k in f.picks], detector.lag)
         keep = (keeper, viewer) if keeper is not None else None
-        grabbed = _decode_pass(path, info, index, detector, dense, p, keep)
+        grabbed = _decode_pass(path, info, index, detection, detector, dense, keep)
         clips = _cut(path, key, info, index, detector.finish(), p)
         cache.put_clips(clips_entry, clips)
     sidecar, warning = _captions(uri)
@@ -127,7 +127,9 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     scores = {n: hit for n, hit in cached.items() if hit is not None}
     todo = {n: f for n, f in specs.items() if n not in scores}
     if not grabbed and any(n in dense for n in todo):
-        grabbed = _decode_pass(path, info, index, None, {n: f for n, f in todo.items() if n in dense}, p)
+        grabbed = _decode_pass(
+            path, info, index, detection, None, {n: f for n, f in todo.items() if n in dense}
+        )
     ok = [c for c in clips.meta if not c.get("error")]
     picked = picks.picked(path, viewer, index, ok, todo, keeper)
     for n, spec in todo.items():
@@ -169,14 +171,15 @@ def _decode_pass(
     path: Path,
     info: VideoInfo,
     index: PacketIndex,
+    detection: tuple[int, int],
     detector: SceneDetector | None,
     dense: dict[str, Frames],
-    p: CurateParams,
     keep: tuple[picks.Keeper, picks.Viewer] | None = None,
 ) -> dict[str, dict[int, np.ndarray]]:
     """Decode every frame once: feed the detector, keep each dense scorer's grid frames, and hand
-    `keep`'s keeper every frame as the pick scorers see it."""
-    det_h, det_w = detection_size(info.width, info.height, p.cuts)
+    `keep`'s keeper every frame as the pick scorers see it. Frames are scaled to `detection` (height,
+    width) first, the size the detector works at, and every grid frame is made from that."""
+    det_h, det_w = detection
     grids = {n: set(grid(index, f.fps or 1.0)) for n, f in dense.items()}
     sizes = {n: f.size(info.width, info.height) for n, f in dense.items()}
     for n, (h, w) in sizes.items():
