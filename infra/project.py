@@ -36,7 +36,7 @@ def scratch_project(
             shutil.copy(src, proj / name)
     merged = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), dict(params))
     (proj / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
-    (proj / ".gitignore").write_text("/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
+    (proj / ".gitignore").write_text("/.venv\n/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
     run_env = {
         **env,
         "PATH": f"{BIN}:{os.environ['PATH']}",

@@ -111,7 +111,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         if r:
             print(
                 f"  {stage:9s} final loss {r['final_loss']:.4f}   val loss {r['val_loss_before']:.4f} -> "
-                f"{r['val_loss_after']:.4f}   {r['steps']} steps, {r['seconds']:.0f} s"
+                f"{r['val_loss_after']:.4f}   {r['steps']} steps"  # wall seconds: the stage's MLflow run
             )
     metrics = read(p.evaluate.out / "metrics.json")
     print("Evaluation:")

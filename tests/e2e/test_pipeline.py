@@ -5,8 +5,9 @@ Each door runs in a fresh project (a git + DVC repo holding this checkout's code
 params.yaml overridden by tests/e2e/smoke.yaml), against a real Prefect server and a process
 worker. The test checks what a user checks afterwards: the two doors give the same DVC hashes,
 `dvc status` is clean, the registry has the model with its aliases, every MLflow run carries
-exactly the params and inputs its dvc.yaml stage declares, samples are logged as videos, and
-`svd generate` turns an image into a video with the champion model.
+exactly the params and inputs its dvc.yaml stage declares, and samples are logged as videos. The
+commands the README gives for after `make demo` run as written, in a shell with no venv activated:
+`svd generate` with the champion, `dvc repro` (the second door), and MLflow's scoring server.
 """
 
 from __future__ import annotations
@@ -61,7 +62,31 @@ def projects(tmp_path: Path, prefect_server) -> list[tuple[Path, dict]]:
     """Two projects, both copied before either runs (an edit to the checkout mid-test changes
     neither)."""
     base = {**os.environ, **prefect_server.env}
-    return [scratch_project(tmp_path / door, SMOKE, base) for door in ("prefect", "dvc")]
+    made = [scratch_project(tmp_path / door, SMOKE, base) for door in ("prefect", "dvc")]
+    for proj, _ in made:
+        (proj / ".venv").symlink_to(BIN.parent)  # where `make demo` builds it, for the README's commands
+    return made
+
+
+def readme_commands(after: str) -> list[str]:
+    """The commands of the README's first bash block after the line `after`, as written: continued
+    lines joined, comment lines dropped (bash drops the rest)."""
+    block = (ROOT / "README.md").read_text().split(f"\n{after}\n", 1)[1].split("```bash\n", 1)[1]
+    lines = block.split("\n```", 1)[0].replace("\\\n", " ").splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def user_shell(env: dict) -> dict:
+    """A user's shell in a project after `make demo`: no venv on PATH and no tracking URI (the
+    README's commands set what they need). PYTHONPATH stays: it points at the project's own copy
+    of the code, which the checkout's editable install would otherwise shadow."""
+    path = [d for d in env["PATH"].split(os.pathsep) if Path(d) != BIN]
+    return {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"} | {"PATH": os.pathsep.join(path)}
+
+
+# What the README says to run after `make demo`; the test runs each as written (the scoring server
+# on a free port instead of 5001). `make demo` and `make test` themselves are what CI runs.
+GENERATE, REPRO, SERVE = readme_commands("Afterwards:")
 
 
 def check_outcome(proj: Path, env: dict) -> None:
@@ -167,32 +192,6 @@ def check_outcome(proj: Path, env: dict) -> None:
     assert metrics["fvd"] is None and "not computed" in metrics["fvd_note"]  # no I3D configured
     assert {"temporal_warping_error", "first_frame_ssim"} <= set(evaluation.data.metrics)
 
-    # 7. A user generates a video with the champion from a frame the evaluation wrote, as the README says
-    image = sorted((proj / "reports" / "eval" / "samples").glob("*.png"))[0]
-    out = proj / "out.mp4"
-    sh(
-        [
-            str(BIN / "svd"),
-            "generate",
-            "--model",
-            f"models:/{reg['name']}@champion",
-            "--image",
-            str(image),
-            "--out",
-            str(out),
-            "--frames",
-            "4",
-            "--steps",
-            "3",
-            "--motion-score",  # mapped by the motion_buckets.json the model was registered with
-            "2.0",
-        ],
-        proj,
-        env,
-    )
-    with av.open(str(out)) as f:
-        assert sum(1 for _ in f.decode(video=0)) == 4
-
 
 # What a user sets in the pipeline's run form: a looser HQ motion cut, a shorter Stage III, and
 # Stage III on a work pool (here a process pool on this machine, standing in for the GPU pool).
@@ -286,6 +285,19 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
         p = load(proj / "params.yaml")
         assert (p.filter.hq["motion_score"].drop_lowest, p.train.finetune.steps) == (0.4, 12)
         check_outcome(proj, env)
+        # the README: a video from the champion and a frame the evaluation wrote
+        assert GENERATE.startswith(".venv/bin/svd generate --model models:/svd-tiny@champion"), GENERATE
+        sh(["bash", "-c", GENERATE], proj, user_shell(env))
+        with av.open(str(proj / "video.mp4")) as f:
+            assert sum(1 for _ in f.decode(video=0)) == 8  # the CLI's default
+        # the summary `make demo` ends with
+        summary = sh([str(proj / ".venv" / "bin" / "svd"), "report"], proj, user_shell(env))
+        for line in ("  lvd  ", "  hq  ", "  finetune  final loss ", "  first_frame_ssim  "):
+            assert line in summary, (line, summary)
+        assert "Registered: svd-tiny version 1, aliases candidate, champion (gates: passed)" in summary, (
+            summary
+        )
+        assert "MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///" in summary, summary
         with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
             assert_no_secret(proj, env, [worker.log, prefect_server.log])
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -318,14 +330,14 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     finally:
         worker.stop()
 
-    # the other door, on the params the first run recorded
-    sh([str(BIN / "dvc"), "repro"], twin, twin_env)
+    # the other door, on the params the first run recorded, as the README runs it
+    assert REPRO.startswith("source .venv/bin/activate && dvc repro "), REPRO
+    sh(["bash", "-c", REPRO], twin, user_shell(twin_env))
     again_dvc = sh([str(BIN / "dvc"), "repro"], twin, twin_env)  # nothing changed: nothing runs
     assert "Running stage" not in again_dvc and "didn't change" in again_dvc, again_dvc
     check_outcome(twin, twin_env)
     assert outs(twin) == first
 
-    # the champion behind MLflow's scoring server, as the README starts it (no venv activated)
     serve_champion(proj, env)
 
 
@@ -370,20 +382,13 @@ def assert_no_secret(proj: Path, env: dict, logs: list[Path]) -> None:
 
 
 def serve_champion(proj: Path, env: dict) -> None:
+    """The README's scoring-server command, from a shell with no venv activated."""
     port = free_port()
-    cmd = [
-        str(BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        "models:/svd-smoke@champion",
-        "--env-manager",
-        "local",
-    ]
+    assert SERVE.count(" -p 5001") == 1 and "mlflow models serve -m models:/svd-tiny@champion" in SERVE, SERVE
     server = subprocess.Popen(
-        [*cmd, "-h", "127.0.0.1", "-p", str(port)],
+        ["bash", "-c", SERVE.replace(" -p 5001", f" -p {port}")],
         cwd=proj,
-        env=env,  # PATH starts with the venv's bin, as the README's command sets it
+        env=user_shell(env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
