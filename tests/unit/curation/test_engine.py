@@ -1,28 +1,20 @@
 """The curation engine as a data engine: same bytes every time, a cache that recomputes only what
-changed, duplicates and bad sidecars handled, a killed run that resumes to the same result."""
+changed, duplicates and bad sidecars handled (a killed run's resume: tests/integration)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from svd.curation import scorers
 from svd.curation.curate import curate
 from svd.params import CurateParams
-from svd.storage import TMP_PREFIX
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -124,40 +116,6 @@ def test_a_filter_change_reads_no_video(three_videos: Path, tmp_path: Path) -> N
     loose = make_subsets(table, FilterParams(lvd_f={"motion_score": Rule(drop_lowest=0.1)}))
     strict = make_subsets(table, FilterParams(lvd_f={"motion_score": Rule(drop_lowest=0.6)}))
     assert len(strict["lvd_f"]) < len(loose["lvd_f"])
-
-
-def _run_cli(params_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "svd.cli", "--params", str(params_file), "curate"],
-        cwd=params_file.parent,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def test_killed_runs_resume_to_the_same_bytes(three_videos: Path, tmp_path: Path) -> None:
-    """SIGKILL at random points, several times, then a full run: identical to an uninterrupted run,
-    and no temporary file left anywhere."""
-    clean = params(three_videos, tmp_path / "clean")
-    curate(clean)
-    killed = params(three_videos, tmp_path / "killed")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["curate"] = json.loads(killed.model_dump_json())
-    raw["curate"]["workers"] = 1
-    f = tmp_path / "params.yaml"
-    f.write_text(yaml.safe_dump(raw))
-    rng = random.Random(0)
-    for _ in range(4):
-        proc = _run_cli(f)
-        time.sleep(rng.uniform(1.0, 6.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert _run_cli(f).wait(timeout=600) == 0
-    assert outputs(killed.out) == outputs(clean.out)
-    left = [p for p in tmp_path.rglob(f"{TMP_PREFIX}*")]
-    assert not left, left
 
 
 def test_a_clip_its_scorer_fails_on_is_a_failed_row_and_its_neighbours_go_on(
