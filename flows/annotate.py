@@ -9,6 +9,7 @@ MLflow, the training stack or pandas, so a worker starts in about 2 s rather tha
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from typing import Any
 
@@ -22,6 +23,11 @@ from svd.params import CurateParams
 
 def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do not unify
     if p.runner == "ray":
+        if not p.ray_address:
+            # A local Ray runs in its single-machine mode (its default on macOS and Windows): its
+            # node address is loopback, so every process it starts listens on 127.0.0.1 only, not
+            # on all interfaces. Ray reads this when imported, so before prefect_ray imports it.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         from prefect_ray import RayTaskRunner
 
         if p.ray_address:

@@ -64,13 +64,25 @@ def serial(corpus: Path) -> CurateParams:
 
 
 RUN_FLOW = """
-import pickle, sys
+import json, os, pickle, sys, threading, time
+import psutil
 from flows.annotate import annotate_videos, task_runner
 from svd.params import CurateParams
 p = CurateParams.model_validate_json(open(sys.argv[1]).read())
 runner = task_runner(p)
 if p.gpus_per_video:
     runner.init_kwargs["num_gpus"] = 1  # Ray is told of a GPU this machine lacks: scorers stay on cpu
+listening = set()  # the addresses this process and every process it starts listen on, while they run
+def watch():
+    while True:
+        try:
+            ours = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
+            tcp = psutil.net_connections("tcp")
+            listening.update(c.laddr.ip for c in tcp if c.status == psutil.CONN_LISTEN and c.pid in ours)
+        except psutil.Error:  # a process ended meanwhile
+            pass
+        time.sleep(0.5)
+threading.Thread(target=watch, daemon=True).start()
 try:
     results = annotate_videos.with_options(task_runner=runner)(p)
 finally:
@@ -78,6 +90,7 @@ finally:
         import ray
         ray.shutdown()
 open(sys.argv[2], "wb").write(pickle.dumps(results))
+open(sys.argv[2] + ".listening", "w").write(json.dumps(sorted(listening)))
 """
 
 
@@ -144,6 +157,9 @@ def test_ray_gives_the_serial_bytes_and_loads_each_model_once_per_worker(
     assert outputs(Path(p.out)) == outputs(Path(serial.out))
     assert all(r.model_loads["text"] == 1 for r in results), [(r.worker, r.model_loads) for r in results]
     assert len({r.worker for r in results}) <= 2 < len(results)  # workers were reused across tasks
+    # a local Ray listens on loopback only: its GCS, raylet, agents and workers alike
+    listening = json.loads((tmp_path / "results.pkl.listening").read_text())
+    assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
 
 
 def test_on_ray_each_task_gets_its_share_of_a_gpu(
