@@ -43,7 +43,10 @@ from svd.params import CurateParams
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+# What listing takes for a video (any case): FFmpeg reads far more, but these are the containers
+# cameras, phones, broadcast and the web write; anything else in a source folder (sidecars) is not one.
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv", ".flv", ".wmv")
+VIDEO_SUFFIXES += (".3gp", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg")  # phones, broadcast, camcorders, DVD
 STEM_CHARS = 40  # of the file name in keys: keys stay far below any file-system or tar limit
 PRUNE_EVERY = 16  # frames between the pick keeper's prunings
 

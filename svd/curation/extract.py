@@ -48,6 +48,7 @@ class PacketIndex:
     keyframes: np.ndarray  # sorted frame indices
     time_base: Fraction
     start: int  # the stream's start_time: time 0 of io.read_frames
+    dts: np.ndarray  # int64, the decode time of each frame's packet (its pts where the container has none)
 
     def seconds(self, frame: int) -> float:
         if frame >= len(self.pts):  # one past the end: the last frame lasts as long as the one before
@@ -66,6 +67,13 @@ class PacketIndex:
         i = int(np.searchsorted(self.keyframes, frame, side="right"))
         return int(self.keyframes[i - 1]) if i else 0
 
+    def seek_point(self, frame: int) -> int:
+        """The timestamp to seek to for decoding `frame`: the dts of its keyframe. MPEG-TS seeks by
+        decode time, and a keyframe sought by its pts (later than its dts under B-frames) lands one
+        frame past it; a keyframe's dts is at or before its pts, so every demuxer lands at or before
+        the keyframe."""
+        return int(self.dts[self.key_before(frame)])
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -81,13 +89,14 @@ def index_packets(path: str | Path) -> PacketIndex:
     try:
         with av.open(str(path)) as c:
             s = c.streams.video[0]
-            pts, key = [], []
+            pts, dts, key = [], [], []
             for pkt in c.demux(s):
                 if pkt.size == 0 or pkt.is_discard:  # behind an edit list: decoded, never shown
                     continue
                 if pkt.pts is None:
                     raise VideoError(f"{path}: packet without pts, cannot clip by stream copy")
                 pts.append(pkt.pts)
+                dts.append(pkt.pts if pkt.dts is None else pkt.dts)
                 key.append(pkt.is_keyframe)
             tb, start = s.time_base, s.start_time or 0
             if tb is None:
@@ -98,7 +107,11 @@ def index_packets(path: str | Path) -> PacketIndex:
         raise VideoError(f"{path}: no video packets")
     order = np.argsort(pts, kind="stable")
     return PacketIndex(
-        np.asarray(pts, np.int64)[order], np.flatnonzero(np.asarray(key)[order]), Fraction(tb), start
+        np.asarray(pts, np.int64)[order],
+        np.flatnonzero(np.asarray(key)[order]),
+        Fraction(tb),
+        start,
+        np.asarray(dts, np.int64)[order],
     )
 
 
@@ -131,7 +144,7 @@ def _remux(src: Path, info: VideoInfo, index: PacketIndex, a: int, b: int) -> tu
         o.sample_aspect_ratio = info.sar  # the pasp box: a container SAR the bitstream may not carry
         if info.rotation:  # the display matrix, whether or not the template copied it
             o.set_display_rotation(info.rotation)
-        inp.seek(key_pts, stream=s)  # the keyframe at key_pts: seek lands at or before it
+        inp.seek(index.seek_point(a), stream=s)  # lands at or before the keyframe at key_pts
         started = False
         for pkt in inp.demux(s):
             if pkt.size == 0 or pkt.pts is None:
@@ -182,7 +195,7 @@ def _reencode(src: Path, info: VideoInfo, index: PacketIndex, a: int, b: int) ->
         with av.open(str(src)) as c:
             s = c.streams.video[0]
             s.codec_context.thread_count = 1
-            c.seek(int(index.pts[index.key_before(a)]), stream=s)
+            c.seek(index.seek_point(a), stream=s)
             rate = s.average_rate or Fraction(info.fps).limit_denominator(1001)
             data = encode_lossless(scene(c, s), index.time_base, rate, sar=info.sar, rotation=info.rotation)
     except (av.FFmpegError, ValueError) as e:  # ValueError: no frame at all

@@ -164,7 +164,7 @@ def read(path: Path, viewer: Viewer, index: PacketIndex, frames: Iterable[int]) 
         for target in sorted(frames):
             key = index.key_before(target)
             if decoded is None or key > at:  # the keyframe lies ahead: jump there
-                c.seek(int(index.pts[key]), stream=s, backward=True)
+                c.seek(index.seek_point(target), stream=s, backward=True)
                 decoded = c.decode(s)
             for frame in decoded:
                 at = index.frame_of.get(frame.pts if frame.pts is not None else -1, at + 1)

@@ -71,13 +71,15 @@ def make_video(
     sources. `options` go to the muxer, `times_ms` are pts for variable frame rate."""
     h, w = size
     # a path, not bytes in memory: faststart reads the file back to move the index to the front
-    with av.open(str(path), "w", format=FORMATS[path.suffix], options=BITEXACT | (options or {})) as c:
+    fmt = FORMATS[path.suffix.lower()]
+    with av.open(str(path), "w", format=fmt, options=BITEXACT | (options or {})) as c:
         s: Any = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
         s.codec_context.thread_count = 1
-        s.options = (
-            {"preset": "ultrafast"} if codec == "libx264" else {"deadline": "realtime", "cpu-used": "8"}
-        )
+        if codec == "libx264":
+            s.options = {"preset": "ultrafast"}
+        elif codec.startswith("libvpx"):
+            s.options = {"deadline": "realtime", "cpu-used": "8"}
         if gop is not None:
             s.options |= {"g": str(gop)}
         if times_ms is not None:  # pts in milliseconds: a coarser time base would round them regular
@@ -136,6 +138,9 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
         "vp8.webm": ok,
         "h264.mkv": ok,
         "h264.mov": ok,
+        "mpeg2.ts": ok,  # broadcast: MPEG-TS seeks by decode time, which runs a frame behind the pts
+        "camera.MTS": ok,  # a camcorder's H.264 in MPEG-TS, the suffix in capitals
+        "mpeg2.mpg": ok,  # MPEG program stream
         "anamorphic.mp4": ok,
         "rotated.mp4": ok,
         "été vidéo 東京.mp4": ok,
@@ -161,6 +166,9 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
     make_video(out / "vp8.webm", n, codec="libvpx")  # mp4 cannot hold VP8: its clips are re-encoded
     make_video(out / "h264.mkv", n)
     make_video(out / "h264.mov", n)
+    make_video(out / "mpeg2.ts", n, codec="mpeg2video")
+    make_video(out / "camera.MTS", n)
+    make_video(out / "mpeg2.mpg", n, codec="mpeg2video")
     make_video(out / "anamorphic.mp4", n, (96, 64), sar=Fraction(2))  # shown as 128x96
     make_video(out / "rotated.mp4", n, rotation=90)  # shown as 48x64
     make_video(out / "été vidéo 東京.mp4", n + 1)

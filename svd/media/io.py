@@ -32,6 +32,7 @@ Source = str | os.PathLike[str] | bytes
 
 # Container format per file suffix; PyAV cannot guess it for temporary names.
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
+FORMATS |= {".ts": "mpegts", ".mts": "mpegts", ".mpg": "mpeg"}
 
 # Pixel formats libx264 codes losslessly as they are (PyAV 18's bundled x264: 8 and 10 bit, 4:2:0 to
 # 4:4:4, grey). Any other goes through rgb24 and libx264rgb, which keeps the decoded RGB identical.
