@@ -35,7 +35,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from svd.media.io import BITEXACT, VideoError, VideoInfo, encode_lossless, why
+from svd.media.io import BITEXACT, VideoError, VideoInfo, encode_lossless, video_stream, why
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def index_packets(path: str | Path) -> PacketIndex:
     path = Path(path)
     try:
         with av.open(str(path)) as c:
-            s = c.streams.video[0]
+            s = video_stream(c)
             pts, dts, key = [], [], []
             for pkt in c.demux(s):
                 if pkt.size == 0 or pkt.is_discard:  # behind an edit list: decoded, never shown
@@ -139,7 +139,7 @@ def _remux(src: Path, info: VideoInfo, index: PacketIndex, a: int, b: int) -> tu
     shown: list[int] = []
     buf = io.BytesIO()
     with av.open(str(src)) as inp, av.open(buf, "w", format="mp4", options=BITEXACT) as outc:
-        s = inp.streams.video[0]
+        s = video_stream(inp)
         o = outc.add_stream_from_template(s)
         o.sample_aspect_ratio = info.sar  # the pasp box: a container SAR the bitstream may not carry
         if info.rotation:  # the display matrix, whether or not the template copied it
@@ -193,7 +193,7 @@ def _reencode(src: Path, info: VideoInfo, index: PacketIndex, a: int, b: int) ->
 
     try:
         with av.open(str(src)) as c:
-            s = c.streams.video[0]
+            s = video_stream(c)
             s.codec_context.thread_count = 1
             c.seek(index.seek_point(a), stream=s)
             rate = s.average_rate or Fraction(info.fps).limit_denominator(1001)

@@ -25,7 +25,7 @@ from av.video.reformatter import VideoReformatter
 
 from svd.curation.extract import PacketIndex
 from svd.curation.scorers.base import Frames, Pick, pick_frame
-from svd.media.io import VideoError, VideoInfo, to_array
+from svd.media.io import VideoError, VideoInfo, to_array, video_stream
 
 BUDGET = 128 << 20  # bytes of kept frames per video: about 650 frames at 320x180 + 128x72
 SLACK = 8  # frames: a scene boundary the detector may still move, or a tail the clip may lose (B-frames)
@@ -157,7 +157,7 @@ def read(path: Path, viewer: Viewer, index: PacketIndex, frames: Iterable[int]) 
     where that skips work: a pick costs at most one GOP, and nearby picks share their decoding."""
     out: dict[int, Grab] = {}
     with av.open(str(path)) as c:
-        s = c.streams.video[0]
+        s = video_stream(c)
         s.thread_count = 1
         s.codec_context.options = {"skip_loop_filter": "all"}  # as the decode pass (io.iter_decoded)
         decoded, at = None, -1  # the decoding generator and the index of its last frame

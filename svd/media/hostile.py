@@ -100,6 +100,23 @@ def _cut(path: Path, keep: float) -> None:
     os.truncate(path, int(path.stat().st_size * keep))
 
 
+def _with_cover(path: Path, n: int) -> None:
+    """`n` frames of the pattern behind a one-frame MJPEG picture in the first video stream, as a
+    downloader embeds a thumbnail."""
+    h, w = SIZE
+    with av.open(str(path), "w", format=FORMATS[path.suffix], options=BITEXACT) as c:
+        cover: Any = c.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = w, h, "yuvj420p"
+        video: Any = c.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        video.options = {"preset": "ultrafast"}
+        frames = list(_pattern(n, h, w))
+        for s, images in ((cover, frames[:1]), (video, frames)):
+            for img in images:
+                c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            c.mux(s.encode(None))
+
+
 def _audio(path: Path) -> None:
     """2 s of a 440 Hz tone as AAC in MP4: a real media file with no video stream."""
     rate, n = 16000, 1024
@@ -141,6 +158,7 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
         "mpeg2.ts": ok,  # broadcast: MPEG-TS seeks by decode time, which runs a frame behind the pts
         "camera.MTS": ok,  # a camcorder's H.264 in MPEG-TS, the suffix in capitals
         "mpeg2.mpg": ok,  # MPEG program stream
+        "cover art.mkv": ok,  # a thumbnail as the first video stream, the video second
         "anamorphic.mp4": ok,
         "rotated.mp4": ok,
         "été vidéo 東京.mp4": ok,
@@ -169,6 +187,7 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
     make_video(out / "mpeg2.ts", n, codec="mpeg2video")
     make_video(out / "camera.MTS", n)
     make_video(out / "mpeg2.mpg", n, codec="mpeg2video")
+    _with_cover(out / "cover art.mkv", n)
     make_video(out / "anamorphic.mp4", n, (96, 64), sar=Fraction(2))  # shown as 128x96
     make_video(out / "rotated.mp4", n, rotation=90)  # shown as 48x64
     make_video(out / "été vidéo 東京.mp4", n + 1)

@@ -86,9 +86,16 @@ def _size(src: Source) -> int:
         raise VideoError(f"{_name(src)}: cannot open: {why(e)}") from None
 
 
+def video_stream(container: Any) -> Any:
+    """The video of a container, as FFmpeg picks it (av_find_best_stream), not the first video
+    stream: a downloaded video often carries its thumbnail as a one-frame stream ahead of the
+    video, which FFmpeg's choice passes over. None when the container has no video stream."""
+    return container.streams.best("video")
+
+
 @contextmanager
 def _open(src: Source, threads: int = 1) -> Iterator[tuple[Any, Any]]:
-    """(container, its first video stream) set up to decode with `threads` threads; every failure
+    """(container, its video stream) set up to decode with `threads` threads; every failure
     becomes a VideoError that says what is wrong with the file, not only FFmpeg's errno text."""
     name, size = _name(src), _size(src)
     if size == 0:
@@ -105,9 +112,9 @@ def _open(src: Source, threads: int = 1) -> Iterator[tuple[Any, Any]]:
         fmt = container.format.name
         if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg opens a lone PNG or JPEG as 1 frame at 25 fps
             raise VideoError(f"{name}: a still image ({fmt}), not a video")
-        if not container.streams.video:  # a moov cut short may leave FFmpeg a valid-looking, empty index
+        s = video_stream(container)
+        if s is None:  # a moov cut short may leave FFmpeg a valid-looking, empty index
             raise VideoError(f"{name}: {_mp4_truncation(src, size) or 'no video stream'}")
-        s = container.streams.video[0]
         s.codec_context.thread_count = threads
         if threads != 1:
             s.codec_context.thread_type = "AUTO"
