@@ -9,6 +9,7 @@ MLflow, the training stack or pandas, so a worker starts in about 2 s rather tha
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import nullcontext
 from typing import Any
@@ -20,6 +21,9 @@ from svd import storage
 from svd.curation.annotate import VideoResult, annotate_video
 from svd.params import CurateParams
 
+log = logging.getLogger(__name__)
+LOCAL_RAY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 
 def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do not unify
     if p.runner == "ray":
@@ -27,11 +31,17 @@ def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do 
             # A local Ray runs in its single-machine mode (its default on macOS and Windows): its
             # node address is loopback, so every process it starts listens on 127.0.0.1 only, not
             # on all interfaces. Ray reads this when imported, so before prefect_ray imports it.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            os.environ.setdefault(LOCAL_RAY, "0")
         from prefect_ray import RayTaskRunner
 
         if p.ray_address:
             return RayTaskRunner(address=p.ray_address)
+        from ray._private import ray_constants
+
+        if ray_constants.ENABLE_RAY_CLUSTER and os.environ[LOCAL_RAY] == "0":
+            log.warning(
+                "ray was imported before %s was set: this local Ray listens on all interfaces", LOCAL_RAY
+            )
         # A local Ray: no dashboard, one CPU per worker; logs stay in the driver's terminal.
         return RayTaskRunner(
             init_kwargs={"num_cpus": p.workers, "include_dashboard": False, "log_to_driver": False}

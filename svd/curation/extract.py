@@ -48,7 +48,7 @@ class PacketIndex:
     keyframes: np.ndarray  # sorted frame indices
     time_base: Fraction
     start: int  # the stream's start_time: time 0 of io.read_frames
-    dts: np.ndarray  # int64, the decode time of each frame's packet (its pts where the container has none)
+    seek_ts: np.ndarray  # int64, what seeks to each frame's packet, in the container's seek clock
 
     def seconds(self, frame: int) -> float:
         if frame >= len(self.pts):  # one past the end: the last frame lasts as long as the one before
@@ -68,11 +68,8 @@ class PacketIndex:
         return int(self.keyframes[i - 1]) if i else 0
 
     def seek_point(self, frame: int) -> int:
-        """The timestamp to seek to for decoding `frame`: the dts of its keyframe. MPEG-TS seeks by
-        decode time, and a keyframe sought by its pts (later than its dts under B-frames) lands one
-        frame past it; a keyframe's dts is at or before its pts, so every demuxer lands at or before
-        the keyframe."""
-        return int(self.dts[self.key_before(frame)])
+        """The timestamp to seek to for decoding `frame`: that of its keyframe's packet."""
+        return int(self.seek_ts[self.key_before(frame)])
 
 
 @dataclass(frozen=True)
@@ -89,14 +86,18 @@ def index_packets(path: str | Path) -> PacketIndex:
     try:
         with av.open(str(path)) as c:
             s = video_stream(c)
-            pts, dts, key = [], [], []
+            # MPEG-TS and MPEG-PS seek by decode time: a keyframe sought there by its pts, a frame
+            # later than its dts under B-frames, lands past it. MP4, Matroska and the rest seek by
+            # pts, where a keyframe's dts would land a whole GOP early.
+            by_dts = c.format.name in ("mpegts", "mpeg")
+            pts, seek, key = [], [], []
             for pkt in c.demux(s):
                 if pkt.size == 0 or pkt.is_discard:  # behind an edit list: decoded, never shown
                     continue
                 if pkt.pts is None:
                     raise VideoError(f"{path}: packet without pts, cannot clip by stream copy")
                 pts.append(pkt.pts)
-                dts.append(pkt.pts if pkt.dts is None else pkt.dts)
+                seek.append(pkt.dts if by_dts and pkt.dts is not None else pkt.pts)
                 key.append(pkt.is_keyframe)
             tb, start = s.time_base, s.start_time or 0
             if tb is None:
@@ -111,7 +112,7 @@ def index_packets(path: str | Path) -> PacketIndex:
         np.flatnonzero(np.asarray(key)[order]),
         Fraction(tb),
         start,
-        np.asarray(dts, np.int64)[order],
+        np.asarray(seek, np.int64)[order],
     )
 
 

@@ -259,7 +259,7 @@ def to_array(
 
 
 def iter_decoded(src: Source, threads: int = 1, deblock: bool = True) -> Iterator[Decoded]:
-    """Every decoded frame of the first video stream with its index, time and keyframe flag.
+    """Every decoded frame of the video stream with its index, time and keyframe flag.
 
     For a caller that needs several views of each frame from one decoding pass (cut detection and
     scores): turn frames into arrays with `to_array(d.frame, size, sws, info.sar)`. Frames are only

@@ -86,7 +86,9 @@ def user_shell(env: dict) -> dict:
 
 # What the README says to run after `make demo`; the test runs each as written (the scoring server
 # on a free port instead of 5001). `make demo` and `make test` themselves are what CI runs.
-GENERATE, REPRO, SERVE = readme_commands("Afterwards:")
+AFTER_DEMO = readme_commands("Afterwards:")
+assert len(AFTER_DEMO) == 3, f"the README changed its after-demo block: {AFTER_DEMO}"
+GENERATE, REPRO, SERVE = AFTER_DEMO
 
 
 def check_outcome(proj: Path, env: dict) -> None:

@@ -102,3 +102,32 @@ def test_packet_index_finds_keyframes(made: Path) -> None:
     assert list(index.keyframes) == [0, 8, 16] and len(index.pts) == 24
     assert (index.key_before(7), index.key_before(8), index.key_before(23)) == (0, 8, 16)
     assert index.seconds(5) == pytest.approx(VFR_MS[5] / 1000)
+
+
+@pytest.mark.parametrize("name", ["b-frames.mp4", "b-frames.mkv", "b-frames.ts", "mpeg2.ts"])
+def test_a_keyframe_sought_is_where_decoding_starts(name: str, tmp_path: Path) -> None:
+    """Seeking to a keyframe's seek point lands on that keyframe, in containers that seek by pts
+    (landing before it would decode a GOP for nothing) and by dts (MPEG-TS: landing after it would
+    lose the GOP), with B-frames, where the two clocks differ."""
+    import av
+
+    path = tmp_path / name
+    if name.startswith("b-frames"):  # x264's medium preset: B-frames, dts a frame or more behind pts
+        with av.open(
+            str(path), "w", format={".mp4": "mp4", ".mkv": "matroska", ".ts": "mpegts"}[path.suffix]
+        ) as c:
+            s = c.add_stream("libx264", rate=12)
+            s.width, s.height, s.pix_fmt, s.options = 64, 48, "yuv420p", {"preset": "medium", "g": "8"}
+            for img in np.random.default_rng(0).integers(0, 256, (32, 48, 64, 3), dtype=np.uint8):
+                c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            c.mux(s.encode(None))
+    else:
+        make_video(path, 32, codec="mpeg2video", gop=8)
+    index = index_packets(path)
+    assert len(index.keyframes) >= 3, index.keyframes
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for k in index.keyframes:
+            c.seek(index.seek_point(int(k)), stream=s)
+            first = next(p for p in c.demux(s) if p.size)
+            assert first.pts == index.pts[k] and first.is_keyframe, (name, int(k), first.pts)
