@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import nullcontext
 from typing import Any
 
@@ -30,18 +31,16 @@ def task_runner(p: CurateParams) -> Any:  # a TaskRunner; Prefect's generics do 
         if not p.ray_address:
             # A local Ray runs in its single-machine mode (its default on macOS and Windows): its
             # node address is loopback, so every process it starts listens on 127.0.0.1 only, not
-            # on all interfaces. Ray reads this when imported, so before prefect_ray imports it.
+            # on all interfaces. Ray reads this when it loads, which prefect_ray defers to first use.
+            if LOCAL_RAY not in os.environ and "ray._private.ray_constants" in sys.modules:
+                log.warning(
+                    "Ray loaded before %s was set: this local Ray listens on all interfaces", LOCAL_RAY
+                )
             os.environ.setdefault(LOCAL_RAY, "0")
         from prefect_ray import RayTaskRunner
 
         if p.ray_address:
             return RayTaskRunner(address=p.ray_address)
-        from ray._private import ray_constants
-
-        if ray_constants.ENABLE_RAY_CLUSTER and os.environ[LOCAL_RAY] == "0":
-            log.warning(
-                "ray was imported before %s was set: this local Ray listens on all interfaces", LOCAL_RAY
-            )
         # A local Ray: no dashboard, one CPU per worker; logs stay in the driver's terminal.
         return RayTaskRunner(
             init_kwargs={"num_cpus": p.workers, "include_dashboard": False, "log_to_driver": False}
