@@ -9,16 +9,18 @@ import sys
 import tempfile
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.events import emit_event
 from pydantic import Field
 
 from flows.common import link_mlflow, run_name, run_tags
@@ -91,7 +93,34 @@ def train_ranks(params_path: str, stage: StageName, processes: int) -> dict:
     return json.loads((out / "training.json").read_text())["result"]
 
 
-@flow(name="train", flow_run_name=run_name, log_prints=True)
+TRAINED = "svd.finetune.trained"  # what infra/prefect.yaml's evaluate deployment is triggered by
+
+
+def nothing_evaluates(run: FlowRun) -> bool:
+    """Whether a Stage III run leaves its model to the automations: it came from a deployment (the
+    UI, an API call, a schedule; a run of `python -m flows` or `dvc repro` is of none, and the
+    automations never see it) and has no parent (the pipeline evaluates next itself, after its
+    subflow and its pool run alike)."""
+    return (
+        run.parameters.get("stage") == "finetune"
+        and run.deployment_id is not None
+        and not run.parent_task_run_id
+    )
+
+
+def announce(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """On completion: a Stage III model nothing else evaluates is announced. Prefect's own completion
+    event carries no parent, so a trigger on it cannot tell a pool run the pipeline waits for from
+    one started by hand; this event is only emitted for the latter."""
+    if nothing_evaluates(flow_run):
+        resource = {
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.name": flow_run.name,
+        }
+        emit_event(TRAINED, resource=resource)
+
+
+@flow(name="train", flow_run_name=run_name, log_prints=True, on_completion=[announce])
 def train(
     stage: StageName = "image",
     train: TrainForm = TrainForm(),  # noqa: B008

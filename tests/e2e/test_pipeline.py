@@ -226,7 +226,10 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
         FlowRunFilterParentFlowRunId,
     )
     from prefect.deployments import run_deployment
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.train import TRAINED
 
     (proj, env), (twin, twin_env) = projects
     run_env = {k: env[k] for k in ("PATH", "PYTHONPATH", "MLFLOW_TRACKING_URI")}
@@ -259,6 +262,14 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
                     pooled.name.startswith("train-finetune-") and pooled.state and pooled.state.is_completed()
                 )
                 assert pooled.parent_task_run_id is not None
+                # so its completion hook left the model to the pipeline: no event for the automations
+                sent = c.read_events(
+                    EventFilter(
+                        event=EventNameFilter(name=[TRAINED]),
+                        resource=EventResourceFilter(id=[f"prefect.flow-run.{pooled.id}"]),
+                    )
+                )
+                assert sent.total == 0, sent.events
                 # each stage's progress bar on its run page went to 100%
                 keys = [f"train-{s}-progress" for s in ("image", "video", "finetune")]
                 bars = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))

@@ -266,32 +266,46 @@ resource, related = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 emit_event("prefect.flow-run.Completed", resource=resource, related=related)
 """
 
+FINETUNED = """
+import json, sys, uuid
+from prefect.client.schemas.objects import FlowRun
+from flows.train import announce
+for run in json.loads(sys.argv[1]):  # Stage III runs ending, as the engine calls the flow's hook
+    announce(None, FlowRun(flow_id=uuid.uuid4(), parameters={"stage": "finetune"}, **run), None)
+"""
+
 
 def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
-    """The automations `prefect deploy` made from the triggers: a train-finetune deployment's run completing
-    starts evaluate, an evaluate run completing starts register, and a finetune run of no deployment
-    (a pipeline's subflow) starts nothing. The completions are emitted as the engine emits them (the
-    flow run, related to its deployment and flow), so no training runs here; the started runs stay
-    scheduled on pool `local`, which no worker of the tests polls."""
+    """The automations `prefect deploy` made from the triggers: a Stage III run of a deployment with
+    no parent (started by hand, here on the GPU pool) starts evaluate through the train flow's
+    completion hook, which the same run started by the pipeline (a subflow: it has a parent) does
+    not; an evaluate run completing starts register. The completions are emitted as the engine
+    emits them, so no training runs here; the started runs stay scheduled on pool `local`, which no
+    worker of the tests polls."""
     import time
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    def completed(name: str, deployment: str | None) -> None:
+    env = {**os.environ, **prefect_server.env}
+
+    def finetuned(*runs: dict) -> None:
+        cmd = [sys.executable, "-c", FINETUNED, json.dumps(runs, default=str)]
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=120)
+
+    def completed(name: str, deployment: str) -> None:
         resource = {"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}", "prefect.resource.name": name}
-        related = [{"prefect.resource.id": f"prefect.flow.{uuid.uuid4()}", "prefect.resource.role": "flow"}]
-        if deployment is not None:
-            related.append(
-                {
-                    "prefect.resource.id": f"prefect.deployment.{deployed[deployment].id}",
-                    "prefect.resource.role": "deployment",
-                    "prefect.resource.name": deployment,
-                }
-            )
+        related = [
+            {"prefect.resource.id": f"prefect.flow.{uuid.uuid4()}", "prefect.resource.role": "flow"},
+            {
+                "prefect.resource.id": f"prefect.deployment.{deployed[deployment].id}",
+                "prefect.resource.role": "deployment",
+                "prefect.resource.name": deployment,
+            },
+        ]
         cmd = [sys.executable, "-c", EMIT, json.dumps(resource), json.dumps(related)]
-        subprocess.run(cmd, env={**os.environ, **prefect_server.env}, check=True, timeout=60)
+        subprocess.run(cmd, env=env, check=True, timeout=60)
 
     def runs_of(c, deployment: str) -> int:
         only = DeploymentFilter(id=DeploymentFilterId(any_=[deployed[deployment].id]))
@@ -307,13 +321,16 @@ def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
         automations = c.read_automations()
         names = {a.name for a in automations}
         assert any("evaluate" in n for n in names) and any("register" in n for n in names), names
+        gpu = deployed["train-finetune-gpu"].id
         try:
-            completed("train-finetune-0000", None)  # the pipeline's own subflow: no deployment
-            completed("train-finetune-3f9c", "train-finetune")
+            finetuned(
+                {"name": "train-finetune-0000", "deployment_id": gpu, "parent_task_run_id": uuid.uuid4()},
+                {"name": "train-finetune-3f9c", "deployment_id": gpu},
+            )
             wait_for(c, "evaluate", 1)
             completed("evaluate-1a2b", "evaluate")
             wait_for(c, "register", 1)
-            time.sleep(3)  # the subflow's completion, emitted first, started nothing meanwhile
+            time.sleep(3)  # and nothing more: the pipeline's pool run sent no event
             assert runs_of(c, "evaluate") == 1
         finally:  # the server outlives this test: a worker on pool `local` must find nothing of it
             for a in automations:
