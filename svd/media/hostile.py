@@ -66,13 +66,18 @@ def make_video(
     times_ms: list[int] | None = None,
     gop: int | None = None,
     options: dict[str, str] | None = None,
+    cover: bool = False,
 ) -> None:
     """`n` frames of the drifting pattern, in the container of the suffix; also how tests build odd
-    sources. `options` go to the muxer, `times_ms` are pts for variable frame rate."""
+    sources. `options` go to the muxer, `times_ms` are pts for variable frame rate, `cover` puts a
+    one-frame MJPEG picture in the first video stream, as a downloader embeds a thumbnail."""
     h, w = size
     # a path, not bytes in memory: faststart reads the file back to move the index to the front
     fmt = FORMATS[path.suffix.lower()]
     with av.open(str(path), "w", format=fmt, options=BITEXACT | (options or {})) as c:
+        if cover:
+            thumb: Any = c.add_stream("mjpeg", rate=1)
+            thumb.width, thumb.height, thumb.pix_fmt = w, h, "yuvj420p"
         s: Any = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
         s.codec_context.thread_count = 1
@@ -88,6 +93,9 @@ def make_video(
             s.codec_context.sample_aspect_ratio = s.sample_aspect_ratio = sar
         if rotation:
             s.set_display_rotation(rotation)
+        if cover:  # every stream is added before the first packet is muxed
+            c.mux(thumb.encode(av.VideoFrame.from_ndarray(next(_pattern(1, h, w)), format="rgb24")))
+            c.mux(thumb.encode(None))
         for i, img in enumerate(_pattern(n, h, w)):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             if times_ms is not None:
@@ -98,23 +106,6 @@ def make_video(
 
 def _cut(path: Path, keep: float) -> None:
     os.truncate(path, int(path.stat().st_size * keep))
-
-
-def _with_cover(path: Path, n: int) -> None:
-    """`n` frames of the pattern behind a one-frame MJPEG picture in the first video stream, as a
-    downloader embeds a thumbnail."""
-    h, w = SIZE
-    with av.open(str(path), "w", format=FORMATS[path.suffix], options=BITEXACT) as c:
-        cover: Any = c.add_stream("mjpeg", rate=1)
-        cover.width, cover.height, cover.pix_fmt = w, h, "yuvj420p"
-        video: Any = c.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        video.options = {"preset": "ultrafast"}
-        frames = list(_pattern(n, h, w))
-        for s, images in ((cover, frames[:1]), (video, frames)):
-            for img in images:
-                c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-            c.mux(s.encode(None))
 
 
 def _audio(path: Path) -> None:
@@ -187,7 +178,7 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
     make_video(out / "mpeg2.ts", n, codec="mpeg2video")
     make_video(out / "camera.MTS", n)
     make_video(out / "mpeg2.mpg", n, codec="mpeg2video")
-    _with_cover(out / "cover art.mkv", n)
+    make_video(out / "cover art.mkv", n, cover=True)
     make_video(out / "anamorphic.mp4", n, (96, 64), sar=Fraction(2))  # shown as 128x96
     make_video(out / "rotated.mp4", n, rotation=90)  # shown as 48x64
     make_video(out / "été vidéo 東京.mp4", n + 1)

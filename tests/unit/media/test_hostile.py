@@ -55,7 +55,15 @@ def test_odd_properties_are_read(corpus: tuple[Path, dict[str, Expect], float]) 
     out, _, _ = corpus
     got = {
         n: probe(out / n)
-        for n in ("4k.mp4", "anamorphic.mp4", "rotated.mp4", "yuv444p10.mp4", "vp9.webm", "vfr.mp4")
+        for n in (
+            "4k.mp4",
+            "anamorphic.mp4",
+            "rotated.mp4",
+            "yuv444p10.mp4",
+            "vp9.webm",
+            "vfr.mp4",
+            "cover art.mkv",
+        )
     }
     assert (got["4k.mp4"].width, got["4k.mp4"].height) == (3840, 2160)
     assert (got["anamorphic.mp4"].width, got["anamorphic.mp4"].height, got["anamorphic.mp4"].sar) == (
@@ -66,3 +74,4 @@ def test_odd_properties_are_read(corpus: tuple[Path, dict[str, Expect], float]) 
     assert (got["rotated.mp4"].width, got["rotated.mp4"].height, got["rotated.mp4"].rotation) == (48, 64, 90)
     assert got["yuv444p10.mp4"].pix_fmt == "yuv444p10le" and got["vp9.webm"].codec == "vp9"
     assert got["vfr.mp4"].frames == 24 and got["vfr.mp4"].fps != pytest.approx(12)
+    assert (got["cover art.mkv"].codec, got["cover art.mkv"].frames) == ("h264", 24)  # not its thumbnail
