@@ -419,7 +419,8 @@ class ComputeParams(Section):
         default="sdpa", description="PyTorch's fused kernels, or diffusers' plain maths"
     )
     compile: bool = Field(
-        default=False, description="Torch.compile the denoiser (first steps pay the compilation)"
+        default=False,
+        description="Torch.compile each of the UNet's layers (the first steps pay the compilation)",
     )
     channels_last: bool = Field(
         default=False, description="NHWC convolutions: faster on tensor cores, rarely on CPU"

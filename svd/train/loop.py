@@ -428,7 +428,7 @@ def train_stage(
             losses = list(saved["losses_before"])  # the phases done before the kill
         data = stored(train if k == 0 else subset(ph, "train"))
         trainable(c.unet, ph.trainable)
-        step_d = compute.compiled(d if distributed.sharded(c.unet) else distributed.wrap(d), p.train.compute)
+        step_d = d if distributed.sharded(c.unet) else distributed.wrap(d)
         mine = distributed.part(ph.batch_size)
 
         def loss_fn(

@@ -4,8 +4,8 @@ import torch
 
 from svd.model import components
 from svd.model.inflate import inflate
-from svd.params import Architecture
-from svd.train.compute import checkpoint_layers
+from svd.params import Architecture, ComputeParams
+from svd.train.compute import speed_up_layers
 
 
 def saved_bytes_and_grads(unet: torch.nn.Module, x: torch.Tensor, cond: dict) -> tuple[int, list]:
@@ -37,7 +37,7 @@ def test_checkpointing_keeps_only_layer_inputs_and_changes_no_gradient():
     theirs, _ = saved_bytes_and_grads(unet, x, cond)
     unet.disable_gradient_checkpointing()
     keys = set(unet.state_dict())
-    checkpoint_layers(unet)
+    speed_up_layers(unet, ComputeParams(gradient_checkpointing=True))
     ours, grads = saved_bytes_and_grads(unet, x, cond)
     assert set(unet.state_dict()) == keys
     assert ours < 0.5 * theirs < 0.5 * plain
