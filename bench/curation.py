@@ -210,13 +210,13 @@ def scorer_costs(table: pd.DataFrame, tmp: Path, clips: int = 24) -> tuple[dict[
     table, their frames decoded beforehand as each scorer asks for them (so no decoding is timed)."""
     from svd.curation import scorers
     from svd.curation.scorers.base import ClipFrames
-    from svd.curation.tiny_models import save_random_clip, save_tiny_captioner, save_tiny_llm
+    from svd.curation.tiny_models import save_random_captioner, save_random_clip, save_random_llm
 
     model, head = save_random_clip(tmp / "tiny-clip")
     captioners = {
-        "image": save_tiny_captioner(tmp / "tiny-git"),
-        "video": save_tiny_captioner(tmp / "tiny-git-video", frames=6),
-        "summary": save_tiny_llm(tmp / "tiny-llm"),
+        "image": save_random_captioner(tmp / "tiny-git"),
+        "video": save_random_captioner(tmp / "tiny-git-video", frames=6),
+        "summary": save_random_llm(tmp / "tiny-llm"),
     }
     setups = {
         "motion": ("motion", {}),

@@ -25,6 +25,28 @@ VIT_L_14 = dict(
     projection_dim=768,
 )
 
+# GIT-large's sizes (microsoft/git-large-coco, -vatex): a ViT-L/14 image encoder under a 6-layer decoder.
+GIT_LARGE = dict(
+    vision_config=VIT_L_14["vision_config"],
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=6,
+    num_attention_heads=12,
+    vocab_size=30522,
+    max_position_embeddings=1024,
+)
+
+# Qwen2.5-0.5B-Instruct's sizes as a Llama (Qwen2 adds biases to q, k and v: a rounding in its cost).
+QWEN_05B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+)
+
 
 def save_random_clip(out: Path, projection: int = 16, seed: int = 0, vit_l: bool = False) -> tuple[str, str]:
     """A randomly initialised CLIP (transformers' format, byte-level tokenizer) and aesthetic head
@@ -76,47 +98,55 @@ def tiny_wordpiece() -> Any:
     return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
 
 
-def save_tiny_captioner(out: Path, frames: int | None = None, seed: int = 0) -> str:
-    """A random tiny GIT in transformers' format under `out`: an image captioner, or with `frames`
-    a video captioner taking that many frames (as GIT's VATEX checkpoints). Initialised wide, so
-    that its words depend on the pixels, and told never to end early, so that it says something."""
+def save_random_captioner(out: Path, frames: int | None = None, seed: int = 0, large: bool = False) -> str:
+    """A random GIT in transformers' format under `out`: an image captioner, or with `frames` a video
+    captioner taking that many frames (as GIT's VATEX checkpoints); tiny, or with `large` at
+    GIT-large's sizes (the tokenizer stays tiny: words past it decode as [UNK]). Told never to end
+    early, so that every caption costs max_new_tokens; the tiny one is initialised wide, so that its
+    words depend on the pixels."""
     import torch
     from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
 
     torch.manual_seed(seed)
     tokenizer = tiny_wordpiece()
-    wide = dict(initializer_range=0.5)
-    config = GitConfig(
-        vision_config=SMALL | wide | dict(image_size=32, patch_size=8),
+    wide = dict(initializer_range=0.02 if large else 0.5)
+    tiny = dict(
+        vision_config=SMALL | dict(image_size=32, patch_size=8),
         vocab_size=len(tokenizer),
         max_position_embeddings=64,
+        **SMALL,
+    )
+    sizes: dict = GIT_LARGE if large else tiny
+    config = GitConfig(
+        **sizes | wide | dict(vision_config=sizes["vision_config"] | wide),
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
         pad_token_id=tokenizer.pad_token_id,
         num_image_with_embedding=frames,
-        **SMALL | wide,
     )
     model = GitForCausalLM(config)
     model.generation_config.suppress_tokens = [tokenizer.sep_token_id]
     model.save_pretrained(out)
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    side = config.vision_config.image_size
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     GitProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out)
     return str(out)
 
 
-def save_tiny_llm(out: Path, seed: int = 0) -> str:
-    """A random tiny Llama causal LM with the tiny tokenizer under `out`, told never to end early."""
+def save_random_llm(out: Path, seed: int = 0, large: bool = False) -> str:
+    """A random Llama causal LM with the tiny tokenizer under `out`, told never to end early: tiny
+    (initialised wide, so that its words depend on the prompt), or with `large` at Qwen2.5-0.5B's
+    sizes."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = tiny_wordpiece()
+    tiny = SMALL | dict(vocab_size=len(tokenizer), num_key_value_heads=2)
     config = LlamaConfig(
-        **SMALL,
-        vocab_size=len(tokenizer),
-        num_key_value_heads=2,
+        **QWEN_05B if large else tiny,
         max_position_embeddings=512,
-        initializer_range=0.5,  # wide, so that its words depend on the prompt
+        initializer_range=0.02 if large else 0.5,
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
         pad_token_id=tokenizer.pad_token_id,

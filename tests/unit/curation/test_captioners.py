@@ -13,7 +13,7 @@ from svd.curation.models import LOADS
 from svd.curation.scorers import captioners
 from svd.curation.scorers.base import ClipFrames, pick_frame
 from svd.curation.scorers.captioners import Captioners, CaptionersParams
-from svd.curation.tiny_models import save_tiny_captioner, save_tiny_llm
+from svd.curation.tiny_models import save_random_captioner, save_random_llm
 from svd.media.synth import make_corpus
 from svd.params import CurateParams, SynthParams
 
@@ -24,9 +24,9 @@ FRAMES = 4  # the tiny video captioner's
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("captioners")
     return {
-        "image": save_tiny_captioner(d / "image"),
-        "video": save_tiny_captioner(d / "video", frames=FRAMES, seed=1),
-        "summary": save_tiny_llm(d / "llm"),
+        "image": save_random_captioner(d / "image"),
+        "video": save_random_captioner(d / "video", frames=FRAMES, seed=1),
+        "summary": save_random_llm(d / "llm"),
     }
 
 
