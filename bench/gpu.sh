@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU figures in one device call (bench/gpu-notes.md keeps them; LEARNED=captioners times only the
-# captioners of bench/learned_gpu.py, whose other rows change less often): on a machine whose python3 has
+# The GPU figures in one device call (bench/gpu-notes.md keeps them), on a machine whose python3 has
 # torch but not this project's other packages, which travel as wheels in .whl/ (see gpu-notes.md).
+# LEARNED=captioners times only the captioners of bench/learned_gpu.py, whose other rows change less
+# often. Training comes last: it skips what would outrun its own time budget.
 # Each bench prints its lines as they land and tees them to $OUT, so a run cut short keeps them.
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -9,5 +10,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
-python3 bench/train.py --only gpu 2>&1 | tee "$out/train.txt"
 python3 bench/learned_gpu.py ${LEARNED:+--only $LEARNED} 2>&1 | grep --line-buffered -v "Writing model\|Loading weights" | tee "$out/learned.txt"
+python3 bench/train.py --only gpu 2>&1 | tee "$out/train.txt"

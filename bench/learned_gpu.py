@@ -74,6 +74,11 @@ def transnet_ms(device: str, frames: int, rng: np.random.Generator) -> float:
 def captioners(rng: np.random.Generator) -> list[str]:
     """ms a clip for each captioner, on the GPU over 64 clips and on one CPU thread over 1."""
     p = CaptionersParams()
+    lines = [
+        "captioners at real sizes (GIT-large image, GIT-large VATEX on 6 frames, LLM at Qwen2.5-0.5B's"
+        f" sizes), {p.max_new_tokens} tokens each, {p.batch} clips a call, fp32; CPU is one thread",
+        f"  {'device':<6} {'clips':>5} {'image ms':>10} {'video ms':>10} {'summary ms':>10}  (a clip)",
+    ]
     frames = clips(64, 1 + p.video_frames, rng)
     image, video = [c.frames[:1] for c in frames], [c.frames[1:] for c in frames]
     pairs: list[tuple[str | None, str | None]] = [(f"clip {i}", f"in clip {i}") for i in range(64)]
@@ -82,7 +87,6 @@ def captioners(rng: np.random.Generator) -> list[str]:
         git = save_random_captioner(tmp / "image", large=True)
         vatex = save_random_captioner(tmp / "video", frames=p.video_frames, large=True)
         lm = save_random_llm(tmp / "summary", large=True)
-        rows = []
         for device, n in (("cuda", len(frames)), ("cpu", 1)):
             sync = torch.cuda.synchronize if device == "cuda" else lambda: None
             calls: dict[str, Callable[[int], object]] = {  # called within this iteration
@@ -99,13 +103,8 @@ def captioners(rng: np.random.Generator) -> list[str]:
                     call(n)
                     sync()
                     ms[what] = (time.perf_counter() - t0) / n * 1000
-            rows.append(f"  {device:<6} {n:>5} " + " ".join(f"{v:>10.1f}" for v in ms.values()))
-    return [
-        "captioners at real sizes (GIT-large image, GIT-large VATEX on 6 frames, LLM at Qwen2.5-0.5B's"
-        f" sizes), {p.max_new_tokens} tokens each, {p.batch} clips a call, fp32; CPU is one thread",
-        f"  {'device':<6} {'clips':>5} {'image ms':>10} {'video ms':>10} {'summary ms':>10}  (a clip)",
-        *rows,
-    ]
+            lines.append(f"  {device:<6} {n:>5} " + " ".join(f"{v:>10.1f}" for v in ms.values()))
+    return lines
 
 
 def main(only: str | None = None) -> list[str]:
