@@ -106,6 +106,11 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     clips = cache.get_clips(clips_entry)
     specs = {n: scorers.instance(n, p.scorers[n]).frames() for n in p.scorers}
     dense = {n: f for n, f in specs.items() if f.fps is not None}
+    for n, f in dense.items():  # frames are never scaled up past the video's own size
+        h, w = f.size(info.width, info.height)
+        if h > info.height or w > info.width:
+            size = f"{info.width}x{info.height} px"
+            raise VideoError(f"{uri}: too small: {size}, and scorer {n} reads frames of {w}x{h}")
     detection = detection_size(info.width, info.height, p.cuts)
     viewer = picks.Viewer(info, picks.pick_sizes(specs, info), detection)
     grabbed: dict[str, dict[int, np.ndarray]] = {}

@@ -1,15 +1,17 @@
 """A folder of nasty inputs, each with the outcome curation must give it.
 
 Scrapes are full of these: files cut short by a dead download or a writer that died before the index,
-empty files, wrong suffixes, audio with a video name, a still image renamed, codecs and containers
-beyond H.264-in-MP4, 10-bit 4:4:4, 4K, non-square pixels, rotation flags, variable frame rate, and
-names with spaces, non-ASCII or near the 255-byte limit. Every video here is tiny and every "ok" one
-holds a single scene of 1.5 s or more, so it yields a clip; the whole corpus takes a few seconds.
+empty files, wrong suffixes, audio with a video name, a still image renamed, a thumbnail-sized video,
+codecs and containers beyond H.264-in-MP4, 10-bit 4:4:4, 4K, non-square pixels, rotation flags,
+variable frame rate, and names with spaces, non-ASCII or near the 255-byte limit. Every video here
+is tiny and every "ok" one holds a single scene of 1.5 s or more, so it yields a clip; the whole
+corpus takes a few seconds.
 
 Expected outcomes per file (a path relative to the folder):
     ok      annotated: at least one clip
     empty   readable, but no scene long enough for a clip (a 1-frame video)
-    failed  one failed row whose error contains `Expect.reason`
+    failed  one failed row whose error contains `Expect.reason`: probing the file finds it, or for a
+            whole video too poor to annotate, curation does
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ LONG_NAME = "long-" + "n" * 231 + ".mp4"  # 240 bytes: with a 15-byte temp prefi
 class Expect:
     outcome: Literal["ok", "failed", "empty"]
     reason: str = ""  # a substring of a failed row's error
+    found_by: Literal["probe", "curation"] = "probe"  # curation: a whole video, too poor to annotate
 
 
 def _pattern(n: int, h: int, w: int) -> Iterator[np.ndarray]:
@@ -139,6 +142,7 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
         "audio only.mp4": Expect("failed", "no video stream"),
         "still png.mp4": Expect("failed", "still image"),
         "one frame.mp4": Expect("empty"),
+        "8x8.mp4": Expect("failed", "too small: 8x8 px", "curation"),  # a thumbnail saved as a video
         "vfr.mp4": ok,
         "4k.mp4": ok,
         "yuv444p10.mp4": ok,
@@ -168,6 +172,7 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
     _audio(out / "audio only.mp4")
     (out / "still png.mp4").write_bytes(cv2.imencode(".png", next(_pattern(1, *SIZE)))[1].tobytes())
     make_video(out / "one frame.mp4", 1)
+    make_video(out / "8x8.mp4", n, (8, 8))
     make_video(out / "vfr.mp4", n, times_ms=[sum(gaps[j % len(gaps)] for j in range(i)) for i in range(n)])
     make_video(out / "4k.mp4", 9, (2160, 3840), fps=6)  # 1.5 s
     make_video(out / "yuv444p10.mp4", n, pix_fmt="yuv444p10le")
