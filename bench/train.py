@@ -19,12 +19,15 @@ the most a latent store can save on the `svd` preset: the bound the 3x goal meet
    FLOPs (forward
    x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation is not useful work)
    against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200). Goal: MFU >= 40%.
+4. FSDP2 (`--only fsdp`, under torchrun): the same step sharded over every GPU of the machine, then
+   the whole state gathered to rank 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -45,7 +48,7 @@ from svd.model.denoiser import denoiser, prepare  # noqa: E402
 from svd.model.inflate import inflate  # noqa: E402
 from svd.model.motion import MotionBuckets  # noqa: E402
 from svd.params import Architecture, ComputeParams, Condition, Params, load  # noqa: E402
-from svd.train import compute  # noqa: E402
+from svd.train import compute, distributed  # noqa: E402
 
 STEPS = 20
 DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # datasheet TFLOP/s, no sparsity
@@ -164,10 +167,13 @@ def latent_step(
     repeats: int,
     diffusers_checkpointing: bool = False,
     profile: bool = False,
+    fsdp: bool = False,
 ) -> dict[str, Any]:
     """A Stage II step on latents at (batch, frames, *size): seconds, peak bytes, model FLOPs, and
     with `profile` the GPU time of one step by kind of kernel. `diffusers_checkpointing` uses
-    diffusers' own switch instead of compute.checkpoint_layers: the baseline it replaced."""
+    diffusers' own switch instead of compute.speed_up_layers: the baseline it replaced. `fsdp` shards
+    the UNet over the ranks as train.compute.parallel: fsdp does, and after the steps gathers its
+    whole state to rank 0's CPU, as a resume point does: `gather_seconds`, `gathered_parameters`."""
     dev = compute.device(cp)
     with torch.device(dev):  # 1.5 B parameters: initialised where they will live
         c = components.build(arch, size[0])
@@ -178,6 +184,8 @@ def latent_step(
         c.vae.enable_gradient_checkpointing()
     else:
         compute.prepare_networks(c, cp)
+    if fsdp:
+        distributed.shard(c.unet, [*c.unet.down_blocks, c.unet.mid_block, *c.unet.up_blocks])
     d = denoiser(c)
     params = list(c.unet.parameters())
     opt = compute.optimizer(params, 1e-5)
@@ -226,6 +234,11 @@ def latent_step(
     }
     if profile:
         out["kernels"] = kernel_time(step)
+    if fsdp:
+        t0 = time.perf_counter()
+        state = distributed.full_state(c.unet)
+        out["gather_seconds"] = time.perf_counter() - t0
+        out["gathered_parameters"] = sum(t.numel() for t in state.values())
     return out
 
 
@@ -335,6 +348,34 @@ def gpu(p: Params, frames: int = 14, budget_s: float = 300) -> list[str]:
     return lines
 
 
+def fsdp(p: Params, frames: int = 14, batch: int = 8) -> list[str]:
+    """The `svd` preset's step sharded by FSDP2 over every GPU of the machine, each rank `batch`
+    clips, then the whole state gathered to rank 0 (run under torchrun: `torchrun --standalone
+    --nproc-per-node gpu bench/train.py --only fsdp`). On one GPU nothing is split, but the CUDA path
+    runs: NCCL, the sharded parameters under fused AdamW, autocast and checkpointing, the gather."""
+    if not torch.cuda.is_available():
+        return ["FSDP figures: no CUDA GPU on this machine"]
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    size = (320, 576)
+    cp = ComputeParams(
+        device="cuda", precision="bf16", gradient_checkpointing=True, attention="sdpa", parallel="fsdp"
+    )
+    r = latent_step(p.model.presets["svd"], cp, batch, frames, size, 5, fsdp=True)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in torch.cuda.get_device_name()), float("nan"))
+    rate = r["flops"] / r["seconds"]
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if not distributed.is_main():
+        return []
+    return [
+        f"FSDP2 over {ranks} GPU(s), svd preset, {batch} clips a rank of {frames} x {size[0]}x{size[1]},"
+        f" bf16, checkpointing every layer: {r['seconds']:.3f} s a step, peak {r['peak_bytes'] / 2**30:.1f}"
+        f" GiB a rank, {rate / 1e12:.0f} TFLOP/s a rank, MFU {rate / peak:.1%}; whole state gathered to"
+        f" rank 0 in {r['gather_seconds']:.1f} s ({r['gathered_parameters'] / 1e9:.3f} B parameters)"
+    ]
+
+
 def cpu() -> list[str]:
     from svd.curation.curate import curate
     from svd.curation.filter import make_subsets, write_subsets
@@ -384,11 +425,19 @@ def cpu() -> list[str]:
 
 def main(only: str | None = None) -> str:
     p = load(ROOT / "params.yaml")
+    if only == "fsdp":
+        return "\n".join(fsdp(p))
     lines = [] if only == "gpu" else cpu() + store_bound(p.model.presets["svd"])
     return "\n".join(lines + ([] if only == "cpu" else gpu(p)))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["cpu", "gpu"], help="one part: gpu needs no video decoder installed")
-    print(main(ap.parse_args().only))
+    ap.add_argument(
+        "--only",
+        choices=["cpu", "gpu", "fsdp"],
+        help="one part: gpu and fsdp (under torchrun) need no video decoder installed",
+    )
+    out = main(ap.parse_args().only)
+    if out:  # under torchrun, rank 0 alone has lines
+        print(out)
