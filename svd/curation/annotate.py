@@ -106,12 +106,12 @@ def _annotate(uri: str, path: Path, p: CurateParams) -> VideoResult:
     clips = cache.get_clips(clips_entry)
     specs = {n: scorers.instance(n, p.scorers[n]).frames() for n in p.scorers}
     dense = {n: f for n, f in specs.items() if f.fps is not None}
-    for n, f in dense.items():  # frames are never scaled up past the video's own size
-        h, w = f.size(info.width, info.height)
-        if h > info.height or w > info.width:
-            size = f"{info.width}x{info.height} px"
-            raise VideoError(f"{uri}: too small: {size}, and scorer {n} reads frames of {w}x{h}")
     detection = detection_size(info.width, info.height, p.cuts)
+    for n, f in dense.items():  # dense frames are cut from the detection-size frames of the one pass
+        (h, w), (det_h, det_w) = f.size(info.width, info.height), detection
+        if h > det_h or w > det_w:  # a thumbnail-sized video, or a sliver (over 8:1)
+            size = f"{info.width}x{info.height} px is scanned at {det_w}x{det_h}"
+            raise VideoError(f"{uri}: too small to score: {size}, and scorer {n} reads frames of {w}x{h}")
     viewer = picks.Viewer(info, picks.pick_sizes(specs, info), detection)
     grabbed: dict[str, dict[int, np.ndarray]] = {}
     keeper = None
@@ -190,9 +190,6 @@ def _decode_pass(
     det_h, det_w = detection
     grids = {n: set(grid(index, f.fps or 1.0)) for n, f in dense.items()}
     sizes = {n: f.size(info.width, info.height) for n, f in dense.items()}
-    for n, (h, w) in sizes.items():
-        if h > det_h or w > det_w:
-            raise ValueError(f"scorer {n}: dense frames {w}x{h} exceed the detection size {det_w}x{det_h}")
     import cv2
 
     grabbed: dict[str, dict[int, np.ndarray]] = {n: {} for n in dense}

@@ -142,7 +142,8 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
         "audio only.mp4": Expect("failed", "no video stream"),
         "still png.mp4": Expect("failed", "still image"),
         "one frame.mp4": Expect("empty"),
-        "8x8.mp4": Expect("failed", "too small: 8x8 px", "curation"),  # a thumbnail saved as a video
+        "8x8.mp4": Expect("failed", "too small to score: 8x8 px", "curation"),  # a thumbnail saved as a video
+        "sliver.mp4": Expect("failed", "too small to score: 640x48 px is scanned at 128x10", "curation"),
         "vfr.mp4": ok,
         "4k.mp4": ok,
         "yuv444p10.mp4": ok,
@@ -173,6 +174,7 @@ def make_hostile_corpus(out: Path) -> dict[str, Expect]:
     (out / "still png.mp4").write_bytes(cv2.imencode(".png", next(_pattern(1, *SIZE)))[1].tobytes())
     make_video(out / "one frame.mp4", 1)
     make_video(out / "8x8.mp4", n, (8, 8))
+    make_video(out / "sliver.mp4", n, (48, 640))  # a 13:1 banner: scanned too thin for the motion scorer
     make_video(out / "vfr.mp4", n, times_ms=[sum(gaps[j % len(gaps)] for j in range(i)) for i in range(n)])
     make_video(out / "4k.mp4", 9, (2160, 3840), fps=6)  # 1.5 s
     make_video(out / "yuv444p10.mp4", n, pix_fmt="yuv444p10le")
