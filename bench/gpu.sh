@@ -2,7 +2,8 @@
 # The GPU figures in one device call (bench/gpu-notes.md keeps them), on a machine whose python3 has
 # torch but not this project's other packages, which travel as wheels in .whl/ (see gpu-notes.md).
 # LEARNED=captioners times only the captioners of bench/learned_gpu.py, whose other rows change less
-# often. Training comes next: it skips what would outrun its own time budget. FSDP2 last, on every GPU.
+# often. Training comes next, its compiled variants last (they compile for minutes). FSDP2 last, on
+# every GPU.
 # Each bench prints its lines as they land and tees them to $OUT, so a run cut short keeps them.
 set -uo pipefail
 out=${OUT:-/tmp}

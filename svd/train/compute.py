@@ -49,7 +49,7 @@ def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
 
 
 def layers(unet: UNet) -> list[nn.Module]:
-    """The UNet's resnet and attention layers: nearly all of its work, in a few repeated shapes."""
+    """The UNet's resnet and attention layers: nearly all of its work."""
     blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
     return [layer for b in blocks for layer in [*b.resnets, *getattr(b, "attentions", ())]]
 
@@ -58,14 +58,16 @@ def speed_up_layers(unet: UNet, cp: ComputeParams) -> None:
     """Compile each layer on its own and recompute each in backward, keeping only its inputs.
 
     Per layer, not whole: compiling the `svd` denoiser as one graph ran out of memory at 8 clips and
-    had not finished after 265 s at 4 on an H100. Its layers come in a few shapes that compile once
-    each and fuse the elementwise work (SiLU, residual adds, layout copies: 45% of a step's GPU
-    time uncompiled, 14% compiled); at 8 clips a step ran 1.36x faster (MFU 14.2% to 19.3%) after a
-    first step that compiled for 349 s. diffusers' own checkpointing skips the temporal half of each
-    spatio-temporal layer, whose activations then stay resident: 82 GiB for 4 clips of 14 x 320x576
-    on an H200, where recomputing whole layers fits 8 in 48 GiB on an H100 (bench/gpu-notes.md).
-    Module names, hence state dicts, are unchanged."""
-    if cp.compile:  # one compiled graph per layer shape and grad mode, all kept
+    had not finished after 265 s at 4 on an H100. The resnets share one forward and the attention
+    layers another; once a second size reaches one, dynamo compiles it to a graph that takes any
+    size, so a few graphs serve every layer, and validation's and sampling's batches (under no_grad:
+    graphs of their own, compiled at first use). The fused elementwise work (SiLU, residual adds,
+    layout copies) fell from 45% of a step's GPU time to 14%; at 8 clips a step ran 1.36x faster
+    (MFU 14.2% to 19.3%) after a first step that compiled for 349 s. diffusers' own checkpointing
+    skips the temporal half of each spatio-temporal layer, whose activations then stay resident:
+    82 GiB for 4 clips of 14 x 320x576 on an H200, where recomputing whole layers fits 8 in 48 GiB
+    on an H100 (bench/gpu-notes.md). Module names, hence state dicts, are unchanged."""
+    if cp.compile:  # room for every layer's graphs in both grad modes, should sizes stay static
         limit = max(torch._dynamo.config.recompile_limit, 2 * len(layers(unet)))
         torch._dynamo.config.recompile_limit = limit
     for layer in layers(unet):

@@ -214,8 +214,7 @@ def test_two_ranks_under_torchrun_take_the_one_process_steps(tmp_path, tiny_para
 def test_speed_levers_keep_the_numbers(tiny_params, tmp_path):
     """train.compute on CPU: gradient checkpointing recomputes exactly; eager attention and NHWC
     convolutions round differently (stated: 1e-5); bf16 autocast within 1e-2; cuda without a GPU is a
-    clear error. (torch.compile is left out: compiling the tiny stages on CPU took 356 s; its losses
-    were within 4e-3 of eager.)"""
+    clear error. (torch.compile has a test of its own, below.)"""
     import pytest
 
     def run(stage: str, **lever) -> list[float]:
