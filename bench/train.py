@@ -13,9 +13,12 @@ the most a latent store can save on the `svd` preset: the bound the 3x goal meet
 3. On a GPU (`--only gpu` runs this part alone, with no video decoder installed): the `svd`
    preset's Stage II step on latents, as a latent store serves them (UNet forward and backward,
    gradient clipping, fused AdamW), at 14 x 320 x 576 in bf16 with gradient checkpointing and SDPA:
-   diffusers' checkpointing against ours (every layer) at batch 2, ours at 8 and 12, then each layer
-   compiled (train.compute.compile) at 8 and 12, one compiled step profiled by kind of kernel: step
-   time, peak memory, MFU, and the seconds the first step spent compiling. MFU counts the model's
+   checkpointing every layer at 8 and 12 clips, then each layer compiled (train.compute.compile) at 8,
+   one compiled step profiled by kind of kernel, checkpointing the attention layers alone
+   (train.compute.checkpoint_layers) at 4 and 2, compiled at 12, and compiled for fixed sizes at 8:
+   step time, peak memory, MFU, and the seconds the first step spent compiling.
+   (diffusers' own checkpointing, the baseline, is in bench/gpu-notes.md: 1.32x faster than every
+   layer at 2 clips, at 24 GiB more, and out of memory at 8.) MFU counts the model's
    FLOPs (forward
    x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation is not useful work)
    against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200). Goal: MFU >= 40%.
@@ -26,12 +29,14 @@ the most a latent store can save on the `svd` preset: the bound the 3x goal meet
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,23 +170,23 @@ def latent_step(
     frames: int,
     size: tuple[int, int],
     repeats: int,
-    diffusers_checkpointing: bool = False,
     profile: bool = False,
+    static: bool = False,
     fsdp: bool = False,
 ) -> dict[str, Any]:
     """A Stage II step on latents at (batch, frames, *size): seconds, peak bytes, model FLOPs, and
-    with `profile` the GPU time of one step by kind of kernel. `diffusers_checkpointing` uses
-    diffusers' own switch instead of compute.speed_up_layers: the baseline it replaced. `fsdp` shards
+    with `profile` the GPU time of one step by kind of kernel. `static` compiles the layers for
+    fixed sizes (`dynamic=False`) instead of letting dynamo generalise them. `fsdp` shards
     the UNet over the ranks as train.compute.parallel: fsdp does, and after the steps gathers its
     whole state to rank 0's CPU, as a resume point does: `gather_seconds`, `gathered_parameters`."""
     dev = compute.device(cp)
     with torch.device(dev):  # 1.5 B parameters: initialised where they will live
         c = components.build(arch, size[0])
         c.unet = inflate(c.unet, arch.unet.addition_time_embed_dim, frames)
-    if diffusers_checkpointing:  # diffusers' switch alone, not on top of ours
-        compute.prepare_networks(c, cp.model_copy(update={"gradient_checkpointing": False}))
-        c.unet.enable_gradient_checkpointing()
-        c.vae.enable_gradient_checkpointing()
+    if static:
+        torch._dynamo.reset()  # or the graphs compiled for any size answer again
+        with patched(torch, "compile", functools.partial(torch.compile, dynamic=False)):
+            compute.prepare_networks(c, cp)
     else:
         compute.prepare_networks(c, cp)
     if fsdp:
@@ -251,6 +256,16 @@ KINDS = {  # kernel name fragments -> kind, first match wins
 }
 
 
+@contextlib.contextmanager
+def patched(obj: object, name: str, value: object) -> Iterator[None]:
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
 def kernel_time(step: Callable[[], None]) -> dict[str, float]:
     """GPU seconds of one step by kind of kernel, and the step's wall time: their gap is the GPU
     waiting on the host (launch-bound)."""
@@ -296,18 +311,20 @@ def gpu(p: Params, frames: int = 14) -> list[str]:
     lines = [
         f"svd preset, Stage II step on latents, {frames} x {size[0]}x{size[1]}, bf16, SDPA, on {name}"
         f" (bf16 matmul 8192^3: {matmul_rate() / 1e12:.0f} TFLOP/s; MFU against {peak / 1e12:.0f})",
-        f"  {'variant':<34} {'batch':>5} {'step s':>7} {'clips/s':>8} {'peak GiB':>9}"
+        f"  {'variant':<52} {'batch':>5} {'step s':>7} {'clips/s':>8} {'peak GiB':>9}"
         f" {'TFLOP/s':>8} {'MFU':>6} {'first step s':>12}",
     ]
     print(*lines, sep="\n", flush=True)
     ours, compiled = "checkpointing (every layer)", base.model_copy(update={"compile": True})
+    attention = compiled.model_copy(update={"checkpoint_layers": "attention"})
     # (label, params, batch, extra arguments)
     variants: list[tuple[str, ComputeParams, int, dict[str, bool]]] = [  # the compiled ones last
-        ("diffusers' checkpointing", base, 2, {"diffusers_checkpointing": True}),
-        *((ours, base, b, {}) for b in (2, 8, 12)),
+        *((ours, base, b, {}) for b in (8, 12)),
         (ours + " + compile", compiled, 8, {}),
         (ours + " + compile, profiled", compiled, 8, {"profile": True}),
+        *(("checkpointing attention + compile", attention, b, {}) for b in (4, 2)),
         (ours + " + compile", compiled, 12, {}),
+        (ours + " + compile, fixed sizes", compiled, 8, {"static": True}),  # compiles all again
     ]
     for label, cp, b, extra in variants:
         gc.collect()
@@ -316,12 +333,12 @@ def gpu(p: Params, frames: int = 14) -> list[str]:
             repeats = 2 if extra.get("profile") else 5
             r = latent_step(p.model.presets["svd"], cp, b, frames, size, repeats, **extra)
         except Exception as e:  # out of memory, or a compiler failure: the row says which
-            lines.append(f"  {label:<34} {b:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
+            lines.append(f"  {label:<52} {b:>5} failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}")
             print(lines[-1], flush=True)
             continue
         rate = r["flops"] / r["seconds"]
         lines.append(
-            f"  {label:<34} {b:>5} {r['seconds']:>7.3f} {b / r['seconds']:>8.2f}"
+            f"  {label:<52} {b:>5} {r['seconds']:>7.3f} {b / r['seconds']:>8.2f}"
             f" {r['peak_bytes'] / 2**30:>9.1f} {rate / 1e12:>8.0f} {rate / peak:>6.1%}"
             f" {r['first_seconds']:>12.1f}"
         )

@@ -415,6 +415,11 @@ class ComputeParams(Section):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in backward: memory for ~30% time"
     )
+    checkpoint_layers: Literal["all", "resnets", "attention"] = Field(
+        default="all",
+        description="The UNet layers checkpointing recomputes; the others keep their activations,"
+        " spending memory to run their forward once",
+    )
     attention: Literal["sdpa", "eager"] = Field(
         default="sdpa", description="PyTorch's fused kernels, or diffusers' plain maths"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
@@ -48,14 +48,17 @@ def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
     return dev
 
 
-def layers(unet: UNet) -> list[nn.Module]:
-    """The UNet's resnet and attention layers: nearly all of its work."""
+def layers(unet: UNet, kind: Literal["all", "resnets", "attention"] = "all") -> list[nn.Module]:
+    """The UNet's resnet and attention layers, or one kind of them: nearly all of its work."""
     blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
-    return [layer for b in blocks for layer in [*b.resnets, *getattr(b, "attentions", ())]]
+    resnets = [r for b in blocks for r in b.resnets]
+    attention = [a for b in blocks for a in getattr(b, "attentions", ())]
+    return {"all": resnets + attention, "resnets": resnets, "attention": attention}[kind]
 
 
 def speed_up_layers(unet: UNet, cp: ComputeParams) -> None:
-    """Compile each layer on its own and recompute each in backward, keeping only its inputs.
+    """Compile each layer on its own and recompute each of `cp.checkpoint_layers` in backward,
+    keeping only its inputs.
 
     Per layer, not whole: compiling the `svd` denoiser as one graph ran out of memory at 8 clips and
     had not finished after 265 s at 4 on an H100. The resnets share one forward and the attention
@@ -70,9 +73,10 @@ def speed_up_layers(unet: UNet, cp: ComputeParams) -> None:
     if cp.compile:  # room for every layer's graphs in both grad modes, should sizes stay static
         limit = max(torch._dynamo.config.recompile_limit, 2 * len(layers(unet)))
         torch._dynamo.config.recompile_limit = limit
+    recompute = {id(x) for x in layers(unet, cp.checkpoint_layers)} if cp.gradient_checkpointing else set()
     for layer in layers(unet):
         forward = torch.compile(layer.forward) if cp.compile else layer.forward
-        layer.forward = recomputed(forward) if cp.gradient_checkpointing else forward
+        layer.forward = recomputed(forward) if id(layer) in recompute else forward
 
 
 def recomputed(forward: Callable[..., Any]) -> Callable[..., Any]:
