@@ -68,11 +68,12 @@ def projects(tmp_path: Path, prefect_server) -> list[tuple[Path, dict]]:
     return made
 
 
-def readme_commands(after: str) -> list[str]:
-    """The commands of the README's first bash block after the line `after`, as written: continued
-    lines joined, comment lines dropped (bash drops the rest)."""
-    block = (ROOT / "README.md").read_text().split(f"\n{after}\n", 1)[1].split("```bash\n", 1)[1]
-    lines = block.split("\n```", 1)[0].replace("\\\n", " ").splitlines()
+def readme_commands(holding: str) -> list[str]:
+    """The commands of the README's bash block that holds `holding`, as written: continued lines
+    joined, comment lines dropped (bash drops the rest)."""
+    blocks = [b.split("\n```", 1)[0] for b in (ROOT / "README.md").read_text().split("```bash\n")[1:]]
+    (block,) = [b for b in blocks if holding in b]
+    lines = block.replace("\\\n", " ").splitlines()
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -86,9 +87,13 @@ def user_shell(env: dict) -> dict:
 
 # What the README says to run after `make demo`; the test runs each as written (the scoring server
 # on a free port instead of 5001). `make demo` and `make test` themselves are what CI runs.
-AFTER_DEMO = readme_commands("Afterwards:")
+AFTER_DEMO = readme_commands("svd generate")
 assert len(AFTER_DEMO) == 3, f"the README changed its after-demo block: {AFTER_DEMO}"
 GENERATE, REPRO, SERVE = AFTER_DEMO
+# The README's arena, run on the two versions the pipeline's runs register (the voting server on a
+# free port instead of 8765, the votes cast as its page's form posts them).
+ARENA = readme_commands("svd arena serve")
+assert len(ARENA) == 3, f"the README changed its arena block: {ARENA}"
 
 
 def check_outcome(proj: Path, env: dict) -> None:
@@ -319,6 +324,7 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
             assert r.data.tags["prefect.root_flow_run_id"] == str(run.id), r.info.run_name
         first = outs(proj)
         shutil.copy(proj / "params.yaml", twin / "params.yaml")  # for the other door, below
+        shutil.copytree(proj / "reports/eval/samples", proj / "arena/svd-tiny-1")  # as the README keeps them
 
         # a user loosens one curation threshold in the form: only the steps downstream of it run
         with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):
@@ -341,6 +347,7 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
         assert str(summary.data).startswith(f"Ran {', '.join(downstream)}."), summary.data
         assert sorted(r.name.rsplit("-", 1)[0] for r in steps) == sorted(downstream), steps
         assert "up to date" in sh([str(BIN / "dvc"), "status"], proj, env)
+        vote_in_the_arena(proj, env)
     finally:
         worker.stop()
 
@@ -393,6 +400,52 @@ def assert_no_secret(proj: Path, env: dict, logs: list[Path]) -> None:
     # the scan saw what it claims: the stores it read were not empty
     assert texts["Prefect logs"] and texts["Prefect artifacts"] != "[]" and len(texts) > 50
     assert sum(k.startswith("MLflow run ") for k in texts) >= 8
+
+
+def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
+    """The README's arena block on versions 1 and 2 of the model: a copy of the samples, the voting
+    server (its form posted as a browser posts it; tests/integration/test_arena.py clicks it in
+    Chromium), and the results, logged as tags of both versions."""
+    from svd.evaluate.arena import AXES
+
+    copy, serve, results = ARENA
+    assert serve.startswith(".venv/bin/svd arena serve --model svd-tiny/1=arena/svd-tiny-1 "), serve
+    sh(["bash", "-c", copy], proj, user_shell(env))
+    port = free_port()
+    server = subprocess.Popen(
+        ["bash", "-c", f"{serve} --port {port}"],
+        cwd=proj,
+        env=user_shell(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        for _ in range(votes):
+            while True:
+                try:
+                    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert server.poll() is None and time.monotonic() < deadline, server.stderr
+                    time.sleep(0.5)
+            pair = re.search(r"name=pair value=(\d+)", page)
+            assert pair is not None, page
+            form = {"pair": pair[1]} | dict.fromkeys(AXES, "left")
+            body = "&".join(f"{k}={v}" for k, v in form.items()).encode()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/vote", body, timeout=10)  # 303 to the next pair
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    printed = sh(["bash", "-c", results], proj, user_shell(env))
+    assert "svd-tiny/1" in printed and "svd-tiny/2" in printed, printed
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    for version in ("1", "2"):
+        tags = client.get_model_version("svd-tiny", version).tags
+        assert {f"arena.elo_{axis}" for axis in AXES} <= set(tags), (version, tags)
 
 
 def serve_champion(proj: Path, env: dict) -> None:
