@@ -24,7 +24,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -402,6 +403,26 @@ def assert_no_secret(proj: Path, env: dict, logs: list[Path]) -> None:
     assert sum(k.startswith("MLflow run ") for k in texts) >= 8
 
 
+@contextmanager
+def in_background(cmd: str, proj: Path, env: dict) -> Iterator[subprocess.Popen]:
+    """`cmd` in a user's shell in `proj` while the block runs, then its whole process group stopped
+    (a server the command started included)."""
+    server = subprocess.Popen(
+        ["bash", "-c", cmd],
+        cwd=proj,
+        env=user_shell(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
     """The README's arena block on versions 1 and 2 of the model: a copy of the samples, the voting
     server (its form posted as a browser posts it; tests/integration/test_arena.py clicks it in
@@ -412,16 +433,7 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
     assert serve.startswith(".venv/bin/svd arena serve --model svd-tiny/1=arena/svd-tiny-1 "), serve
     sh(["bash", "-c", copy], proj, user_shell(env))
     port = free_port()
-    server = subprocess.Popen(
-        ["bash", "-c", f"{serve} --port {port}"],
-        cwd=proj,
-        env=user_shell(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with in_background(f"{serve} --port {port}", proj, env) as server:
         deadline = time.monotonic() + 60
         for _ in range(votes):
             while True:
@@ -436,9 +448,6 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
             form = {"pair": pair[1]} | dict.fromkeys(AXES, "left")
             body = "&".join(f"{k}={v}" for k, v in form.items()).encode()
             urllib.request.urlopen(f"http://127.0.0.1:{port}/vote", body, timeout=10)  # 303 to the next pair
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     printed = sh(["bash", "-c", results], proj, user_shell(env))
     assert "svd-tiny/1" in printed and "svd-tiny/2" in printed, printed
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -452,16 +461,7 @@ def serve_champion(proj: Path, env: dict) -> None:
     """The README's scoring-server command, from a shell with no venv activated."""
     port = free_port()
     assert SERVE.count(" -p 5001") == 1 and "mlflow models serve -m models:/svd-tiny@champion" in SERVE, SERVE
-    server = subprocess.Popen(
-        ["bash", "-c", SERVE.replace(" -p 5001", f" -p {port}")],
-        cwd=proj,
-        env=user_shell(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
+    with in_background(SERVE.replace(" -p 5001", f" -p {port}"), proj, env) as server:
         image = sorted((proj / "reports" / "eval" / "samples").glob("*.png"))[0]
         record = {"image": base64.b64encode(image.read_bytes()).decode(), "frames": 4, "steps": 2, "seed": 1}
         body = json.dumps({"dataframe_records": [record]}).encode()
@@ -478,6 +478,3 @@ def serve_champion(proj: Path, env: dict) -> None:
                 time.sleep(1)
         with av.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["video"]))) as f:
             assert sum(1 for _ in f.decode(video=0)) == 4
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
