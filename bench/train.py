@@ -17,8 +17,8 @@ the most a latent store can save on the `svd` preset: the bound the 3x goal meet
    one compiled step profiled by kind of kernel, checkpointing the attention layers alone
    (train.compute.checkpoint_layers) at 4 and 2, compiled at 12, and compiled for fixed sizes at 8:
    step time, peak memory, MFU, and the seconds the first step spent compiling.
-   (diffusers' own checkpointing, the baseline, is in bench/gpu-notes.md: 1.32x faster than every
-   layer at 2 clips, at 24 GiB more, and out of memory at 8.) MFU counts the model's
+   (diffusers' own checkpointing, the baseline, is in bench/gpu-notes.md: 1.1x to 1.3x faster than
+   every layer at 2 clips in two sessions, at 24 GiB more, and out of memory at 8.) MFU counts the model's
    FLOPs (forward
    x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation is not useful work)
    against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200). Goal: MFU >= 40%.

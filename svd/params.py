@@ -417,8 +417,8 @@ class ComputeParams(Section):
     )
     checkpoint_layers: Literal["all", "resnets", "attention"] = Field(
         default="all",
-        description="The UNet layers checkpointing recomputes; the others keep their activations,"
-        " spending memory to run their forward once",
+        description="With gradient_checkpointing, the UNet layers it recomputes; the others keep"
+        " their activations, spending memory to run their forward once",
     )
     attention: Literal["sdpa", "eager"] = Field(
         default="sdpa", description="PyTorch's fused kernels, or diffusers' plain maths"

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -73,7 +74,9 @@ def readme_commands(holding: str) -> list[str]:
     """The commands of the README's bash block that holds `holding`, as written: continued lines
     joined, comment lines dropped (bash drops the rest)."""
     blocks = [b.split("\n```", 1)[0] for b in (ROOT / "README.md").read_text().split("```bash\n")[1:]]
-    (block,) = [b for b in blocks if holding in b]
+    held = [b for b in blocks if holding in b]
+    assert len(held) == 1, f"{len(held)} of the README's bash blocks hold {holding!r}"
+    (block,) = held
     lines = block.replace("\\\n", " ").splitlines()
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
@@ -404,23 +407,32 @@ def assert_no_secret(proj: Path, env: dict, logs: list[Path]) -> None:
 
 
 @contextmanager
-def in_background(cmd: str, proj: Path, env: dict) -> Iterator[subprocess.Popen]:
+def in_background(cmd: str, proj: Path, env: dict) -> Iterator[Callable[[], str]]:
     """`cmd` in a user's shell in `proj` while the block runs, then its whole process group stopped
-    (a server the command started included)."""
-    server = subprocess.Popen(
-        ["bash", "-c", cmd],
-        cwd=proj,
-        env=user_shell(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield server
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    (a server the command started included). Yields `alive`: asserts the command still runs and
+    returns its output so far (a file, so a chatty server never blocks on a full pipe)."""
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(
+            ["bash", "-c", cmd],
+            cwd=proj,
+            env=user_shell(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+        def alive() -> str:
+            log.seek(0)
+            output = log.read()
+            assert server.poll() is None, f"{cmd!r} exited with {server.returncode}:\n{output}"
+            return output
+
+        try:
+            yield alive
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
 
 
 def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
@@ -433,7 +445,11 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
     assert serve.startswith(".venv/bin/svd arena serve --model svd-tiny/1=arena/svd-tiny-1 "), serve
     sh(["bash", "-c", copy], proj, user_shell(env))
     port = free_port()
-    with in_background(f"{serve} --port {port}", proj, env) as server:
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    versions = {v.version for v in client.search_model_versions("name = 'svd-tiny'")}
+    assert versions == {"1", "2"}, versions  # the first run's and the third's (a looser threshold)
+    with in_background(f"{serve} --port {port}", proj, env) as alive:
         deadline = time.monotonic() + 60
         for _ in range(votes):
             while True:
@@ -441,7 +457,8 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
                     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
                     break
                 except (urllib.error.URLError, ConnectionError):
-                    assert server.poll() is None and time.monotonic() < deadline, server.stderr
+                    assert time.monotonic() < deadline, alive()
+                    alive()
                     time.sleep(0.5)
             pair = re.search(r"name=pair value=(\d+)", page)
             assert pair is not None, page
@@ -450,8 +467,7 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/vote", body, timeout=10)  # 303 to the next pair
     printed = sh(["bash", "-c", results], proj, user_shell(env))
     assert "svd-tiny/1" in printed and "svd-tiny/2" in printed, printed
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = mlflow.MlflowClient()
+    assert printed.count(f"  {votes} votes") == 2 * len(AXES), printed  # each model, on each axis
     for version in ("1", "2"):
         tags = client.get_model_version("svd-tiny", version).tags
         assert {f"arena.elo_{axis}" for axis in AXES} <= set(tags), (version, tags)
@@ -461,7 +477,7 @@ def serve_champion(proj: Path, env: dict) -> None:
     """The README's scoring-server command, from a shell with no venv activated."""
     port = free_port()
     assert SERVE.count(" -p 5001") == 1 and "mlflow models serve -m models:/svd-tiny@champion" in SERVE, SERVE
-    with in_background(SERVE.replace(" -p 5001", f" -p {port}"), proj, env) as server:
+    with in_background(SERVE.replace(" -p 5001", f" -p {port}"), proj, env) as alive:
         image = sorted((proj / "reports" / "eval" / "samples").glob("*.png"))[0]
         record = {"image": base64.b64encode(image.read_bytes()).decode(), "frames": 4, "steps": 2, "seed": 1}
         body = json.dumps({"dataframe_records": [record]}).encode()
@@ -474,7 +490,8 @@ def serve_champion(proj: Path, env: dict) -> None:
                 answer = json.loads(urllib.request.urlopen(req, timeout=120).read())
                 break
             except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr
+                assert time.monotonic() < deadline, alive()
+                alive()
                 time.sleep(1)
         with av.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["video"]))) as f:
             assert sum(1 for _ in f.decode(video=0)) == 4

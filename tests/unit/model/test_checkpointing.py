@@ -5,7 +5,7 @@ import torch
 from svd.model import components
 from svd.model.inflate import inflate
 from svd.params import Architecture, ComputeParams
-from svd.train.compute import speed_up_layers
+from svd.train.compute import layers, speed_up_layers
 
 
 def saved_bytes_and_grads(unet: torch.nn.Module, x: torch.Tensor, cond: dict) -> tuple[int, list]:
@@ -52,6 +52,8 @@ def test_checkpointing_keeps_only_layer_inputs_and_changes_no_gradient():
     for kind in ("resnets", "attention"):
         unet, x, cond = unet_and_inputs()
         speed_up_layers(unet, ComputeParams(gradient_checkpointing=True, checkpoint_layers=kind))
+        wrapped = {id(x) for x in layers(unet) if hasattr(x.forward, "__wrapped__")}
+        assert wrapped == {id(x) for x in layers(unet, kind)}, kind
         some, grads = saved_bytes_and_grads(unet, x, cond)
         assert ours < some < plain, kind
         for a, b in zip(grads, ref, strict=True):
