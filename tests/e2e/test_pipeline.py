@@ -447,8 +447,8 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
     port = free_port()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = mlflow.MlflowClient()
-    versions = {v.version for v in client.search_model_versions("name = 'svd-tiny'")}
-    assert versions == {"1", "2"}, versions  # the first run's and the third's (a looser threshold)
+    versions = {int(v.version) for v in client.search_model_versions("name = 'svd-tiny'")}  # ints here
+    assert versions == {1, 2}, versions  # the first run's and the third's (a looser threshold)
     with in_background(f"{serve} --port {port}", proj, env) as alive:
         deadline = time.monotonic() + 60
         for _ in range(votes):
