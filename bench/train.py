@@ -18,10 +18,10 @@ the most a latent store can save on the `svd` preset: the bound the 3x goal meet
    (train.compute.checkpoint_layers) at 4 and 2, compiled at 12, and compiled for fixed sizes at 8:
    step time, peak memory, MFU, and the seconds the first step spent compiling.
    (diffusers' own checkpointing, the baseline, is in bench/gpu-notes.md: 1.1x to 1.3x faster than
-   every layer at 2 clips in two sessions, at 24 GiB more, and out of memory at 8.) MFU counts the model's
-   FLOPs (forward
-   x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation is not useful work)
-   against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200). Goal: MFU >= 40%.
+   every layer at 2 clips in two sessions, at 24 GiB more, and out of memory at 8.) MFU counts the
+   model's FLOPs (forward x 3, counted by torch's FlopCounterMode; the checkpointing's recomputation
+   is not useful work) against the card's dense bf16 peak (989 TFLOP/s on an H100 SXM or H200).
+   Goal: MFU >= 40%.
 4. FSDP2 (`--only fsdp`, under torchrun): the same step sharded over every GPU of the machine, then
    the whole state gathered to rank 0.
 """
@@ -36,9 +36,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -185,12 +186,11 @@ def latent_step(
         c.unet = inflate(c.unet, arch.unet.addition_time_embed_dim, frames)
     if static:
         torch._dynamo.reset()  # or the graphs compiled for any size answer again
-        with patched(torch, "compile", functools.partial(torch.compile, dynamic=False)):
-            compute.prepare_networks(c, cp)
-    else:
+    fixed = functools.partial(torch.compile, dynamic=False)
+    with mock.patch.object(torch, "compile", fixed) if static else contextlib.nullcontext():
         compute.prepare_networks(c, cp)
     if fsdp:
-        distributed.shard(c.unet, [*c.unet.down_blocks, c.unet.mid_block, *c.unet.up_blocks])
+        distributed.shard(c.unet, compute.blocks(c.unet))
     d = denoiser(c)
     params = list(c.unet.parameters())
     opt = compute.optimizer(params, 1e-5)
@@ -254,16 +254,6 @@ KINDS = {  # kernel name fragments -> kind, first match wins
     "norm": ("norm",),
     "copy and layout": ("copy", "transpose", "cat", "permute", "contiguous"),
 }
-
-
-@contextlib.contextmanager
-def patched(obj: object, name: str, value: object) -> Iterator[None]:
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def kernel_time(step: Callable[[], None]) -> dict[str, float]:

@@ -48,11 +48,15 @@ def prepare_networks(c: Components, cp: ComputeParams) -> torch.device:
     return dev
 
 
+def blocks(unet: UNet) -> list[Any]:  # diffusers types them loosely
+    """The UNet's down, mid and up blocks, in order: what FSDP shards one by one."""
+    return [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+
+
 def layers(unet: UNet, kind: Literal["all", "resnets", "attention"] = "all") -> list[nn.Module]:
     """The UNet's resnet and attention layers, or one kind of them: nearly all of its work."""
-    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
-    resnets = [r for b in blocks for r in b.resnets]
-    attention = [a for b in blocks for a in getattr(b, "attentions", ())]
+    resnets = [r for b in blocks(unet) for r in b.resnets]
+    attention = [a for b in blocks(unet) for a in getattr(b, "attentions", ())]
     return {"all": resnets + attention, "resnets": resnets, "attention": attention}[kind]
 
 
@@ -70,11 +74,12 @@ def speed_up_layers(unet: UNet, cp: ComputeParams) -> None:
     skips the temporal half of each spatio-temporal layer, whose activations then stay resident:
     82 GiB for 4 clips of 14 x 320x576 on an H200, where recomputing whole layers fits 8 in 48 GiB
     on an H100 (bench/gpu-notes.md). Module names, hence state dicts, are unchanged."""
+    every = layers(unet)
     if cp.compile:  # room for every layer's graphs in both grad modes, should sizes stay static
-        limit = max(torch._dynamo.config.recompile_limit, 2 * len(layers(unet)))
+        limit = max(torch._dynamo.config.recompile_limit, 2 * len(every))
         torch._dynamo.config.recompile_limit = limit
     recompute = {id(x) for x in layers(unet, cp.checkpoint_layers)} if cp.gradient_checkpointing else set()
-    for layer in layers(unet):
+    for layer in every:
         forward = torch.compile(layer.forward) if cp.compile else layer.forward
         layer.forward = recomputed(forward) if id(layer) in recompute else forward
 

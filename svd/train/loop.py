@@ -386,7 +386,7 @@ def train_stage(
             raise ValueError(
                 f"train.{name}: a phase that trains part of the UNet is not supported under fsdp"
             )
-        distributed.shard(c.unet, [*c.unet.down_blocks, c.unet.mid_block, *c.unet.up_blocks])
+        distributed.shard(c.unet, compute.blocks(c.unet))
     d = denoiser(c)
     val = stored(val)
     val_batch = val.fixed(max(last.batch_size, 4))

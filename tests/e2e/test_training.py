@@ -252,17 +252,13 @@ def test_compile_traces_each_layer_whole_and_keeps_the_gradients(monkeypatch):
     GPU bench/train.py times it at the `svd` preset's size."""
     import functools
 
-    from svd.model.inflate import inflate
-    from svd.params import Architecture, ComputeParams
+    from svd.params import ComputeParams
     from svd.train import compute
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "model"))
-    from test_checkpointing import saved_bytes_and_grads
+    from test_checkpointing import saved_bytes_and_grads, unet_and_inputs
 
-    torch.manual_seed(0)
-    unet = inflate(components.build(Architecture(), 32).unet, 32, 8)
-    x = torch.randn(2, 8, 8, 8, 8)
-    cond = dict(encoder_hidden_states=torch.randn(2, 1, 32), added_time_ids=torch.randn(2, 3))
+    unet, x, cond = unet_and_inputs()
     _, ref = saved_bytes_and_grads(unet, x, cond)
     keys = set(unet.state_dict())
     torch._dynamo.reset()
