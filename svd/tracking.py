@@ -153,18 +153,36 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_datasets(hashes: Mapping[str, str]) -> None:
+def log_datasets(hashes: Mapping[str, str], tries: int = 5) -> None:
     """Each data input as a dataset input of the run, its digest the DVC md5: the run's Datasets tab
-    names the exact data, and searches can filter runs by it. Code inputs are tags only."""
+    names the exact data, and searches can filter runs by it. Code inputs are tags only.
+
+    MLflow's SQL store looks a dataset up, then inserts it: two runs of one experiment logging the
+    same data at once (two workspaces on one server) can both miss it, and the second insert breaks
+    the unique key. A retry finds the row the other committed, and the server skips inputs a run
+    already has, so the call is retried."""
+    from mlflow.data.dataset import Dataset
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # type: ignore[attr-defined]
 
+    datasets: list[Dataset | None] = []
     for path, md5 in hashes.items():
         if path.startswith(CODE):
             continue
         uri = path if path.startswith("s3://") else str(Path(path).absolute())
         source = S3ArtifactDatasetSource(uri) if path.startswith("s3://") else LocalArtifactDatasetSource(uri)
-        mlflow.log_input(MetaDataset(source, name=path, digest=md5[:36]), context="input")  # type: ignore[abstract]
+        datasets.append(MetaDataset(source, name=path, digest=md5[:36]))  # type: ignore[abstract]
+    if not datasets:
+        return
+    for n, wait in enumerate(backoff(first=0.2), 1):
+        try:
+            mlflow.log_inputs(datasets, contexts=["input"] * len(datasets), tags_list=[None] * len(datasets))
+            return
+        except MlflowException as e:
+            if n == tries:
+                raise
+            log.info("dataset inputs not logged (%s); again in %.1f s", str(e).splitlines()[0], wait)
+            time.sleep(wait)
 
 
 @contextmanager

@@ -49,7 +49,7 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
         for proj, env in doors
     ]
     outputs = [p.communicate(timeout=800)[0].decode(errors="replace") for p in started]
-    assert [p.returncode for p in started] == [0, 0], outputs
+    assert [p.returncode for p in started] == [0, 0], [out[-4000:] for out in outputs]
     locks = []
     for proj, env in doors:
         status = run_cmd([str(BIN / "dvc"), "status", "filter"], env, cwd=proj)  # and what it needs
@@ -138,3 +138,47 @@ def test_two_registrations_of_the_same_weights_at_once_make_one_version(
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     assert len(versions) == 1 and reports == {f"{versions[0].version} candidate,champion"}, reports
     assert str(champion) == str(versions[0].version)
+
+
+def test_runs_logging_the_same_data_at_once_all_get_their_dataset_inputs(mlflow_server: Service) -> None:
+    """Runs of one experiment that log the same data inputs at the same moment (two workspaces
+    whose steps read the same DVC outputs): none fails and each run lists every input. MLflow's
+    store checks, then inserts, so without the retry in log_datasets most rounds broke its
+    unique key."""
+    import threading
+
+    import mlflow
+
+    from svd import tracking
+
+    hashes = {f"data/part{k}": hashlib.md5(str(k).encode()).hexdigest() for k in range(3)}
+    rounds, width = 8, 3
+    mlflow.set_tracking_uri(mlflow_server.url)
+    try:
+        experiment = mlflow.create_experiment("concurrent-inputs")
+        failed: list[BaseException] = []
+        run_ids: list[str] = []
+
+        def one(barrier: threading.Barrier, digests: dict[str, str]) -> None:
+            with mlflow.start_run(experiment_id=experiment) as run:  # the active run is per thread
+                run_ids.append(run.info.run_id)
+                barrier.wait()
+                try:
+                    tracking.log_datasets(digests)
+                except BaseException as e:
+                    failed.append(e)
+
+        for r in range(rounds):  # a new digest each round: each round races on new dataset rows
+            digests = {path: md5[:-2] + f"{r:02d}" for path, md5 in hashes.items()}
+            barrier = threading.Barrier(width)
+            threads = [threading.Thread(target=one, args=(barrier, digests)) for _ in range(width)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+        assert failed == []
+        client = mlflow.MlflowClient()
+        logged = [{d.dataset.name for d in client.get_run(i).inputs.dataset_inputs} for i in run_ids]
+        assert len(run_ids) == rounds * width and all(names == set(hashes) for names in logged)
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
