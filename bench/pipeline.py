@@ -5,13 +5,16 @@ Doors:
 - pipeline flow: `python -m flows pipeline`, one process and one temporary Prefect server;
 - dvc repro: each stage a process running its step's flow; with no PREFECT_API_URL, each of them
   starts a temporary Prefect server of its own;
-- dvc repro + server: the same, pointed at a running Prefect server (what `make serve` gives).
+- dvc repro + server: the same, pointed at a running Prefect server;
+- dvc repro + warm: the same, each stage forked from the project's warm process (flows/warm.py),
+  as under `make serve`.
 
 A step's compute time is its MLflow run's duration: the step function reading, computing, writing
 and logging. Overhead = (wall - sum of compute) / wall; the goal is under 5%.
 
 Each door's Prefect and MLflow databases are created before its timed run, as a user's are after
-their first run: creating them (schema migrations, about 10 s) is a one-off, printed on its own.
+their first run: creating them (schema migrations, about 10 s) is a one-off, printed on its own, and
+so is starting the warm process.
 
     python bench/pipeline.py [--profile smoke|default] [--door 'dvc repro' ...]
 """
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from infra.project import BIN, scratch_project  # noqa: E402
-from infra.stack import bare_env, start_prefect  # noqa: E402
+from infra.stack import Service, bare_env, start_prefect, start_warm  # noqa: E402
 
 PROFILES = {"smoke": ROOT / "tests" / "e2e" / "smoke.yaml", "default": None}
 
@@ -42,7 +45,7 @@ class Door:
     name: str
     wall: float
     per_step: dict[str, float]
-    setup: float  # creating the door's databases, before the timed run
+    setup: float  # creating the door's databases (and starting its warm process), before the timed run
 
     @property
     def compute(self) -> float:
@@ -75,20 +78,29 @@ if not PREFECT_API_URL.value():
 """
 
 
-def run_door(name: str, cmd: list[str], root: Path, params: dict, env: dict[str, str]) -> Door:
+def run_door(
+    name: str, cmd: list[str], root: Path, params: dict, env: dict[str, str], warm: Service | None = None
+) -> Door:
+    """`cmd` in a scratch project of its own; with `warm` (a Prefect server), the project's warm
+    process runs on it, started (and its imports made) before the clock starts, as `make serve` does."""
     proj, run_env = scratch_project(root / name.replace(" ", "-"), params, env)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", CREATE_DATABASES], cwd=proj, env=run_env, check=True)
+    process = start_warm(proj, warm, root / "warm", run_env) if warm else None
     setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=proj, env=run_env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, cwd=proj, env=run_env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    finally:
+        if process:
+            process.stop()
     if r.returncode:
         raise SystemExit(f"{name}: {' '.join(cmd)} failed\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return Door(name, wall, compute_seconds(proj), setup)
 
 
-DOORS = ("pipeline flow", "dvc repro", "dvc repro + server")
+DOORS = ("pipeline flow", "dvc repro", "dvc repro + server", "dvc repro + warm")
 
 
 def main(profile: str = "smoke", doors: tuple[str, ...] = DOORS) -> list[Door]:
@@ -104,11 +116,13 @@ def main(profile: str = "smoke", doors: tuple[str, ...] = DOORS) -> list[Door]:
             measured.append(run_door("pipeline flow", flow, root, params, base | home))
         if "dvc repro" in doors:
             measured.append(run_door("dvc repro", [str(BIN / "dvc"), "repro"], root, params, base | home))
-        if "dvc repro + server" in doors:
+        for door in ("dvc repro + server", "dvc repro + warm"):
+            if door not in doors:
+                continue
             server = start_prefect(root / "stack", ui=False)
             try:
-                repro = [str(BIN / "dvc"), "repro"]
-                measured.append(run_door("dvc repro + server", repro, root, params, base | server.env))
+                repro, warm = [str(BIN / "dvc"), "repro"], server if door.endswith("warm") else None
+                measured.append(run_door(door, repro, root, params, base | server.env, warm))
             finally:
                 server.stop()
     return measured
@@ -124,7 +138,10 @@ def table(doors: list[Door], profile: str) -> str:
         f" {d.setup:8.1f}"
         for d in doors
     ]
-    lines += ["  setup: creating the door's Prefect and MLflow databases, a one-off before the timed run"]
+    lines += [
+        "  setup: creating the door's Prefect and MLflow databases (and starting its warm process),"
+        " before the timed run"
+    ]
     steps = sorted({s for d in doors for s in d.per_step})
     lines += ["", f"  compute per step, s: {'step':<17}" + "".join(f"{d.name:>20}" for d in doors)]
     lines += [f"  {'':<21}{s:<17}" + "".join(f"{d.per_step.get(s, 0):20.1f}" for d in doors) for s in steps]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,9 @@ def load(name: str) -> Callable[..., Any]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows")
-    ap.add_argument("flow", choices=FLOWS)
+    ap.add_argument(
+        "flow", choices=[*FLOWS, "warm"], help="warm: serve the stages of `dvc repro` (flows/warm.py)"
+    )
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
     ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
@@ -135,16 +137,36 @@ def main(argv: list[str] | None = None) -> None:
     # flows' torch and diffusers cost the others seconds.
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
+    if args.flow == "warm":
+        serve_warm(configured=bool(PREFECT_API_URL.value()))
+    elif PREFECT_API_URL.value():
         load(args.flow)(**kwargs)
-        return
-    # No server configured: a temporary one boots while this process imports the flow's module,
-    # each taking seconds.
-    with temporary_server() as ready:
-        flow = load(args.flow)
+    else:
+        # No server configured: a temporary one boots while this process imports the flow's module,
+        # each taking seconds.
+        with temporary_server() as ready:
+            flow = load(args.flow)
+            ready()
+            flow(**kwargs)
+
+
+def serve_warm(configured: bool) -> None:
+    """The warm process, with a temporary Prefect server for its children when none is configured.
+    When the project's code changes it starts again as a new program: a fresh import of everything."""
+    from flows import warm
+
+    with nullcontext(lambda: None) if configured else temporary_server() as ready:
         ready()
-        flow(**kwargs)
+        warm.serve(Path.cwd(), load, FLOWS, main)
+    os.execv(sys.executable, [sys.executable, "-m", "flows", "warm"])
 
 
 if __name__ == "__main__":
-    main()
+    from flows import warm
+
+    # A stage that a warm process in this project can run is forked from it (flows/warm.py).
+    code = warm.hand_over(sys.argv[1:]) if sys.argv[1:2] and sys.argv[1] in FLOWS else None
+    if code is None:
+        main()
+    else:
+        sys.exit(code)

@@ -190,6 +190,7 @@ def start_service(
     client_env: Mapping[str, str],
     timeout: float = 90.0,
     ready: Callable[[], bool] | None = None,
+    cwd: Path | None = None,
 ) -> Service:
     """Launch `cmd` in its own session and return once `health` answers (and `ready()` holds).
 
@@ -206,6 +207,7 @@ def start_service(
             stdin=subprocess.DEVNULL,
             env={k: v for k, v in full_env.items() if v is not None},
             start_new_session=True,
+            cwd=cwd,
         )
     svc = _running[marker] = Service(name, url, dict(client_env), cmd, log, proc, marker)
     deadline = time.monotonic() + timeout
@@ -415,6 +417,25 @@ def start_worker(
     )
 
 
+def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, str] | None = None) -> Service:
+    """The warm process that `dvc repro`'s stages in `project` are forked from (flows/warm.py),
+    its flow runs on `prefect`; ready once it has imported every flow and answers."""
+    from flows import warm
+
+    return start_service(
+        "warm",
+        [sys.executable, "-m", "flows", "warm"],
+        url=warm.address(project),
+        health=f"{prefect.url}/health",
+        ready=lambda: warm.wait_until_served(project, 0.1),
+        root=root,
+        env={**(env or {}), **prefect.env},
+        client_env={},
+        timeout=180,
+        cwd=project,
+    )
+
+
 # --- DVC -----------------------------------------------------------------------------------
 
 
@@ -540,6 +561,9 @@ def _up(args: argparse.Namespace) -> int:
             print(f"DVC remote   s3store -> {url} (.dvc/config.local, the default while this runs)")
         else:
             print("DVC remote   skipped: no .dvc here (run `dvc init` and `up` again)")
+        if dvc_repo:
+            stack.services["warm"] = start_warm(Path.cwd(), stack.services["prefect"], root, stack.env)
+            print(f"Warm process `dvc repro` stages fork from it, logs in {root / 'logs' / 'warm.log'}")
         # the names only: the file holds the values, keys included, and a terminal log should not
         names = ", ".join(sorted(env))
         print(f"\nsource {root / 'env'}  # sets {names}\nCtrl-C stops everything.", flush=True)

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from infra.project import outs, scratch_project
-from infra.stack import free_port, start_worker
+from infra.stack import free_port, start_warm, start_worker
 from svd.params import load, merge
 from svd.tracking import declared, declared_params
 
@@ -355,11 +355,19 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     finally:
         worker.stop()
 
-    # the other door, on the params the first run recorded, as the README runs it
+    # the other door, on the params the first run recorded, as the README runs it, with the warm
+    # process that `make serve` starts: every stage forks from it (the cold way is the one of
+    # test_concurrency.py's first workspace)
     assert REPRO.startswith("source .venv/bin/activate && dvc repro "), REPRO
-    sh(["bash", "-c", REPRO], twin, user_shell(twin_env))
-    again_dvc = sh([str(BIN / "dvc"), "repro"], twin, twin_env)  # nothing changed: nothing runs
+    warm = start_warm(twin, prefect_server, tmp_path / "warm", twin_env)
+    try:
+        repro = sh(["bash", "-c", REPRO], twin, user_shell(twin_env))
+        again_dvc = sh([str(BIN / "dvc"), "repro"], twin, twin_env)  # nothing changed: nothing runs
+    finally:
+        warm.stop()
     assert "Running stage" not in again_dvc and "didn't change" in again_dvc, again_dvc
+    forked = re.findall(r"runs `python -m flows (\w+)", warm.log.read_text())
+    assert len(forked) == repro.count("Running stage") >= 10, (forked, warm.log_tail())
     check_outcome(twin, twin_env)
     assert outs(twin) == first
 

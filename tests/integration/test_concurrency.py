@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from infra.project import scratch_project
-from infra.stack import Service, run_cmd
+from infra.stack import Service, run_cmd, start_warm
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,12 +24,14 @@ BIN = Path(sys.executable).parent
 
 
 def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
-    mlflow_server: Service, tmp_path: Path
+    mlflow_server: Service, prefect_server: Service, tmp_path: Path
 ) -> None:
     """`dvc repro filter` (synth, curate, filter) started at the same moment in two workspaces whose
     DVC cache is one folder and whose runs go to one MLflow server: both finish, both are clean in
     `dvc status`, give the same hashes (the steps are deterministic), every cache object still hashes
-    to its name, and each step has one finished run per workspace."""
+    to its name, and each step has one finished run per workspace. Alice's stages run cold, a process
+    each; Bob's fork from the warm process `make serve` starts (flows/warm.py), so the two ways of
+    running a stage must give the same bytes too."""
     import mlflow
 
     shared = tmp_path / "cache"
@@ -40,16 +43,22 @@ def test_two_workspaces_curate_at_once_on_one_cache_and_one_mlflow(
         env |= {"MLFLOW_TRACKING_URI": mlflow_server.url}
         run_cmd([str(BIN / "dvc"), "cache", "dir", "--local", str(shared)], env, cwd=proj)
         doors.append((proj, env))
+    warm = start_warm(doors[1][0], prefect_server, tmp_path / "bob", doors[1][1])
     # no run-cache: it is in the shared cache too, and a step one user finished first would be
     # restored for the other, not run, so the two would not write at once
     repro = [str(BIN / "dvc"), "repro", "--no-run-cache", "filter"]
-    t0 = time.time()
-    started = [
-        subprocess.Popen(repro, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for proj, env in doors
-    ]
-    outputs = [p.communicate(timeout=800)[0].decode(errors="replace") for p in started]
+    try:
+        t0 = time.time()
+        started = [
+            subprocess.Popen(repro, cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for proj, env in doors
+        ]
+        outputs = [p.communicate(timeout=800)[0].decode(errors="replace") for p in started]
+    finally:
+        warm.stop()
     assert [p.returncode for p in started] == [0, 0], [out[-4000:] for out in outputs]
+    forked = re.findall(r"runs `python -m flows (\w+)`", warm.log.read_text())
+    assert forked == ["synth", "curate", "filter"], warm.log_tail()
     locks = []
     for proj, env in doors:
         status = run_cmd([str(BIN / "dvc"), "status", "filter"], env, cwd=proj)  # and what it needs

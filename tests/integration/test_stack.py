@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import warm
 from infra.stack import (
     GPU_TEMPLATE,
     MARKER,
@@ -423,8 +424,9 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
 
 def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: Path) -> None:
     """`make serve` as a user runs it, in a DVC project: the stack comes up and says where each UI
-    is and which file to source, without printing a key, and makes its S3 the default DVC remote;
-    `make stop` (SIGTERM, Ctrl-C alike) stops every process it started and gives the remote back."""
+    is and which file to source, without printing a key, makes its S3 the default DVC remote and
+    starts the warm process the project's stages fork from; `make stop` (SIGTERM, Ctrl-C alike)
+    stops every process it started and gives the remote back."""
     import signal
     import time
     from datetime import timedelta
@@ -459,7 +461,8 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
         out = "".join(lines)
         assert "Ctrl-C stops everything" in out, out
         started = set(processes_with_env(MARKER)) - before
-        assert len(started) >= 4, out  # S3, MLflow, Prefect server, worker
+        assert len(started) >= 5, out  # S3, MLflow, Prefect server, worker, warm process
+        assert "Warm process" in out and warm.wait_until_served(tmp_path, 1), out  # `dvc repro` forks from it
         assert "Prefect UI" in out and "MLflow UI" in out and str(tmp_path / "stack" / "env") in out
         assert "SECRET_ACCESS_KEY=" not in out and "export " not in out, out
         assert "AWS_SECRET_ACCESS_KEY=" in (tmp_path / "stack" / "env").read_text()  # the values live there
