@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
     ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
     args = ap.parse_args(argv)
+    started = dict(os.environ)  # before the settings below and the imports: for the warm process
     # The process ends with the flow. The interpreter's last collection would walk everything the run
     # left, 2-3 s after a training flow, to free memory that the OS takes back at exit anyway. Objects
     # in reference cycles then get no finalizer: every file here is written in a `with` block.
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     from prefect.settings import PREFECT_API_URL
 
     if args.flow == "warm":
-        serve_warm(configured=bool(PREFECT_API_URL.value()))
+        serve_warm(started)
     elif PREFECT_API_URL.value():
         load(args.flow)(**kwargs)
     else:
@@ -150,15 +151,20 @@ def main(argv: list[str] | None = None) -> None:
             flow(**kwargs)
 
 
-def serve_warm(configured: bool) -> None:
-    """The warm process, with a temporary Prefect server for its children when none is configured.
-    When the project's code changes it starts again as a new program: a fresh import of everything."""
+def serve_warm(started: dict[str, str]) -> None:
+    """The warm process; when an imported file changes it starts again as a new program, for a fresh
+    import of everything. Its children's flow runs go to the configured Prefect server: a temporary
+    one held here would also hold Prefect's settings, which each child must take from its client."""
+    from prefect.settings import PREFECT_API_URL
+
     from flows import warm
 
-    with nullcontext(lambda: None) if configured else temporary_server() as ready:
-        ready()
-        warm.serve(Path.cwd(), load, FLOWS, main)
-    os.execv(sys.executable, [sys.executable, "-m", "flows", "warm"])
+    if not PREFECT_API_URL.value():
+        raise SystemExit(
+            "python -m flows warm: set PREFECT_API_URL (make serve does), for its stages' flow runs"
+        )
+    if warm.serve(Path.cwd(), load, FLOWS, main, started):
+        os.execve(sys.executable, [sys.executable, "-m", "flows", "warm"], started)
 
 
 if __name__ == "__main__":

@@ -2,67 +2,75 @@
 a child per `python -m flows <flow>` that asks, in the project it serves.
 
 A DVC stage is a process of its own. Each one spent 8-10 s of a 2-core machine importing torch,
-diffusers, MLflow and Prefect, and booting a Prefect server, before its step began: 13 s a stage,
-27% of the default profile's `dvc repro`. Build tools with the same problem keep a warm process that
-clients hand their work to (the Bazel server, the Gradle daemon, dmypy); this is that, without a
-scheduler: a stage still runs when DVC runs it, in a process of its own, now forked from one that
-has imported everything. The stage's command hands over its arguments, working directory,
-environment and stdin/stdout/stderr, so DVC sees the same output and exit code as from a cold run.
+diffusers, MLflow and Prefect before its step began. Build tools with the same problem keep a warm
+process that clients hand their work to (the Bazel server, the Gradle daemon, dmypy); this is that,
+without a scheduler: a stage still runs when DVC runs it, in a process of its own, now forked from
+one that has imported everything. The stage's command hands over its arguments, working directory,
+environment and stdin/stdout/stderr, forwards Ctrl-C and SIGTERM, and exits as the fork did, so DVC
+sees what a cold run would give it.
 
-The child runs the code the warm process imported. When a module of the project changed since, it
-is not used: that stage runs cold, and the warm process restarts (re-imports) once its running
-children are done. The client closing its end (DVC stopped, Ctrl-C) ends the child's process group.
-Unix only (fork); elsewhere, and with no warm process, stages run cold as before."""
+A fork runs what the warm process imported, so it is used only when that is what a cold process
+would run: no imported file changed since (the warm process then starts again with fresh imports,
+once its children are done), the same venv, and the same settings that libraries read once, at
+import (HF_*, PYTHON*, thread counts, locale, ...). Otherwise the stage runs cold, as it does with
+no warm process, and on platforms without fork."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
-import logging
 import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from hashlib import sha1
 from pathlib import Path
 
-log = logging.getLogger("svd.warm")
-STALE = -(2**31)  # the answer that says "run it yourself": no exit code is this
+REFUSED = -(2**31)  # the answer that says "run it yourself": no exit code is this
+# Variables read when a library is imported or the interpreter starts: a fork would keep the warm
+# process's values, so a client whose values differ runs cold.
+AT_IMPORT = (
+    "PYTHON",
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "DIFFUSERS_",
+    "TORCH",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "LC_",
+    "PREFECT_LOGGING_",
+)
 
 
-def address(root: Path) -> str:
-    """The socket of the warm process serving `root`: in the temp folder, since a Unix socket's path
-    must be short (a project's own folder can exceed the 104-108 bytes allowed)."""
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return str(Path(tempfile.gettempdir()) / f"svd-warm-{os.getuid()}-{digest}.sock")
+def folder() -> Path:
+    """This user's folder of warm-process sockets: only its owner can enter it, so no other user can
+    stand in for a warm process, or read what a client hands over."""
+    path = Path(tempfile.gettempdir()) / f"svd-warm-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{path} must be a folder only its owner (uid {os.getuid()}) can open")
+    return path
 
 
-def hand_over(argv: list[str]) -> int | None:
-    """Run `python -m flows <argv>` in a child of the warm process serving the working directory:
-    its exit code, or None when no warm process serves it or it cannot run this (run it here)."""
-    if not hasattr(socket, "send_fds"):
-        return None
-    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "prefix": interpreter()}
-    body = json.dumps(request).encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(address(Path.cwd()))
-            socket.send_fds(sock, [struct.pack("!I", len(body)) + body], [0, 1, 2])
-        except OSError:  # none running, a socket file a killed one left, or no stdin/stdout/stderr
-            return None
-        reply = _read(sock, 4)
-    if len(reply) < 4:
-        print("python -m flows: the warm process ended during the run", file=sys.stderr)
-        return 1
-    code = struct.unpack("!i", reply)[0]
-    return None if code == STALE else code
+def address(root: Path) -> Path:
+    """The socket of the warm process serving `root`, short enough for a Unix socket (104-108 bytes
+    at most, which a project's own folder can exceed)."""
+    return folder() / f"{sha1(str(root.resolve()).encode()).hexdigest()[:16]}.sock"
 
 
 def interpreter() -> str:
@@ -70,87 +78,186 @@ def interpreter() -> str:
     return os.path.realpath(sys.prefix)
 
 
-def _read(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n and (chunk := sock.recv(n - len(data))):
-        data += chunk
-    return data
+def at_import(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(AT_IMPORT)}
 
 
-def project_modules(root: Path) -> dict[str, int]:
-    """The project's imported source files and their modification times: what a child would run."""
-    files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-    mine = [Path(f) for f in files if f and Path(f).is_relative_to(root)]
-    return {str(f): f.stat().st_mtime_ns for f in mine}
+# --- the client: `python -m flows <flow>` ------------------------------------------------------
 
 
-def changed(imported: dict[str, int]) -> bool:
-    for f, mtime in imported.items():
+def hand_over(argv: list[str]) -> int | None:
+    """Run `python -m flows <argv>` as a fork of the warm process serving the working directory: its
+    exit code, or None when none serves it or it cannot run this (then run it here)."""
+    if not hasattr(socket, "send_fds"):
+        return None
+    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "prefix": interpreter()}
+    body = json.dumps(request).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
-            if os.stat(f).st_mtime_ns != mtime:
-                return True
-        except FileNotFoundError:
-            return True
-    return False
+            sock.connect(str(address(Path.cwd())))
+            socket.send_fds(sock, [struct.pack("!I", len(body)) + body], [0, 1, 2])
+            pid = _int(sock)
+        except OSError:  # none running, a socket a killed one left, no stdin/stdout/stderr
+            return None
+        if pid is None or pid == REFUSED:
+            return None
+        # Ctrl-C and SIGTERM go to the fork, as they would reach a cold process; then wait for it
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda sig, _: _forward(pid, sig))
+        try:
+            code = _int(sock)
+        except OSError:
+            code = None
+    if code is None:  # the connection ended: the fork (which holds it too) and the warm process are gone
+        print("python -m flows: the warm process ended during the run", file=sys.stderr)
+        return 1
+    if code < 0:  # killed by a signal: so is this process, for DVC to see the same
+        sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+def _forward(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _int(sock: socket.socket) -> int | None:
+    data = b""
+    while len(data) < 4 and (chunk := sock.recv(4 - len(data))):
+        data += chunk
+    return struct.unpack("!i", data)[0] if len(data) == 4 else None
+
+
+# --- the warm process: `python -m flows warm` --------------------------------------------------
+
+
+def snapshot(files: set[str]) -> dict[str, tuple[int, int]]:
+    """Each file's mtime and size."""
+    out = {}
+    for f in files:
+        with contextlib.suppress(OSError):
+            info = os.stat(f)
+            out[f] = (info.st_mtime_ns, info.st_size)
+    return out
+
+
+def imported() -> set[str]:
+    """Every imported source file: the project's and its venv's."""
+    return {f for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)}
+
+
+def changed(files: dict[str, tuple[int, int]]) -> bool:
+    return snapshot(set(files)) != files
 
 
 def serve(
-    root: Path, load: Callable[[str], object], flows: list[str], run: Callable[[list[str]], None]
-) -> None:
-    """Import every flow, then fork a child per request until a module of the project changes; then
-    finish the running children and return, for the caller to start again with fresh imports."""
-    for name in flows:
-        load(name)
-    imported = project_modules(root)
+    root: Path,
+    load: Callable[[str], object],
+    flows: list[str],
+    run: Callable[[list[str]], None],
+    started: Mapping[str, str],
+) -> bool:
+    """Import every flow, then fork a child per request until a module changes (True: start again,
+    with fresh imports) or SIGTERM (False: after the children had SIGINT and 10 s to end).
+    `started`: the environment this process started with, as a client's is before its imports."""
+    since = time.time_ns()
+    try:
+        for name in flows:
+            load(name)
+    except Exception as e:  # an edit that does not import: serve nothing (stages run cold) until the next
+        traceback.print_exc()
+        where = {f.filename for f in traceback.extract_tb(e.__traceback__)} | {
+            getattr(e, "filename", None) or ""
+        }
+        files = snapshot(imported() | where)
+        print("warm: the flows do not import; serving nothing until a file changes", flush=True)
+        while not changed(files):
+            time.sleep(1)
+        return True
+    files, now = snapshot(imported()), time.time_ns()
+    made = {k: v for k, v in os.environ.items() if started.get(k) != v}  # what the imports set
+    # A project file saved while the import ran may not be what it read: import again. (Not a file
+    # dated in the future, a clock's doing; not the venv's, which some libraries write as they import.)
+    if any(since <= mtime <= now and Path(f).is_relative_to(root) for f, (mtime, _) in files.items()):
+        return True
     path = address(root)
+    if _answers(path):
+        raise SystemExit(f"warm: {root} is already served on {path}")
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # a killed warm process's
+        path.unlink()  # a killed warm process's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(str(path))
     listener.listen(16)
+    stopping: list[float] = []
     wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop through the pipe
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped: end the children's groups too
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic() + 10))
     sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, "accept")
-    sel.register(wake_r, selectors.EVENT_READ, "child")
+    sel.register(listener, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
     ending: dict[int, float] = {}  # children whose client is gone: when to stop asking
+    told = False  # the children, that the warm process stops
     print(f"warm: {len(flows)} flows imported; serving {root} on {path}", flush=True)
+
+    def stop_listening() -> None:
+        sel.unregister(listener)
+        listener.close()
+        path.unlink(missing_ok=True)
+
     try:
-        while listener.fileno() >= 0 or children:
-            for key, _ in sel.select(timeout=1.0 if ending else None):
-                if key.data == "accept":
+        while (listener.fileno() >= 0 or children) and not (stopping and not children):
+            for key, _ in sel.select(timeout=1.0 if ending or stopping else None):
+                if key.fileobj is wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(wake_r, 512):
+                            pass
+                elif key.fileobj is listener:
                     conn, _ = listener.accept()
                     if (got := _receive(conn)) is None:
                         continue
                     request, fds = got
-                    if changed(imported):
-                        print("warm: the project's code changed; restarting when idle", flush=True)
-                        sel.unregister(listener)
-                        listener.close()
-                        os.unlink(path)
-                        _refuse(conn, fds)
-                        continue
-                    if request.get("prefix") != interpreter():  # another venv: its own packages
-                        _refuse(conn, fds)
-                        continue
-                    pid = _fork(conn, fds, request, [listener, wake_r, wake_w, *children.values()], run)
-                    print(
-                        f"warm: process {pid} runs `python -m flows {' '.join(request['argv'])}`", flush=True
-                    )
-                    children[pid] = conn
-                    sel.register(conn, selectors.EVENT_READ, pid)
-                elif key.data == "child":
-                    while os.read(wake_r, 512) == 512:
-                        pass
+                    if changed(files):
+                        print("warm: an imported file changed; starting again when idle", flush=True)
+                        stop_listening()
+                        _answer(conn, fds, REFUSED)
+                    elif why := _refusal(request, started):
+                        print(
+                            f"warm: `python -m flows {' '.join(request['argv'])}` runs cold: {why}",
+                            flush=True,
+                        )
+                        _answer(conn, fds, REFUSED)
+                    elif pid := _fork(
+                        conn,
+                        fds,
+                        request | {"made": made},
+                        [listener, wake_r, wake_w, *children.values()],
+                        run,
+                    ):
+                        print(
+                            f"warm: process {pid} runs `python -m flows {' '.join(request['argv'])}`",
+                            flush=True,
+                        )
+                        children[pid] = conn
+                        sel.register(conn, selectors.EVENT_READ, pid)
                 else:  # the client's end closed (or it wrote, which it never does): it is gone
                     _signal(key.data, signal.SIGINT)  # as Ctrl-C would: the flow run ends as crashed
                     ending[key.data] = time.monotonic() + 30
                     sel.unregister(key.fileobj)
             _reap(children, sel)
+            if stopping and not told:  # once: SIGINT the children, then they have 10 s
+                told = True
+                if listener.fileno() >= 0:
+                    stop_listening()
+                for pid in children:
+                    _signal(pid, signal.SIGINT)
+                    ending[pid] = stopping[0]
             for pid, deadline in list(ending.items()):
                 if pid not in children:
                     del ending[pid]
@@ -159,19 +266,35 @@ def serve(
     finally:
         signal.set_wakeup_fd(-1)
         for pid in children:
-            _signal(pid, signal.SIGTERM)
+            _signal(pid, signal.SIGKILL)
         if listener.fileno() >= 0:
-            listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            stop_listening()
+    return not stopping
 
 
-def _refuse(conn: socket.socket, fds: list[int]) -> None:
-    """Tell the client to run the flow itself."""
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def _refusal(request: dict, started: Mapping[str, str]) -> str:
+    """Why a fork would not run what this client would run cold, or ''."""
+    if request.get("prefix") != interpreter():
+        return f"its Python is {request.get('prefix')}, this one's {interpreter()}"
+    mine, theirs = at_import(started), at_import(request["env"])
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    return f"{', '.join(differ)} differ from the warm process's, which read them at import" if differ else ""
+
+
+def _answer(conn: socket.socket, fds: list[int], code: int) -> None:
     for fd in fds:
         os.close(fd)
     with contextlib.suppress(OSError):  # a client that is gone hears nothing
-        conn.sendall(struct.pack("!i", STALE))
+        conn.sendall(struct.pack("!i", code))
     conn.close()
 
 
@@ -196,13 +319,21 @@ def _reap(children: dict[int, socket.socket], sel: selectors.BaseSelector) -> No
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]] | None:
-    """A client's request and its stdin, stdout and stderr; None for a probe (wait_until_served)."""
+    """A client's request and its stdin, stdout and stderr; None for a probe (_answers) or a client
+    of another user (a warm process runs its owner's stages only)."""
+    if hasattr(socket, "SO_PEERCRED"):  # Linux; elsewhere the socket's folder alone keeps others out
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        if struct.unpack("3i", creds)[1] != os.getuid():
+            conn.close()
+            return None
     conn.settimeout(10)
     msg, fds = b"", list[int]()
     try:
         msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         size = struct.unpack("!I", msg[:4])[0]
-        body = msg[4:] + (_read(conn, size - len(msg) + 4) if len(msg) - 4 < size else b"")
+        body = msg[4:]
+        while len(body) < size and (chunk := conn.recv(size - len(body))):
+            body += chunk
         return json.loads(body), fds
     except (OSError, ValueError, struct.error) as e:
         if fds or msg:
@@ -216,21 +347,33 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]] | None:
 def _fork(
     conn: socket.socket, fds: list[int], request: dict, inherited: list, run: Callable[[list[str]], None]
 ) -> int:
-    """Fork the child for one request; in the child it never returns: the child exits."""
-    pid = os.fork()
+    """Fork the child for one request and tell the client its pid (0 and the client told to run it
+    itself when the fork fails). In the child it never returns: the child exits."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as e:  # out of memory or processes: the client runs it cold
+        print(f"warm: cannot fork ({e})", file=sys.stderr, flush=True)
+        _answer(conn, fds, REFUSED)
+        return 0
     if pid:
+        with contextlib.suppress(OSError):  # its group, before anything may signal it (as the child does)
+            os.setpgid(pid, pid)
         for fd in fds:
             os.close(fd)
+        with contextlib.suppress(OSError):
+            conn.sendall(struct.pack("!i", pid))
         return pid
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        for f in inherited:  # the warm process's ends: their holder is the warm process alone
-            f.close() if isinstance(f, socket.socket) else os.close(f)
-        conn.close()
-        os.setpgid(0, 0)  # its own group: ending the stage ends what it started (pools, torchrun)
+        for f in inherited:  # the warm process's; `conn` stays open until this process ends, so
+            f.close() if isinstance(f, socket.socket) else os.close(f)  # the client sees it end
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)  # its own group: ending the stage ends what it started (pools, torchrun)
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
             os.close(fd)
@@ -242,45 +385,56 @@ def _fork(
 
 
 def _child(request: dict, run: Callable[[list[str]], None]) -> int:
-    """Become the process the client would have been, run the flow, run the exit handlers."""
+    """Become the process the client would have started, run the flow and exit as Python does."""
     import numpy as np
-    import torch
     from prefect.context import refresh_global_settings_context
 
     served = os.environ.get("PREFECT_API_URL")
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    if served and "PREFECT_API_URL" not in os.environ:  # the warm process's temporary server
+    for k, v in request["made"].items():  # as the client's own imports would have set them
+        os.environ.setdefault(k, v)
+    if served and "PREFECT_API_URL" not in os.environ:  # the warm process's server
         os.environ["PREFECT_API_URL"] = served
     refresh_global_settings_context()
-    if threads := os.environ.get("OMP_NUM_THREADS"):  # OpenMP read it once, in the warm process
-        torch.set_num_threads(int(threads))
-    torch.seed()  # a forked child would otherwise share the unseeded generators of its siblings
-    np.random.seed()
-    sys.argv = ["python -m flows", *request["argv"]]
-    code = 0
+    tempfile.tempdir = None  # cached when the warm process found its socket folder
+    np.random.seed()  # fresh entropy, as a new process's; torch's generator is still the default-seeded one
+    sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
+    sys.argv = [
+        sys.modules["__main__"].__file__ or "-m",
+        *request["argv"],
+    ]  # MLflow finds the git repo from it
+    code, interrupted = 0, False
     try:
         run(request["argv"])
     except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        interrupted = True
     except BaseException:
         traceback.print_exc()
         code = 1
-    atexit._run_exitfuncs()  # MLflow ends its runs there, as in a process that exits
+    # What Python does at exit: join non-daemon threads (Prefect sends its last events and logs
+    # there), then the atexit handlers (MLflow ends its runs, logging flushes)
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
+    if interrupted:  # as Python does after an unhandled Ctrl-C: die of SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     return code
 
 
 def wait_until_served(root: Path, timeout: float) -> bool:
     """True once a warm process answers on `root`'s socket."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(address(root))
-                return True
-            except OSError:
-                time.sleep(0.2)
-    return False
+    while not _answers(address(root)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True

@@ -425,7 +425,7 @@ def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, st
     return start_service(
         "warm",
         [sys.executable, "-m", "flows", "warm"],
-        url=warm.address(project),
+        url=str(warm.address(project)),
         health=f"{prefect.url}/health",
         ready=lambda: warm.wait_until_served(project, 0.1),
         root=root,

@@ -160,7 +160,7 @@ def log_datasets(hashes: Mapping[str, str], tries: int = 5) -> None:
     MLflow's SQL store looks a dataset up, then inserts it: two runs of one experiment logging the
     same data at once (two workspaces on one server) can both miss it, and the second insert breaks
     the unique key. A retry finds the row the other committed, and the server skips inputs a run
-    already has, so the call is retried."""
+    already has, so that error is retried."""
     from mlflow.data.dataset import Dataset
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # type: ignore[attr-defined]
@@ -179,9 +179,12 @@ def log_datasets(hashes: Mapping[str, str], tries: int = 5) -> None:
             mlflow.log_inputs(datasets, contexts=["input"] * len(datasets), tags_list=[None] * len(datasets))
             return
         except MlflowException as e:
-            if n == tries:
+            raced = any(
+                w in str(e).lower() for w in ("unique", "duplicate", "integrity")
+            )  # SQLite, Postgres, MySQL
+            if n == tries or not raced:
                 raise
-            log.info("dataset inputs not logged (%s); again in %.1f s", str(e).splitlines()[0], wait)
+            log.info("dataset inputs not logged (%s); again in %.1f s", str(e)[:200], wait)
             time.sleep(wait)
 
 

@@ -39,62 +39,93 @@ def alive(pid: int) -> bool:
         return False
 
 
+def flow_run(output: str) -> str:
+    """The id of the flow run a stage's output links to."""
+    found = re.search(r"/flow-run/([0-9a-f-]{36})", output)
+    assert found, output[-3000:]
+    return found.group(1)
+
+
 def test_stages_fork_from_the_warm_process_fresh_code_and_all(
     prefect_server: Service, tmp_path: Path
 ) -> None:
-    """Stage commands run in a scratch project with its warm process up: each is a fork with its
-    own output and exit code; after an edit to a module the next stage runs the edit, cold, and
-    the warm process serves again with fresh imports; killing a stage's command ends its fork, and
-    its flow run is not left running."""
+    """Stage commands run in a scratch project with its warm process up: each is a fork with its own
+    output and exit code, whose flow run and task runs all reach the server as completed. A stage
+    whose settings read at import differ, or one after an edit to a module, runs cold, and the warm
+    process then serves again with fresh imports. Ctrl-C on a stage's command reaches its fork, and
+    the command dies of it; a stage whose command is killed is ended; neither flow run is left
+    running."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     proj, env = scratch_project(tmp_path, SMOKE, os.environ | {"PREFECT_HOME": str(tmp_path / "home")})
     flows = [sys.executable, "-m", "flows"]
 
-    def stage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*flows, *args], cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    def stage(*args: str, **more: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*flows, *args], cwd=proj, env=env | more, capture_output=True, text=True, timeout=300
+        )
+
+    def states(run_id: str) -> tuple[str, list[str]]:
+        """The flow run's state and its task runs' states."""
+        with temporary_settings({PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
+            run = c.read_flow_run(run_id)
+            tasks = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        return str(run.state_type.value), [str(t.state_type.value) for t in tasks if t.state_type]
+
+    def interrupted(sig: signal.Signals) -> tuple[int, str]:
+        """`python -m flows curate` sent `sig` once its flow run began: its exit code and flow run."""
+        out = tmp_path / f"curate-{sig.name}.log"
+        with out.open("w") as f:
+            client = subprocess.Popen(
+                [*flows, "curate"], cwd=proj, env=env, stdout=f, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 90
+        while "Beginning flow run" not in out.read_text():
+            assert time.monotonic() < deadline and client.poll() is None, out.read_text()[-3000:]
+            time.sleep(0.2)
+        child = forks(server.log)[-1][0]
+        client.send_signal(sig)
+        code = client.wait(timeout=60)
+        deadline = time.monotonic() + 40
+        while f"process {child} exited with" not in server.log.read_text():  # ended and reaped
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+        assert not alive(child)
+        return code, flow_run(out.read_text())
 
     server = start_warm(proj, prefect_server, tmp_path, env)
     try:
-        # its output and exit code are the stage's own
+        # its output and exit code are the stage's own; its last events reach the server
         ran = stage("synth")
         assert ran.returncode == 0 and "Finished in state Completed" in ran.stdout + ran.stderr, ran.stderr
+        run_state, task_states = states(flow_run(ran.stdout + ran.stderr))
+        assert run_state == "COMPLETED" and task_states and set(task_states) == {"COMPLETED"}, task_states
         failed = stage("filter", "--params", "no-such.yaml")
         assert failed.returncode == 1 and "no-such.yaml" in failed.stderr, failed.stderr[-2000:]
         assert [flow for _, flow in forks(server.log)] == ["synth", "filter"]
+
+        # a setting that libraries read at import, different from the warm process's: runs cold
+        ran = stage("synth", HF_HUB_OFFLINE="1")
+        assert ran.returncode == 0 and len(forks(server.log)) == 2, server.log_tail()
+        assert "runs cold: HF_HUB_OFFLINE differ" in server.log.read_text()
 
         # an edited module: that stage runs cold, not forked from stale imports; the warm process re-imports
         source = proj / "svd" / "steps" / "synth.py"
         source.write_text(source.read_text().replace('"""', '"""Edited. ', 1))
         ran = stage("synth")
         assert ran.returncode == 0 and len(forks(server.log)) == 2, server.log_tail()
-        assert "code changed" in server.log.read_text()
+        assert "an imported file changed" in server.log.read_text()
         assert warm.wait_until_served(proj, 120)
         assert server.log.read_text().count(" flows imported; serving") == 2
 
-        # a stage whose command is killed (DVC stopped, Ctrl-C) ends: nothing of it keeps running
-        client = subprocess.Popen([*flows, "curate"], cwd=proj, env=env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not any(flow == "curate" for _, flow in forks(server.log)):
-            assert time.monotonic() < deadline, server.log_tail()
-            time.sleep(0.2)
-        child = forks(server.log)[-1][0]
-        time.sleep(2)  # into the flow run
-        assert alive(child)
-        client.send_signal(signal.SIGKILL)
-        client.wait()
-        deadline = time.monotonic() + 40
-        while f"process {child} exited with" not in server.log.read_text():  # and reaped
-            assert time.monotonic() < deadline, server.log_tail()
-            time.sleep(0.2)
-        assert not alive(child)
-        with temporary_settings({PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
-            curate = FlowFilter(name=FlowFilterName(any_=["curate"]))  # the server's latest: this one
-            (run,) = c.read_flow_runs(flow_filter=curate, sort=FlowRunSort.START_TIME_DESC, limit=1)
-        assert run.state is not None and run.state.is_final() and not run.state.is_completed(), run.state
+        # Ctrl-C: the fork gets it, as a cold process would, and the command dies of it
+        code, run_id = interrupted(signal.SIGINT)
+        assert code == -signal.SIGINT and states(run_id)[0] == "CRASHED", (code, states(run_id))
+        # the command killed outright (DVC killed): its fork is ended, its flow run not left running
+        code, run_id = interrupted(signal.SIGKILL)
+        assert code == -signal.SIGKILL and states(run_id)[0] == "CRASHED", states(run_id)
     finally:
         server.stop()
-    assert not Path(warm.address(proj)).exists()
+    assert not warm.address(proj).exists()
