@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+STARTED_NS = time.time_ns()  # before this process read a file of the project but this one
 FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register", "ablate"]
 
 
@@ -163,7 +164,7 @@ def serve_warm(started: dict[str, str]) -> None:
         raise SystemExit(
             "python -m flows warm: set PREFECT_API_URL (make serve does), for its stages' flow runs"
         )
-    if warm.serve(Path.cwd(), load, FLOWS, main, started):
+    if warm.serve(Path.cwd(), load, FLOWS, main, started, STARTED_NS):
         os.execve(sys.executable, [sys.executable, "-m", "flows", "warm"], started)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import selectors
 import signal
@@ -35,10 +36,19 @@ from collections.abc import Callable, Mapping
 from hashlib import sha1
 from pathlib import Path
 
-REFUSED = -(2**31)  # the answer that says "run it yourself": no exit code is this
+REFUSED = -(2**31)
+FORWARDED = {signal.SIGINT, signal.SIGTERM}  # the answer that says "run it yourself": no exit code is this
 # Variables read when a library is imported or the interpreter starts: a fork would keep the warm
 # process's values, so a client whose values differ runs cold.
 AT_IMPORT = (
+    "HOME",
+    "XDG_",
+    "PYTORCH_",
+    "LD_",
+    "GLIBC_",
+    "MALLOC_",
+    "KMP_",
+    "GOMP_",
     "PYTHON",
     "HF_",
     "HUGGINGFACE_",
@@ -90,7 +100,17 @@ def hand_over(argv: list[str]) -> int | None:
     exit code, or None when none serves it or it cannot run this (then run it here)."""
     if not hasattr(socket, "send_fds"):
         return None
-    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "prefix": interpreter()}
+    umask = os.umask(0)
+    os.umask(umask)
+    request = {
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "prefix": interpreter(),
+        "umask": umask,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    }
     body = json.dumps(request).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
@@ -159,11 +179,12 @@ def serve(
     flows: list[str],
     run: Callable[[list[str]], None],
     started: Mapping[str, str],
+    since: int,
 ) -> bool:
     """Import every flow, then fork a child per request until a module changes (True: start again,
-    with fresh imports) or SIGTERM (False: after the children had SIGINT and 10 s to end).
-    `started`: the environment this process started with, as a client's is before its imports."""
-    since = time.time_ns()
+    with fresh imports) or SIGTERM (False: after the children had SIGINT and 7 s to end).
+    `started`: the environment this process started with, as a client's is before its imports;
+    `since`: when it started, before it read any file of the project."""
     try:
         for name in flows:
             load(name)
@@ -175,13 +196,14 @@ def serve(
         files = snapshot(imported() | where)
         print("warm: the flows do not import; serving nothing until a file changes", flush=True)
         while not changed(files):
-            time.sleep(1)
+            time.sleep(2)
         return True
     files, now = snapshot(imported()), time.time_ns()
     made = {k: v for k, v in os.environ.items() if started.get(k) != v}  # what the imports set
     # A project file saved while the import ran may not be what it read: import again. (Not a file
     # dated in the future, a clock's doing; not the venv's, which some libraries write as they import.)
-    if any(since <= mtime <= now and Path(f).is_relative_to(root) for f, (mtime, _) in files.items()):
+    project = [f for f in files if Path(f).is_relative_to(root) and not Path(f).is_relative_to(sys.prefix)]
+    if any(since <= files[f][0] <= now for f in project):
         return True
     path = address(root)
     if _answers(path):
@@ -197,7 +219,8 @@ def serve(
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop through the pipe
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic() + 10))
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stopped (make stop, or Ctrl-C in its terminal)
+        signal.signal(sig, lambda *_: stopping.append(time.monotonic() + 7))
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
@@ -219,36 +242,42 @@ def serve(
                         while os.read(wake_r, 512):
                             pass
                 elif key.fileobj is listener:
-                    conn, _ = listener.accept()
-                    if (got := _receive(conn)) is None:
+                    if (got := _receive(listener.accept()[0])) is None:
                         continue
-                    request, fds = got
-                    if changed(files):
-                        print("warm: an imported file changed; starting again when idle", flush=True)
-                        stop_listening()
-                        _answer(conn, fds, REFUSED)
-                    elif why := _refusal(request, started):
-                        print(
-                            f"warm: `python -m flows {' '.join(request['argv'])}` runs cold: {why}",
-                            flush=True,
-                        )
-                        _answer(conn, fds, REFUSED)
-                    elif pid := _fork(
-                        conn,
-                        fds,
-                        request | {"made": made},
-                        [listener, wake_r, wake_w, *children.values()],
-                        run,
-                    ):
-                        print(
-                            f"warm: process {pid} runs `python -m flows {' '.join(request['argv'])}`",
-                            flush=True,
-                        )
-                        children[pid] = conn
-                        sel.register(conn, selectors.EVENT_READ, pid)
+                    conn, request, fds = got
+                    try:
+                        if changed(files):
+                            print("warm: an imported file changed; starting again when idle", flush=True)
+                            stop_listening()
+                            _answer(conn, fds, REFUSED)
+                        elif stopping:
+                            _answer(conn, fds, REFUSED)
+                        elif why := _refusal(request, started):
+                            print(
+                                f"warm: `python -m flows {' '.join(request['argv'])}` runs cold: {why}",
+                                flush=True,
+                            )
+                            _answer(conn, fds, REFUSED)
+                        elif pid := _fork(
+                            conn,
+                            fds,
+                            request | {"made": made},
+                            [listener, wake_r, wake_w, *children.values()],
+                            run,
+                        ):
+                            print(
+                                f"warm: process {pid} runs `python -m flows {' '.join(request['argv'])}`",
+                                flush=True,
+                            )
+                            children[pid] = conn
+                            sel.register(conn, selectors.EVENT_READ, pid)
+                    except Exception:  # a request it cannot serve: that client runs cold
+                        traceback.print_exc()
+                        if conn.fileno() >= 0 and conn not in children.values():
+                            _answer(conn, fds, REFUSED)
                 else:  # the client's end closed (or it wrote, which it never does): it is gone
                     _signal(key.data, signal.SIGINT)  # as Ctrl-C would: the flow run ends as crashed
-                    ending[key.data] = time.monotonic() + 30
+                    ending[key.data] = min(ending.get(key.data, math.inf), time.monotonic() + 30)
                     sel.unregister(key.fileobj)
             _reap(children, sel)
             if stopping and not told:  # once: SIGINT the children, then they have 10 s
@@ -318,7 +347,7 @@ def _reap(children: dict[int, socket.socket], sel: selectors.BaseSelector) -> No
         conn.close()
 
 
-def _receive(conn: socket.socket) -> tuple[dict, list[int]] | None:
+def _receive(conn: socket.socket) -> tuple[socket.socket, dict, list[int]] | None:
     """A client's request and its stdin, stdout and stderr; None for a probe (_answers) or a client
     of another user (a warm process runs its owner's stages only)."""
     if hasattr(socket, "SO_PEERCRED"):  # Linux; elsewhere the socket's folder alone keeps others out
@@ -334,7 +363,10 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]] | None:
         body = msg[4:]
         while len(body) < size and (chunk := conn.recv(size - len(body))):
             body += chunk
-        return json.loads(body), fds
+        request = json.loads(body)
+        if not isinstance(request, dict) or not {"argv", "cwd", "env"} <= request.keys():
+            raise ValueError("not a request of python -m flows")
+        return conn, request, fds
     except (OSError, ValueError, struct.error) as e:
         if fds or msg:
             print(f"warm: a request could not be read ({e})", file=sys.stderr, flush=True)
@@ -351,13 +383,17 @@ def _fork(
     itself when the fork fails). In the child it never returns: the child exits."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # Ctrl-C or SIGTERM forwarded to the child before it has its own handlers waits until it does
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         pid = os.fork()
     except OSError as e:  # out of memory or processes: the client runs it cold
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         print(f"warm: cannot fork ({e})", file=sys.stderr, flush=True)
         _answer(conn, fds, REFUSED)
         return 0
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         with contextlib.suppress(OSError):  # its group, before anything may signal it (as the child does)
             os.setpgid(pid, pid)
         for fd in fds:
@@ -370,6 +406,7 @@ def _fork(
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in a new process
         for f in inherited:  # the warm process's; `conn` stays open until this process ends, so
             f.close() if isinstance(f, socket.socket) else os.close(f)  # the client sees it end
         with contextlib.suppress(OSError):
@@ -377,7 +414,11 @@ def _fork(
         for i, fd in enumerate(fds):
             os.dup2(fd, i)
             os.close(fd)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         code = _child(request, run)
+    except KeyboardInterrupt:  # before or after the flow: die of it, as Python does
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -391,6 +432,11 @@ def _child(request: dict, run: Callable[[list[str]], None]) -> int:
 
     served = os.environ.get("PREFECT_API_URL")
     os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    with contextlib.suppress(OSError):  # raising a priority needs privileges; the client had them or not
+        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+    if request["cpus"] is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, request["cpus"])
     os.environ.clear()
     os.environ.update(request["env"])
     for k, v in request["made"].items():  # as the client's own imports would have set them

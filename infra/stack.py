@@ -417,19 +417,25 @@ def start_worker(
     )
 
 
-def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, str] | None = None) -> Service:
+def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, str]) -> Service:
     """The warm process that `dvc repro`'s stages in `project` are forked from (flows/warm.py),
-    its flow runs on `prefect`; ready once it has imported every flow and answers."""
+    its flow runs on `prefect`; ready once it has imported every flow and answers, or once it says
+    the flows do not import (the stages then run cold until an edit fixes them).
+
+    `env` is the environment of the shell that runs `dvc repro`, and exactly the warm process's:
+    a stage whose settings read at import differ from it runs cold."""
     from flows import warm
 
+    log = root / "logs" / "warm.log"
+    env = {**{k: None for k in os.environ}, **env, **prefect.env}  # none of this process's
     return start_service(
         "warm",
         [sys.executable, "-m", "flows", "warm"],
         url=str(warm.address(project)),
         health=f"{prefect.url}/health",
-        ready=lambda: warm.wait_until_served(project, 0.1),
+        ready=lambda: warm.wait_until_served(project, 0.1) or "serving nothing" in log.read_text(),
         root=root,
-        env={**(env or {}), **prefect.env},
+        env=env,
         client_env={},
         timeout=180,
         cwd=project,
@@ -562,8 +568,9 @@ def _up(args: argparse.Namespace) -> int:
         else:
             print("DVC remote   skipped: no .dvc here (run `dvc init` and `up` again)")
         if dvc_repo:
-            stack.services["warm"] = start_warm(Path.cwd(), stack.services["prefect"], root, stack.env)
-            print(f"Warm process `dvc repro` stages fork from it, logs in {root / 'logs' / 'warm.log'}")
+            shell = {**os.environ, **env}  # a shell that sourced the env file
+            stack.services["warm"] = start_warm(Path.cwd(), stack.services["prefect"], root, shell)
+            print(f"Warm process `dvc repro`'s stages fork from it; log in {root / 'logs' / 'warm.log'}")
         # the names only: the file holds the values, keys included, and a terminal log should not
         names = ", ".join(sorted(env))
         print(f"\nsource {root / 'env'}  # sets {names}\nCtrl-C stops everything.", flush=True)

@@ -52,9 +52,9 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
     """Stage commands run in a scratch project with its warm process up: each is a fork with its own
     output and exit code, whose flow run and task runs all reach the server as completed. A stage
     whose settings read at import differ, or one after an edit to a module, runs cold, and the warm
-    process then serves again with fresh imports. Ctrl-C on a stage's command reaches its fork, and
-    the command dies of it; a stage whose command is killed is ended; neither flow run is left
-    running."""
+    process then serves again with fresh imports, after an edit that does not import too. Ctrl-C on
+    a stage's command reaches its fork, and the command dies of it; a stage whose command is killed
+    is ended; neither flow run is left running."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -119,6 +119,20 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
         assert "an imported file changed" in server.log.read_text()
         assert warm.wait_until_served(proj, 120)
         assert server.log.read_text().count(" flows imported; serving") == 2
+
+        # an edit that does not import: the stage fails cold as it would anyway, the warm process
+        # waits for the fix instead of ending (make serve would stop), then serves again
+        good = source.read_text()
+        source.write_text(good + "\ndef broken(:\n")
+        ran = stage("synth")
+        assert ran.returncode == 1 and "SyntaxError" in ran.stderr, ran.stderr[-2000:]
+        deadline = time.monotonic() + 120
+        while "serving nothing until a file changes" not in server.log.read_text():
+            assert time.monotonic() < deadline and server.alive(), server.log_tail()
+            time.sleep(0.5)
+        source.write_text(good)
+        assert warm.wait_until_served(proj, 120) and server.alive()
+        assert server.log.read_text().count(" flows imported; serving") == 3
 
         # Ctrl-C: the fork gets it, as a cold process would, and the command dies of it
         code, run_id = interrupted(signal.SIGINT)
