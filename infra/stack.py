@@ -427,7 +427,7 @@ def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, st
     from flows import warm
 
     log = root / "logs" / "warm.log"
-    env = {**{k: None for k in os.environ}, **env, **prefect.env}  # none of this process's
+    exact: dict[str, str | None] = {**{k: None for k in os.environ}, **env, **prefect.env}  # not ours
     return start_service(
         "warm",
         [sys.executable, "-m", "flows", "warm"],
@@ -435,7 +435,7 @@ def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, st
         health=f"{prefect.url}/health",
         ready=lambda: warm.wait_until_served(project, 0.1) or "serving nothing" in log.read_text(),
         root=root,
-        env=env,
+        env=exact,
         client_env={},
         timeout=180,
         cwd=project,
