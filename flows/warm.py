@@ -145,10 +145,20 @@ def _forward(pid: int, sig: int) -> None:
 
 
 def _int(sock: socket.socket) -> int | None:
-    data = b""
-    while len(data) < 4 and (chunk := sock.recv(4 - len(data))):
-        data += chunk
+    data = _recv(sock, 4)
     return struct.unpack("!i", data)[0] if len(data) == 4 else None
+
+
+def _recv(sock: socket.socket, n: int, data: bytes = b"") -> bytes:
+    """`data` topped up to `n` bytes, or fewer when the other end closed."""
+    while len(data) < n and (chunk := sock.recv(n - len(data))):
+        data += chunk
+    return data
+
+
+def _send(conn: socket.socket, n: int) -> None:
+    with contextlib.suppress(OSError):  # a client that is gone hears nothing
+        conn.sendall(struct.pack("!i", n))
 
 
 # --- the warm process: `python -m flows warm` --------------------------------------------------
@@ -322,8 +332,7 @@ def _refusal(request: dict, started: Mapping[str, str]) -> str:
 def _answer(conn: socket.socket, fds: list[int], code: int) -> None:
     for fd in fds:
         os.close(fd)
-    with contextlib.suppress(OSError):  # a client that is gone hears nothing
-        conn.sendall(struct.pack("!i", code))
+    _send(conn, code)
     conn.close()
 
 
@@ -342,9 +351,7 @@ def _reap(children: dict[int, socket.socket], sel: selectors.BaseSelector) -> No
         print(f"warm: process {pid} exited with {code}", flush=True)
         with contextlib.suppress(KeyError):
             sel.unregister(conn)
-        with contextlib.suppress(OSError):  # a client that is gone hears nothing
-            conn.sendall(struct.pack("!i", code))
-        conn.close()
+        _answer(conn, [], code)
 
 
 def _receive(conn: socket.socket) -> tuple[socket.socket, dict, list[int]] | None:
@@ -360,10 +367,7 @@ def _receive(conn: socket.socket) -> tuple[socket.socket, dict, list[int]] | Non
     try:
         msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         size = struct.unpack("!I", msg[:4])[0]
-        body = msg[4:]
-        while len(body) < size and (chunk := conn.recv(size - len(body))):
-            body += chunk
-        request = json.loads(body)
+        request = json.loads(_recv(conn, size, msg[4:]))
         if not isinstance(request, dict) or not {"argv", "cwd", "env"} <= request.keys():
             raise ValueError("not a request of python -m flows")
         return conn, request, fds
@@ -398,8 +402,7 @@ def _fork(
             os.setpgid(pid, pid)
         for fd in fds:
             os.close(fd)
-        with contextlib.suppress(OSError):
-            conn.sendall(struct.pack("!i", pid))
+        _send(conn, pid)
         return pid
     code = 1
     try:
