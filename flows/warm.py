@@ -11,9 +11,10 @@ sees what a cold run would give it.
 
 A fork runs what the warm process imported, so it is used only when that is what a cold process
 would run: no imported file changed since (the warm process then starts again with fresh imports,
-once its children are done), the same venv, and the same settings that libraries read once, at
-import (HF_*, PYTHON*, thread counts, locale, ...). Otherwise the stage runs cold, as it does with
-no warm process, and on platforms without fork."""
+once its children are done), the same venv, the same supplementary groups, hard limits it can give
+(the fork takes the client's `ulimit`s) and the same settings that libraries read once, at import
+(HF_*, PYTHON*, thread counts, locale, ...). Otherwise the stage runs cold, as it does with no warm
+process, and on platforms without fork."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -64,6 +66,7 @@ AT_IMPORT = (
     "LC_",
     "PREFECT_LOGGING_",
 )
+LIMITS = sorted(name for name in dir(resource) if name.startswith("RLIMIT_"))  # ulimit's, on this OS
 
 
 def folder() -> Path:
@@ -110,6 +113,8 @@ def hand_over(argv: list[str]) -> int | None:
         "umask": umask,
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "limits": {name: resource.getrlimit(getattr(resource, name)) for name in LIMITS},
+        "groups": sorted(os.getgroups()),
     }
     body = json.dumps(request).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -324,9 +329,20 @@ def _refusal(request: dict, started: Mapping[str, str]) -> str:
     """Why a fork would not run what this client would run cold, or ''."""
     if request.get("prefix") != interpreter():
         return f"its Python is {request.get('prefix')}, this one's {interpreter()}"
+    if request["groups"] != sorted(os.getgroups()):  # only a privileged process can change its own
+        return "its supplementary groups differ from the warm process's"
+    raised = [
+        n for n in LIMITS if not _within(request["limits"][n][1], resource.getrlimit(getattr(resource, n))[1])
+    ]
+    if raised and os.geteuid() != 0:  # a hard limit goes up with privileges only
+        return f"its hard {', '.join(raised)} are above the warm process's"
     mine, theirs = at_import(started), at_import(request["env"])
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
     return f"{', '.join(differ)} differ from the warm process's, which read them at import" if differ else ""
+
+
+def _within(limit: int, bound: int) -> bool:
+    return bound == resource.RLIM_INFINITY or (limit != resource.RLIM_INFINITY and limit <= bound)
 
 
 def _answer(conn: socket.socket, fds: list[int], code: int) -> None:
@@ -368,7 +384,7 @@ def _receive(conn: socket.socket) -> tuple[socket.socket, dict, list[int]] | Non
         msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         size = struct.unpack("!I", msg[:4])[0]
         request = json.loads(_recv(conn, size, msg[4:]))
-        if not isinstance(request, dict) or not {"argv", "cwd", "env"} <= request.keys():
+        if not isinstance(request, dict) or not {"argv", "cwd", "env", "limits", "groups"} <= request.keys():
             raise ValueError("not a request of python -m flows")
         return conn, request, fds
     except (OSError, ValueError, struct.error) as e:
@@ -440,6 +456,8 @@ def _child(request: dict, run: Callable[[list[str]], None]) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
     if request["cpus"] is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, request["cpus"])
+    for name in LIMITS:  # `ulimit`s of the stage's shell (a memory cap, open files): the stage's own
+        resource.setrlimit(getattr(resource, name), tuple(request["limits"][name]))
     os.environ.clear()
     os.environ.update(request["env"])
     for k, v in request["made"].items():  # as the client's own imports would have set them

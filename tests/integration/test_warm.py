@@ -75,17 +75,24 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
         return str(run.state_type.value), [str(t.state_type.value) for t in tasks if t.state_type]
 
     def interrupted(sig: signal.Signals) -> tuple[int, str]:
-        """`python -m flows curate` sent `sig` once its flow run began: its exit code and flow run."""
+        """`python -m flows curate` sent `sig` once its flow run began: its exit code and flow run.
+        Its shell lowered its open-files limit (`ulimit -n 777`): so has its fork."""
         out = tmp_path / f"curate-{sig.name}.log"
         with out.open("w") as f:
             client = subprocess.Popen(
-                [*flows, "curate"], cwd=proj, env=env, stdout=f, stderr=subprocess.STDOUT
+                ["bash", "-c", f"ulimit -n 777 && exec {' '.join(flows)} curate"],
+                cwd=proj,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 90
         while "Beginning flow run" not in out.read_text():
             assert time.monotonic() < deadline and client.poll() is None, out.read_text()[-3000:]
             time.sleep(0.2)
         child = forks(server.log)[-1][0]
+        limit = re.search(r"Max open files +(\d+) +(\d+)", Path(f"/proc/{child}/limits").read_text())
+        assert limit and limit.groups() == ("777", "777"), Path(f"/proc/{child}/limits").read_text()
         client.send_signal(sig)
         code = client.wait(timeout=60)
         deadline = time.monotonic() + 40
