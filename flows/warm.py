@@ -91,6 +91,11 @@ def interpreter() -> str:
     return os.path.realpath(sys.prefix)
 
 
+def groups() -> list[int]:
+    """The effective group, then the supplementary ones: whose files a process may open and make."""
+    return [os.getegid(), *sorted(os.getgroups())]
+
+
 def at_import(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(AT_IMPORT)}
 
@@ -114,7 +119,7 @@ def hand_over(argv: list[str]) -> int | None:
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "limits": {name: resource.getrlimit(getattr(resource, name)) for name in LIMITS},
-        "groups": sorted(os.getgroups()),
+        "groups": groups(),
     }
     body = json.dumps(request).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -329,13 +334,22 @@ def _refusal(request: dict, started: Mapping[str, str]) -> str:
     """Why a fork would not run what this client would run cold, or ''."""
     if request.get("prefix") != interpreter():
         return f"its Python is {request.get('prefix')}, this one's {interpreter()}"
-    if request["groups"] != sorted(os.getgroups()):  # only a privileged process can change its own
-        return "its supplementary groups differ from the warm process's"
-    raised = [
-        n for n in LIMITS if not _within(request["limits"][n][1], resource.getrlimit(getattr(resource, n))[1])
-    ]
-    if raised and os.geteuid() != 0:  # a hard limit goes up with privileges only
-        return f"its hard {', '.join(raised)} are above the warm process's"
+    if request["groups"] != groups():  # `sg`, `newgrp`: a fork could not take them
+        return "its groups differ from the warm process's"
+    limits = {n: tuple(request["limits"][n]) for n in LIMITS}
+    own = {n: resource.getrlimit(getattr(resource, n)) for n in LIMITS}
+    if raised := [n for n in LIMITS if not _within(limits[n][1], own[n][1])]:
+        return f"its hard {', '.join(raised)} are above the warm process's, which a fork cannot raise"
+    # A fork holds the warm process's memory, imports and all: under the command's memory cap it
+    # could fail where a cold process fits. glibc sizes thread stacks from the stack limit at start.
+    if capped := [
+        n for n in ("RLIMIT_AS", "RLIMIT_DATA") if n in own and limits[n][0] != resource.RLIM_INFINITY
+    ]:
+        return f"its {', '.join(capped)} caps memory, and a fork starts with the warm process's"
+    if limits.get("RLIMIT_STACK") != own.get("RLIMIT_STACK"):
+        return "its RLIMIT_STACK differs from the one the warm process sized its thread stacks by"
+    if request["cpus"] is not None and not set(request["cpus"]) <= os.sched_getaffinity(0):
+        return "it may run on CPUs the warm process may not (another cpuset)"
     mine, theirs = at_import(started), at_import(request["env"])
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
     return f"{', '.join(differ)} differ from the warm process's, which read them at import" if differ else ""
@@ -387,7 +401,7 @@ def _receive(conn: socket.socket) -> tuple[socket.socket, dict, list[int]] | Non
         if not isinstance(request, dict) or not {"argv", "cwd", "env", "limits", "groups"} <= request.keys():
             raise ValueError("not a request of python -m flows")
         return conn, request, fds
-    except (OSError, ValueError, struct.error) as e:
+    except Exception as e:  # not a request of ours (bad JSON, too deep, cut short): no fork
         if fds or msg:
             print(f"warm: a request could not be read ({e})", file=sys.stderr, flush=True)
         for fd in fds:
@@ -452,12 +466,12 @@ def _child(request: dict, run: Callable[[list[str]], None]) -> int:
     served = os.environ.get("PREFECT_API_URL")
     os.chdir(request["cwd"])
     os.umask(request["umask"])
+    for name in LIMITS:  # the `ulimit`s of the stage's shell (open files, core size, nice ...)
+        resource.setrlimit(getattr(resource, name), tuple(request["limits"][name]))
     with contextlib.suppress(OSError):  # raising a priority needs privileges; the client had them or not
         os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
     if request["cpus"] is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, request["cpus"])
-    for name in LIMITS:  # `ulimit`s of the stage's shell (a memory cap, open files): the stage's own
-        resource.setrlimit(getattr(resource, name), tuple(request["limits"][name]))
     os.environ.clear()
     os.environ.update(request["env"])
     for k, v in request["made"].items():  # as the client's own imports would have set them

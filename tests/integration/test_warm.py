@@ -51,7 +51,8 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
 ) -> None:
     """Stage commands run in a scratch project with its warm process up: each is a fork with its own
     output and exit code, whose flow run and task runs all reach the server as completed. A stage
-    whose settings read at import differ, or one after an edit to a module, runs cold, and the warm
+    whose settings read at import differ, one under a memory cap, or one after an edit to a module,
+    runs cold, and the warm
     process then serves again with fresh imports, after an edit that does not import too. Ctrl-C on
     a stage's command reaches its fork, and the command dies of it; a stage whose command is killed
     is ended; neither flow run is left running."""
@@ -117,6 +118,13 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
         ran = stage("synth", HF_HUB_OFFLINE="1")
         assert ran.returncode == 0 and len(forks(server.log)) == 2, server.log_tail()
         assert "runs cold: HF_HUB_OFFLINE differ" in server.log.read_text()
+        # under a memory cap (`ulimit -v`), which a fork holding the warm process's imports could break
+        capped = f"ulimit -v {64 << 20} && exec {' '.join(flows)} filter --params no-such.yaml"
+        ran = subprocess.run(["bash", "-c", capped], cwd=proj, env=env, capture_output=True, text=True)
+        assert ran.returncode == 1 and "no-such.yaml" in ran.stderr, ran.stderr[-2000:]
+        assert (
+            len(forks(server.log)) == 2 and "runs cold: its RLIMIT_AS caps memory" in server.log.read_text()
+        )
 
         # an edited module: that stage runs cold, not forked from stale imports; the warm process re-imports
         source = proj / "svd" / "steps" / "synth.py"
