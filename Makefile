@@ -17,12 +17,14 @@ export AWS_MAX_ATTEMPTS := 10
 # OpenCV's wheel needs libGL and glib; the UI tests drive Debian's chromium (Selenium); everything
 # else comes from PyPI.
 system:
-	@if ! ldconfig -p | grep -q libGL.so.1 || ! ldconfig -p | grep -q libgthread-2.0 \
+	@PATH="$$PATH:/sbin:/usr/sbin"; \
+	if ! ldconfig -p | grep -q libGL.so.1 || ! ldconfig -p | grep -q libgthread-2.0 \
 	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    libgl1 libglib2.0-0 git chromium chromium-driver; fi
 
 $(BIN)/svd: pyproject.toml requirements.lock | system
+	@if [ -L $(VENV) ]; then echo "$(VENV) links to another project's venv: run make venv there" >&2; exit 1; fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'

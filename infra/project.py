@@ -1,6 +1,7 @@
-"""A throwaway copy of this project: its code, dvc.yaml and params.yaml (with overrides), as a git
-and DVC repository of its own with a local DVC remote. The end-to-end tests and the pipeline
-bench run each door in one, so nothing they do touches the checkout."""
+"""A throwaway copy of this project: its code, dvc.yaml, Makefile and params.yaml (with overrides),
+as a git and DVC repository of its own with a local DVC remote. The end-to-end tests and the
+pipeline bench run each door in one, so nothing they do touches the checkout; the tests run the
+README's commands in one as a user types them."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from svd.params import merge
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COPIED = ("svd", "flows", "infra", ".dvc", "dvc.yaml", ".dvcignore", "pyproject.toml")
+COPIED = (
+    "svd",
+    "flows",
+    "infra",
+    ".dvc",
+    "dvc.yaml",
+    ".dvcignore",
+    "pyproject.toml",
+    "requirements.lock",
+    "Makefile",
+)
 
 
 def scratch_project(
@@ -32,11 +43,13 @@ def scratch_project(
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
-        else:
-            shutil.copy(src, proj / name)
+        else:  # with its mtime: make must find a linked .venv newer than pyproject.toml, as it is
+            shutil.copy2(src, proj / name)
     merged = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), dict(params))
     (proj / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     (proj / ".gitignore").write_text("/.venv\n/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
+    if sys.prefix != sys.base_prefix:  # this venv where `make venv` builds it, for the README's commands
+        (proj / ".venv").symlink_to(sys.prefix)
     run_env = {
         **env,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -64,3 +77,23 @@ def outs(proj: Path) -> dict[str, str]:
         for o in s.get("outs", [])
         if "registration" not in o["path"]
     }
+
+
+def readme_commands(holding: str) -> list[str]:
+    """The commands of the README's bash block that holds `holding`, as written: continued lines
+    joined, comment lines dropped (bash drops the rest)."""
+    blocks = [b.split("\n```", 1)[0] for b in (ROOT / "README.md").read_text().split("```bash\n")[1:]]
+    held = [b for b in blocks if holding in b]
+    if len(held) != 1:
+        raise ValueError(f"{len(held)} of the README's bash blocks hold {holding!r}")
+    (block,) = held
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def user_shell(env: Mapping[str, str]) -> dict[str, str]:
+    """A user's shell in a project: no venv on PATH and no tracking URI (the README's commands set
+    what they need). PYTHONPATH stays: it points at the project's own copy of the code, which the
+    checkout's editable install would otherwise shadow."""
+    path = [d for d in env["PATH"].split(os.pathsep) if Path(d) != BIN]
+    return {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"} | {"PATH": os.pathsep.join(path)}

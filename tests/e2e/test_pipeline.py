@@ -7,7 +7,8 @@ worker. The test checks what a user checks afterwards: the two doors give the sa
 `dvc status` is clean, the registry has the model with its aliases, every MLflow run carries
 exactly the params and inputs its dvc.yaml stage declares, and samples are logged as videos. The
 commands the README gives for after `make demo` run as written, in a shell with no venv activated:
-`svd generate` with the champion, `dvc repro` (the second door), and MLflow's scoring server.
+`svd generate` with the champion, `dvc repro` (the second door), MLflow's scoring server, and
+`make demo` itself a second time, which runs no step.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import mlflow
 import pytest
 import yaml
 
-from infra.project import outs, scratch_project
+from infra.project import outs, readme_commands, scratch_project, user_shell
 from infra.stack import free_port, start_warm, start_worker
 from svd.params import load, merge
 from svd.tracking import declared, declared_params
@@ -64,29 +65,7 @@ def projects(tmp_path: Path, prefect_server) -> list[tuple[Path, dict]]:
     """Two projects, both copied before either runs (an edit to the checkout mid-test changes
     neither)."""
     base = {**os.environ, **prefect_server.env}
-    made = [scratch_project(tmp_path / door, SMOKE, base) for door in ("prefect", "dvc")]
-    for proj, _ in made:
-        (proj / ".venv").symlink_to(BIN.parent)  # where `make demo` builds it, for the README's commands
-    return made
-
-
-def readme_commands(holding: str) -> list[str]:
-    """The commands of the README's bash block that holds `holding`, as written: continued lines
-    joined, comment lines dropped (bash drops the rest)."""
-    blocks = [b.split("\n```", 1)[0] for b in (ROOT / "README.md").read_text().split("```bash\n")[1:]]
-    held = [b for b in blocks if holding in b]
-    assert len(held) == 1, f"{len(held)} of the README's bash blocks hold {holding!r}"
-    (block,) = held
-    lines = block.replace("\\\n", " ").splitlines()
-    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def user_shell(env: dict) -> dict:
-    """A user's shell in a project after `make demo`: no venv on PATH and no tracking URI (the
-    README's commands set what they need). PYTHONPATH stays: it points at the project's own copy
-    of the code, which the checkout's editable install would otherwise shadow."""
-    path = [d for d in env["PATH"].split(os.pathsep) if Path(d) != BIN]
-    return {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"} | {"PATH": os.pathsep.join(path)}
+    return [scratch_project(tmp_path / door, SMOKE, base) for door in ("prefect", "dvc")]
 
 
 # What the README says to run after `make demo`; the test runs each as written (the scoring server
@@ -98,6 +77,7 @@ GENERATE, REPRO, SERVE = AFTER_DEMO
 # free port instead of 8765, the votes cast as its page's form posts them).
 ARENA = readme_commands("svd arena serve")
 assert len(ARENA) == 3, f"the README changed its arena block: {ARENA}"
+DEMO = readme_commands("make demo")[0]
 
 
 def check_outcome(proj: Path, env: dict) -> None:
@@ -369,6 +349,24 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
     forked = re.findall(r"runs `python -m flows (\w+)", warm.log.read_text())
     assert len(forked) == repro.count("Running stage") >= 10, (forked, warm.log_tail())
     check_outcome(twin, twin_env)
+    assert outs(twin) == first
+
+    # `make demo` a second time, as written: every step up to date, none run, and the summary
+    assert DEMO.startswith("make demo "), DEMO
+    assert "-m venv" not in sh(["make", "-n", "demo"], twin, twin_env)  # the linked venv is not rebuilt
+    t0 = time.monotonic()
+    ran = subprocess.run(
+        ["bash", "-c", DEMO],
+        cwd=twin,
+        env=user_shell(twin_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    demo = ran.stdout.decode()
+    print(f"`make demo` a second time: {time.monotonic() - t0:.1f} s")
+    assert ran.returncode == 0, demo[-5000:]
+    assert [f"{name}: up to date, not run" in demo for name in STAGES] == [True] * len(STAGES), demo
+    assert "Registered: svd-tiny version 1, aliases candidate, champion (gates: passed)" in demo, demo
     assert outs(twin) == first
 
     serve_champion(proj, env)

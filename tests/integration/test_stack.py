@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from flows import warm
+from infra.project import readme_commands, scratch_project, user_shell
 from infra.stack import (
     GPU_TEMPLATE,
     MARKER,
@@ -422,11 +423,13 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
     assert page in str(links[0].data), links[0].data
 
 
-def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: Path) -> None:
-    """`make serve` as a user runs it, in a DVC project: the stack comes up and says where each UI
-    is and which file to source, without printing a key, makes its S3 the default DVC remote and
-    starts the warm process the project's stages fork from; `make stop` (SIGTERM, Ctrl-C alike)
-    stops every process it started and gives the remote back."""
+def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) -> None:
+    """The README's stack block, as written, in a project (with its venv where `make venv` puts it):
+    `make serve` brings the stack up and says where each UI is and which file to source, without
+    printing a key, makes its S3 the default DVC remote and starts the warm process the project's
+    stages fork from; the README's deploy line puts every deployment of infra/prefect.yaml on its
+    server; `make stop` (SIGTERM, Ctrl-C alike) stops every process it started and gives the
+    remote back."""
     import signal
     import time
     from datetime import timedelta
@@ -434,20 +437,23 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    serve, deploy = readme_commands("make serve")
+    assert serve.startswith("make serve ") and "prefect deploy --all" in deploy, (serve, deploy)
+    proj, env = scratch_project(tmp_path, {}, os.environ | {"PYTHONUNBUFFERED": "1"})
+    shell = user_shell(env)
+    assert "-m venv" not in run_cmd(["make", "-n", "serve"], env, cwd=proj)  # the linked venv counts as built
     before = set(processes_with_env(MARKER))
-    cmd = [sys.executable, "-m", "infra.stack", "up", "--dir", str(tmp_path / "stack")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
 
     def dvc_default() -> str:
-        r = subprocess.run(
-            [sys.executable, "-m", "dvc", "remote", "default"], cwd=tmp_path, capture_output=True, text=True
-        )
-        return r.stdout.strip()
+        return run_cmd([sys.executable, "-m", "dvc", "remote", "default"], env, cwd=proj).strip()
 
     up = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["bash", "-c", serve],
+        cwd=proj,
+        env=shell,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert up.stdout is not None
     lines: list[str] = []
@@ -462,27 +468,48 @@ def test_serve_starts_the_stack_prints_no_secret_and_stops_all_of_it(tmp_path: P
         assert "Ctrl-C stops everything" in out, out
         started = set(processes_with_env(MARKER)) - before
         assert len(started) >= 5, out  # S3, MLflow, Prefect server, worker, warm process
-        assert "Warm process" in out and warm.wait_until_served(tmp_path, 1), out  # `dvc repro` forks from it
-        assert "Prefect UI" in out and "MLflow UI" in out and str(tmp_path / "stack" / "env") in out
+        assert "Warm process" in out and warm.wait_until_served(proj, 1), out  # `dvc repro` forks from it
+        assert (
+            "Prefect UI" in out
+            and "MLflow UI" in out
+            and f"source {(proj / '.stack' / 'env').resolve()}" in out
+        ), out
         assert "SECRET_ACCESS_KEY=" not in out and "export " not in out, out
-        assert "AWS_SECRET_ACCESS_KEY=" in (tmp_path / "stack" / "env").read_text()  # the values live there
+        assert "AWS_SECRET_ACCESS_KEY=" in (proj / ".stack" / "env").read_text()  # the values live there
         assert dvc_default() == "s3store"  # a plain `dvc push` goes to the stack's S3 while it runs
         # the server has infra/automations.yaml's automations, so a lost node's run gets Crashed
-        exported = (x.removeprefix("export ").strip() for x in (tmp_path / "stack" / "env").open())
+        exported = (x.removeprefix("export ").strip() for x in (proj / ".stack" / "env").open())
         api = dict(x.split("=", 1) for x in exported)["PREFECT_API_URL"]
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
             automations = c.read_automations()
         assert [a.name for a in automations] == ["crash-lost-flow-runs"], automations
         assert automations[0].trigger.within == timedelta(seconds=450)
+
+        deployed = subprocess.run(
+            ["bash", "-c", deploy],
+            cwd=proj,
+            env=shell,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+            names = {(d.name, d.work_pool_name) for d in c.read_deployments()}
+        config = yaml.safe_load((proj / "infra" / "prefect.yaml").read_text())
+        assert names == {(d["name"], d["work_pool"]["name"]) for d in config["deployments"]}
     finally:  # `make stop` from another shell: SIGTERM, as Ctrl-C, and waits for the stack to go
-        down = [sys.executable, "-m", "infra.stack", "down", "--dir", str(tmp_path / "stack")]
-        stopped = subprocess.run(down, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
-        if up.poll() is None:
+        stopped = subprocess.run(
+            ["make", "stop"], cwd=proj, env=shell, capture_output=True, text=True, timeout=150
+        )
+        try:  # `make serve` ends once its stack has; stopped by hand only if `make stop` failed
+            up.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 0 and "stack stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert set(processes_with_env(MARKER)) & started == set()
-    local = tmp_path / ".dvc" / "config.local"
-    assert "s3store" not in dvc_default() + (local.read_text() if local.exists() else "")
+    local = proj / ".dvc" / "config.local"
+    assert dvc_default() == "localstore" and "s3store" not in (local.read_text() if local.exists() else "")
 
 
 def listening(pids: set[int]) -> set[tuple[str, int]]:
