@@ -7,8 +7,8 @@ worker. The test checks what a user checks afterwards: the two doors give the sa
 `dvc status` is clean, the registry has the model with its aliases, every MLflow run carries
 exactly the params and inputs its dvc.yaml stage declares, and samples are logged as videos. The
 commands the README gives for after `make demo` run as written, in a shell with no venv activated:
-`svd generate` with the champion, `dvc repro` (the second door), MLflow's scoring server, and
-`make demo` itself a second time, which runs no step.
+`svd generate` with the champion, `dvc repro` (the second door), MLflow's scoring server, the
+arena, the threshold ablation, and `make demo` itself a second time, which runs no step.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ GENERATE, REPRO, SERVE = AFTER_DEMO
 ARENA = readme_commands("svd arena serve")
 assert len(ARENA) == 3, f"the README changed its arena block: {ARENA}"
 DEMO = readme_commands("make demo")[0]
+(ABLATE,) = readme_commands("python -m flows ablate")
 
 
 def check_outcome(proj: Path, env: dict) -> None:
@@ -332,6 +333,7 @@ def test_a_run_from_the_prefect_form_is_reproduced_by_dvc(projects, prefect_serv
         assert sorted(r.name.rsplit("-", 1)[0] for r in steps) == sorted(downstream), steps
         assert "up to date" in sh([str(BIN / "dvc"), "status"], proj, env)
         vote_in_the_arena(proj, env)
+        ablate_as_written(proj, env)
     finally:
         worker.stop()
 
@@ -477,6 +479,21 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
     for version in ("1", "2"):
         tags = client.get_model_version("svd-tiny", version).tags
         assert {f"arena.elo_{axis}" for axis in AXES} <= set(tags), (version, tags)
+
+
+def ablate_as_written(proj: Path, env: dict) -> None:
+    """The README's ablation line, on the smoke profile's `ablate:` (one cut, two steps): the
+    unfiltered baseline and one arm per scored annotation, ranked, under one MLflow parent run."""
+    assert ABLATE.startswith(".venv/bin/python -m flows ablate"), ABLATE
+    sh(["bash", "-c", ABLATE], proj, user_shell(env))
+    import pandas as pd
+
+    results = pd.read_csv(proj / "reports" / "ablation" / "results.csv")
+    arms = sorted(results["arm"])
+    assert arms == ["motion_score-0.5", "none", "text_area-0.5"], results  # no CLIP: two annotations unscored
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=["svd/ablate"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == sorted(["ablate", *arms]), runs
 
 
 def serve_champion(proj: Path, env: dict) -> None:

@@ -19,7 +19,6 @@ import yaml
 from flows import warm
 from infra.project import readme_commands, scratch_project, user_shell
 from infra.stack import (
-    GPU_TEMPLATE,
     MARKER,
     S3Endpoint,
     Service,
@@ -217,50 +216,6 @@ def test_gpu_job_template_is_accepted_and_renders_gpu_requests(prefect_server: S
     )
 
 
-def test_prefect_yaml_deploys_every_flow(prefect_server: Service) -> None:
-    config = yaml.safe_load((REPO / "infra" / "prefect.yaml").read_text())
-    entrypoints = {d["entrypoint"] for d in config["deployments"]}
-    files = {e.split(":")[0] for e in entrypoints}
-    assert [f for f in files if not (REPO / f).exists()] == []
-
-    create_work_pool(prefect_server, "local")
-    create_work_pool(prefect_server, "gpu", "kubernetes", GPU_TEMPLATE)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "--no-prompt",
-            "deploy",
-            "--all",
-            "--prefect-file",
-            "infra/prefect.yaml",
-        ],
-        cwd=REPO,
-        env={**os.environ, **prefect_server.env},
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
-        deployed = {d.name: d for d in c.read_deployments() if d.work_pool_name in ("local", "gpu")}
-    # every deployment of the file (the session's server may also hold ones other tests made)
-    assert {d["name"] for d in config["deployments"]} <= set(deployed)
-    assert deployed["train-video"].parameters == {"stage": "video"}
-    # a stage on the GPU pool: torchrun with a process per GPU, in the shared workspace
-    gpu = deployed["train-video-gpu"]
-    assert (gpu.work_pool_name, gpu.parameters) == ("gpu", {"stage": "video", "processes": 8})
-    assert gpu.job_variables["gpu_count"] == 8 and gpu.job_variables["workspace_claim"] == "svd-workspace"
-    assert gpu.pull_steps == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": "/workspace/svd"}}
-    ]
-    chain_runs_on_events(prefect_server, deployed)
-
-
 EMIT = """
 import json, sys
 from prefect.events import emit_event
@@ -277,24 +232,25 @@ for run in json.loads(sys.argv[1]):  # Stage III runs ending, as the engine call
 """
 
 
-def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
+def chain_runs_on_events(api: str, env: dict[str, str], proj: Path, deployed: dict) -> None:
     """The automations `prefect deploy` made from the triggers: a Stage III run of a deployment with
     no parent (started by hand, here on the GPU pool) starts evaluate through the train flow's
     completion hook, which the same run started by the pipeline (a subflow: it has a parent) does
     not; an evaluate run completing starts register. The completions are emitted as the engine
-    emits them, so no training runs here; the started runs stay scheduled on pool `local`, which no
-    worker of the tests polls."""
+    emits them, so no training runs here; the started runs stay scheduled on pool `local`, paused
+    for its worker to leave them."""
     import time
 
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    env = {**os.environ, **prefect_server.env}
+    env = env | {"PREFECT_API_URL": api}
 
     def finetuned(*runs: dict) -> None:
         cmd = [sys.executable, "-c", FINETUNED, json.dumps(runs, default=str)]
-        subprocess.run(cmd, cwd=REPO, env=env, check=True, timeout=120)
+        subprocess.run(cmd, cwd=proj, env=env, check=True, timeout=120)
 
     def completed(name: str, deployment: str) -> None:
         resource = {"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}", "prefect.resource.name": name}
@@ -319,28 +275,20 @@ def chain_runs_on_events(prefect_server: Service, deployed: dict) -> None:
             time.sleep(1)
         assert runs_of(c, deployment) == n, f"{deployment}: {runs_of(c, deployment)} runs, expected {n}"
 
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
-        automations = c.read_automations()
-        names = {a.name for a in automations}
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        c.update_work_pool("local", WorkPoolUpdate(is_paused=True))
+        names = {a.name for a in c.read_automations()}
         assert any("evaluate" in n for n in names) and any("register" in n for n in names), names
         gpu = deployed["train-finetune-gpu"].id
-        try:
-            finetuned(
-                {"name": "train-finetune-0000", "deployment_id": gpu, "parent_task_run_id": uuid.uuid4()},
-                {"name": "train-finetune-3f9c", "deployment_id": gpu},
-            )
-            wait_for(c, "evaluate", 1)
-            completed("evaluate-1a2b", "evaluate")
-            wait_for(c, "register", 1)
-            time.sleep(3)  # and nothing more: the pipeline's pool run sent no event
-            assert runs_of(c, "evaluate") == 1
-        finally:  # the server outlives this test: a worker on pool `local` must find nothing of it
-            for a in automations:
-                c.delete_automation(a.id)
-            for name in ("evaluate", "register"):
-                only = DeploymentFilter(id=DeploymentFilterId(any_=[deployed[name].id]))
-                for r in c.read_flow_runs(deployment_filter=only):
-                    c.delete_flow_run(r.id)
+        finetuned(
+            {"name": "train-finetune-0000", "deployment_id": gpu, "parent_task_run_id": uuid.uuid4()},
+            {"name": "train-finetune-3f9c", "deployment_id": gpu},
+        )
+        wait_for(c, "evaluate", 1)
+        completed("evaluate-1a2b", "evaluate")
+        wait_for(c, "register", 1)
+        time.sleep(3)  # and nothing more: the pipeline's pool run sent no event
+        assert runs_of(c, "evaluate") == 1
 
 
 def test_failed_start_raises_with_command_and_log(tmp_path: Path) -> None:
@@ -423,13 +371,14 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
     assert page in str(links[0].data), links[0].data
 
 
+@pytest.mark.timeout(420)
 def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) -> None:
     """The README's stack block, as written, in a project (with its venv where `make venv` puts it):
     `make serve` brings the stack up and says where each UI is and which file to source, without
     printing a key, makes its S3 the default DVC remote and starts the warm process the project's
     stages fork from; the README's deploy line puts every deployment of infra/prefect.yaml on its
-    server; `make stop` (SIGTERM, Ctrl-C alike) stops every process it started and gives the
-    remote back."""
+    server, on its pool, with its automations; `make stop` (SIGTERM, Ctrl-C alike) stops every
+    process it started and gives the remote back."""
     import signal
     import time
     from datetime import timedelta
@@ -438,7 +387,7 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     serve, deploy = readme_commands("make serve")
-    assert serve.startswith("make serve ") and "prefect deploy --all" in deploy, (serve, deploy)
+    assert serve.startswith("make serve ") and "deploy --all --prefect-file infra/prefect.yaml" in deploy
     proj, env = scratch_project(tmp_path, {}, os.environ | {"PYTHONUNBUFFERED": "1"})
     shell = user_shell(env)
     assert "-m venv" not in run_cmd(["make", "-n", "serve"], env, cwd=proj)  # the linked venv counts as built
@@ -495,9 +444,20 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
         )
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
-            names = {(d.name, d.work_pool_name) for d in c.read_deployments()}
+            deployments = {d.name: d for d in c.read_deployments()}
         config = yaml.safe_load((proj / "infra" / "prefect.yaml").read_text())
-        assert names == {(d["name"], d["work_pool"]["name"]) for d in config["deployments"]}
+        assert {(n, d.work_pool_name) for n, d in deployments.items()} == {
+            (d["name"], d["work_pool"]["name"]) for d in config["deployments"]
+        }
+        assert deployments["train-video"].parameters == {"stage": "video"}
+        # a stage on the GPU pool: torchrun with a process per GPU, in the shared workspace
+        gpu = deployments["train-video-gpu"]
+        assert (gpu.work_pool_name, gpu.parameters) == ("gpu", {"stage": "video", "processes": 8})
+        assert gpu.job_variables["gpu_count"] == 8 and gpu.job_variables["workspace_claim"] == "svd-workspace"
+        assert gpu.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "/workspace/svd"}}
+        ]
+        chain_runs_on_events(api, env, proj, deployments)
     finally:  # `make stop` from another shell: SIGTERM, as Ctrl-C, and waits for the stack to go
         stopped = subprocess.run(
             ["make", "stop"], cwd=proj, env=shell, capture_output=True, text=True, timeout=150
