@@ -11,10 +11,10 @@ sees what a cold run would give it.
 
 A fork runs what the warm process imported, so it is used only when that is what a cold process
 would run: no imported file changed since (the warm process then starts again with fresh imports,
-once its children are done), the same venv, the same supplementary groups, hard limits it can give
-(the fork takes the client's `ulimit`s) and the same settings that libraries read once, at import
-(HF_*, PYTHON*, thread counts, locale, ...). Otherwise the stage runs cold, as it does with no warm
-process, and on platforms without fork."""
+once its children are done), the same venv and groups, `ulimit`s a fork can take (no memory cap,
+the same stack size, hard limits no higher), no lower niceness, CPUs the warm process may use, and
+the same settings that libraries read once, at import (HF_*, PYTHON*, thread counts, locale, ...).
+Otherwise the stage runs cold, as it does with no warm process, and on platforms without fork."""
 
 from __future__ import annotations
 
@@ -348,6 +348,8 @@ def _refusal(request: dict, started: Mapping[str, str]) -> str:
         return f"its {', '.join(capped)} caps memory, and a fork starts with the warm process's"
     if limits.get("RLIMIT_STACK") != own.get("RLIMIT_STACK"):
         return "its RLIMIT_STACK differs from the one the warm process sized its thread stacks by"
+    if request["nice"] < os.getpriority(os.PRIO_PROCESS, 0):  # lowering niceness may need privileges
+        return "it is less nice than the warm process (`nice make serve`?)"
     if request["cpus"] is not None and not set(request["cpus"]) <= os.sched_getaffinity(0):
         return "it may run on CPUs the warm process may not (another cpuset)"
     mine, theirs = at_import(started), at_import(request["env"])
@@ -468,8 +470,7 @@ def _child(request: dict, run: Callable[[list[str]], None]) -> int:
     os.umask(request["umask"])
     for name in LIMITS:  # the `ulimit`s of the stage's shell (open files, core size, nice ...)
         resource.setrlimit(getattr(resource, name), tuple(request["limits"][name]))
-    with contextlib.suppress(OSError):  # raising a priority needs privileges; the client had them or not
-        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+    os.setpriority(os.PRIO_PROCESS, 0, request["nice"])  # as nice as the warm process or nicer
     if request["cpus"] is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, request["cpus"])
     os.environ.clear()

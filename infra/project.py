@@ -42,14 +42,15 @@ def scratch_project(
     for name in COPIED:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp"))
+            shutil.copytree(
+                src, proj / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "config.local")
+            )
         else:  # with its mtime: make must find a linked .venv newer than pyproject.toml, as it is
             shutil.copy2(src, proj / name)
     merged = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), dict(params))
     (proj / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     (proj / ".gitignore").write_text("/.venv\n/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n")
-    if sys.prefix != sys.base_prefix:  # this venv where `make venv` builds it, for the README's commands
-        (proj / ".venv").symlink_to(sys.prefix)
+    (proj / ".venv").symlink_to(BIN.parent)  # where `make venv` builds it, for the README's commands
     run_env = {
         **env,
         "PATH": f"{BIN}:{os.environ['PATH']}",

@@ -9,9 +9,12 @@ phases is not run, and neither is an autoencoder phase: the arms share one laten
 arms differ in their data alone. The held-out clips are LVD's val split, unfiltered, in every
 arm. Percentiles are LVD's, as in the filter step.
 
-Nothing upstream is recomputed. The clip table is read as curation left it, so the annotation
-cache is untouched. A stage with a latent store reads it, and since entries are keyed by clip
-content, the arms share them: only training and evaluation run per arm.
+Nothing upstream is recomputed or changed. The clip table is read as curation left it, so the
+annotation cache is untouched. A stage with a latent store gets one of the ablation's own in
+`ablate.out`: the pipeline's is a DVC output, which arms on unfiltered LVD would add entries to,
+and `dvc repro` would then re-run everything downstream of it. Entries are keyed by clip content,
+so the arms share theirs: the first arm fills it, and only training and evaluation run per arm
+after it (and in a later ablation).
 
 Results: one parent MLflow run (experiment svd/ablate) with a child run per arm, the ranked table
 (results.csv) and a plot (ablation.png), beside the arms' models in `ablate.out`. Validation loss
@@ -75,6 +78,7 @@ def ablate(p: Params, tags: tracking.Tags = None) -> pd.DataFrame:
     shutil.rmtree(out / "arms", ignore_errors=True)  # no arm of an earlier plan may stay among these
     start = starting_point(p, lvd, out / "start")
     shared = {"init": start, "steps": a.steps, "phases": [], "autoencoder_steps": 0, "sample_every": None}
+    shared["latents"] = out / "latents" if st.latents is not None else None
     rows = []
     tracking.configure(f"{tracking.EXPERIMENT}/ablate")
     lineage = tracking.lineage({}, tags) | {"mlflow.note.content": about}

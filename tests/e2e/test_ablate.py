@@ -1,6 +1,7 @@
 """The threshold ablation on the smoke profile's curated corpus: every scored annotation at every
 cut against the unfiltered baseline, identical small models, one shared held-out set, ranked; parent
-and child MLflow runs; the latent store filled once and read by every later arm."""
+and child MLflow runs; a latent store of the ablation's own, filled once and read by every later
+arm, while the stage's store is left as it was."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from svd.steps.ablate import ablate
 def test_arms_differ_in_their_training_data_alone_and_are_ranked(tiny_params, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     p = tiny_params
+    # a stage with a latent store, which is a DVC output in a pipeline: the arms keep to one of their own
     video = p.train.video.model_copy(update={"init": None, "latents": str(tmp_path / "latents")})
     settings = {
         "out": tmp_path / "ablation",
@@ -53,5 +55,6 @@ def test_arms_differ_in_their_training_data_alone_and_are_ranked(tiny_params, tm
     assert set(children) == set(results["arm"]) and parent.data.params["not_scored"] == "aesthetic_score"
     computed = {n: r.data.metrics["latents_computed"] for n, r in children.items()}
     assert computed["none"] > 0 and sum(v for n, v in computed.items() if n != "none") == 0  # stored once
+    assert not (tmp_path / "latents").exists() and any((p.ablate.out / "latents").iterdir())
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "ablation")}
     assert {"ablation/results.csv", "ablation/ablation.png"} <= artifacts

@@ -483,7 +483,8 @@ def vote_in_the_arena(proj: Path, env: dict, votes: int = 3) -> None:
 
 def ablate_as_written(proj: Path, env: dict) -> None:
     """The README's ablation line, on the smoke profile's `ablate:` (one cut, two steps): the
-    unfiltered baseline and one arm per scored annotation, ranked, under one MLflow parent run."""
+    unfiltered baseline and one arm per scored annotation, ranked, under one MLflow parent run; the
+    pipeline's outputs, its latent store included, as DVC recorded them."""
     assert ABLATE.startswith(".venv/bin/python -m flows ablate"), ABLATE
     sh(["bash", "-c", ABLATE], proj, user_shell(env))
     import pandas as pd
@@ -494,6 +495,7 @@ def ablate_as_written(proj: Path, env: dict) -> None:
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(experiment_names=["svd/ablate"], output_format="list")
     assert sorted(r.info.run_name for r in runs) == sorted(["ablate", *arms]), runs
+    assert "up to date" in sh([str(BIN / "dvc"), "status"], proj, env)  # no DVC output touched
 
 
 def serve_champion(proj: Path, env: dict) -> None:

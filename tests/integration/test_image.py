@@ -1,8 +1,10 @@
-"""infra/Dockerfile, built where a Docker daemon answers (CI machines without one skip it: the
-base image and torch's wheel index are on the internet)."""
+"""infra/Dockerfile, built when asked (SVD_BUILD_IMAGE=1) where a Docker daemon answers. Not by
+default: the build pulls the base image and torch's wheels from the internet, for minutes, which
+`make test` on a machine that merely has a daemon should not."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -15,9 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def daemon() -> bool:
-    if shutil.which("docker") is None:
+    if os.environ.get("SVD_BUILD_IMAGE") != "1" or shutil.which("docker") is None:
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def name(pin: str) -> str:
@@ -26,7 +31,7 @@ def name(pin: str) -> str:
     return f"{re.sub(r'[-_.]+', '-', project).lower()}=={version}"
 
 
-@pytest.mark.skipif(not daemon(), reason="no Docker daemon answers `docker info`")
+@pytest.mark.skipif(not daemon(), reason="SVD_BUILD_IMAGE=1 and a Docker daemon that answers needed")
 @pytest.mark.timeout(1800)
 def test_the_image_holds_the_pinned_lock_and_no_code() -> None:
     """The CPU build (the CUDA one differs in torch's index alone): every package at the lock's
@@ -42,7 +47,7 @@ def test_the_image_holds_the_pinned_lock_and_no_code() -> None:
         pinned = {
             name(line) for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line
         }
-        got = {name(line.split("+")[0]) for line in frozen.splitlines()}  # torch's build tag: +cpu
+        got = {name(line.split("+")[0]) for line in frozen.splitlines() if "==" in line}  # torch's: +cpu
         assert pinned <= got, sorted(pinned - got)
         ls = ["docker", "run", "--rm", tag, "ls", "-A", "/workspace/svd"]
         assert subprocess.run(ls, capture_output=True, text=True, check=True).stdout.split() == [

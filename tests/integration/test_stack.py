@@ -386,8 +386,9 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    serve, deploy = readme_commands("make serve")
+    serve, deploy, stop = readme_commands("make serve")
     assert serve.startswith("make serve ") and "deploy --all --prefect-file infra/prefect.yaml" in deploy
+    assert stop.startswith("make stop "), stop
     proj, env = scratch_project(tmp_path, {}, os.environ | {"PYTHONUNBUFFERED": "1"})
     shell = user_shell(env)
     assert "-m venv" not in run_cmd(["make", "-n", "serve"], env, cwd=proj)  # the linked venv counts as built
@@ -441,6 +442,7 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            timeout=150,
         )
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
@@ -460,7 +462,7 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
         chain_runs_on_events(api, env, proj, deployments)
     finally:  # `make stop` from another shell: SIGTERM, as Ctrl-C, and waits for the stack to go
         stopped = subprocess.run(
-            ["make", "stop"], cwd=proj, env=shell, capture_output=True, text=True, timeout=150
+            ["bash", "-c", stop], cwd=proj, env=shell, capture_output=True, text=True, timeout=150
         )
         try:  # `make serve` ends once its stack has; stopped by hand only if `make stop` failed
             up.wait(timeout=30)

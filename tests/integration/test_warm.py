@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
         out = tmp_path / f"curate-{sig.name}.log"
         with out.open("w") as f:
             client = subprocess.Popen(
-                ["bash", "-c", f"ulimit -n 777 && exec {' '.join(flows)} curate"],
+                ["bash", "-c", f"ulimit -n 777 && exec {shlex.join(flows)} curate"],
                 cwd=proj,
                 env=env,
                 stdout=f,
@@ -119,7 +120,7 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
         assert ran.returncode == 0 and len(forks(server.log)) == 2, server.log_tail()
         assert "runs cold: HF_HUB_OFFLINE differ" in server.log.read_text()
         # under a memory cap (`ulimit -v`), which a fork holding the warm process's imports could break
-        capped = f"ulimit -v {64 << 20} && exec {' '.join(flows)} filter --params no-such.yaml"
+        capped = f"ulimit -v {64 << 20} && exec {shlex.join(flows)} filter --params no-such.yaml"
         ran = subprocess.run(["bash", "-c", capped], cwd=proj, env=env, capture_output=True, text=True)
         assert ran.returncode == 1 and "no-such.yaml" in ran.stderr, ran.stderr[-2000:]
         assert (
