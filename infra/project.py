@@ -65,6 +65,13 @@ def scratch_project(
         [str(BIN / "dvc"), "remote", "add", "-f", "-d", "localstore", str(root / "remote")],
     ):
         subprocess.run(cmd, cwd=proj, env=run_env, check=True, capture_output=True)
+    # make must count the linked venv as built: a rebuild would go through the link into this
+    # checkout's venv (the Makefile refuses it, but then every make target in the project fails)
+    plan = subprocess.run(
+        ["make", "-n", ".venv/bin/svd"], cwd=proj, env=run_env, capture_output=True, check=True
+    )
+    if b"-m venv" in plan.stdout:
+        raise RuntimeError(f"make would rebuild {proj / '.venv'}:\n{plan.stdout.decode()}")
     return proj, run_env
 
 
