@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from svd import tracking
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.connect()
     model = mlflow.pyfunc.load_model(args.model)
     row = {
         "image": base64.b64encode(Path(args.image).read_bytes()).decode(),

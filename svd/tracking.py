@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,10 +46,53 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').absolute()}"
 
 
+def connect() -> str:
+    """Point MLflow at the tracking URI, a SQLite store there made whole first; the URI."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def create_sqlite_store(path: Path) -> None:
+    """MLflow makes a SQLite store in place, migration by migration: a first run killed meanwhile
+    (Ctrl-C, SIGKILL) left a store that every later run failed to open ("table ... already
+    exists"), for good. It is made under a temporary name holding this process's id and linked into
+    place, which fails if a process beside this one linked its own first: that one is used, and any
+    run it logs is kept. What a killed process left half made is removed."""
+    if path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for left in path.parent.glob(f"{TMP_PREFIX}*-{path.name}*"):  # the store, or its journal
+        pid = left.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            left.unlink(missing_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        SqlAlchemyStore(f"sqlite:///{tmp}", Path("mlartifacts").absolute().as_uri()).engine.dispose()
+        with suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def configure(experiment: str = EXPERIMENT) -> None:
     """Point MLflow at the tracking URI and the experiment, made on first use as a model training
     experiment (MLflow 3's UI otherwise guesses, and shows GenAI pages for runs without traces)."""
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     if mlflow.get_experiment_by_name(experiment) is None:
         local = tracking_uri().startswith("sqlite:")
         location = Path("mlartifacts").absolute().as_uri() if local else None  # a server decides its own

@@ -128,7 +128,8 @@ def test_killed_runs_resume_to_the_same_bytes(serial: CurateParams, tmp_path: Pa
         time.sleep(rng.uniform(1.0, 6.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert run().wait(timeout=600) == 0
+    last = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, last.stderr[-5000:]
     assert outputs(Path(killed.out)) == outputs(Path(serial.out))
     left = list(tmp_path.rglob(f"{TMP_PREFIX}*"))
     assert not left, left
