@@ -8,6 +8,7 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def temporary_server() -> Iterator[Callable[[], None]]:
         why = f"exited with code {server.returncode}" if server.returncode is not None else f"{timeout} s"
         raise RuntimeError(f"the temporary Prefect server on port {port} did not start: {why}")
 
-    server = subprocess.Popen(cmd, env=env)
+    server = subprocess.Popen(cmd, env=env, preexec_fn=_die_with(os.getpid()))
     try:
         # In the environment for child processes, and in Prefect's global settings for threads that
         # start with no context of their own (the process pool's event forwarder: with no URL it
@@ -96,6 +97,23 @@ def temporary_server() -> Iterator[Callable[[], None]]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """Run in the temporary server's process before it starts: it gets SIGTERM once `parent` dies,
+    SIGKILL included (Linux's parent-death signal). A stage killed so (the OOM killer, `kill -9`)
+    left its server running for good, holding a port and Prefect's database. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def load(name: str) -> Callable[..., Any]:

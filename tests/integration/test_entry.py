@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,9 +38,16 @@ print(os.environ.get("PREFECT_API_URL"), seen[0])
 """
 
 
-def test_child_processes_report_to_the_one_temporary_server_which_stops_after(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """No server configured; one Prefect home for the module's temporary servers (the first to boot
+    makes its database: 20 s of migrations on 2 cores)."""
+    home = str(tmp_path_factory.mktemp("prefect-home"))
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": home}
+
+
+def test_child_processes_report_to_the_one_temporary_server_which_stops_after(env: dict[str, str]) -> None:
     """Before, each of curate's worker processes started a temporary server of its own."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
     run = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
     )
@@ -49,3 +57,41 @@ def test_child_processes_report_to_the_one_temporary_server_which_stops_after(tm
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/health", timeout=2)
     assert "Error logging to API" not in run.stderr
+
+
+KILLED = """
+import time
+from flows.__main__ import temporary_server
+with temporary_server() as ready:
+    ready()
+    print("up", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_stage_killed_by_sigkill_takes_its_temporary_server_along(env: dict[str, str]) -> None:
+    """As the OOM killer kills: no handler of the stage runs. Before, its server ran on for good."""
+    import psutil
+
+    stage = subprocess.Popen(
+        [sys.executable, "-c", KILLED], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stage.stdout is not None and stage.stdout.readline().strip() == "up"
+        (server,) = psutil.Process(stage.pid).children()
+    finally:
+        stage.kill()
+        stage.wait()
+
+    def gone() -> bool:
+        try:
+            return server.status() == psutil.STATUS_ZOMBIE  # exited; whoever adopted it has not reaped it
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not gone():
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(f"the temporary server (pid {server.pid}) outlived its stage")
+        time.sleep(0.1)
