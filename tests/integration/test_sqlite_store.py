@@ -1,4 +1,5 @@
-"""The local MLflow store survives a first run killed while MLflow makes it."""
+"""The local MLflow store survives a first run killed while MLflow makes it. Not a unit test: it
+kills a process, and two imports of MLflow and its migrations take seconds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import mlflow
 
 from svd import tracking
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 # The first run of a project, SIGKILLed at the KILL_AT-th SQL statement: MLflow runs about 1,700 of
 # them to make a SQLite store, its migrations one by one.
 KILLED = """
