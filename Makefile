@@ -67,7 +67,9 @@ serve: $(BIN)/svd
 stop: $(BIN)/svd
 	$(BIN)/python -m infra.stack down
 
+# The store made whole first (svd/tracking.py): MLflow makes it in place, and a Ctrl-C then broke it.
 ui: $(BIN)/svd
+	$(BIN)/python -c 'from svd.tracking import create_sqlite_store as c; from pathlib import Path; c(Path("mlflow.db"))'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -40,7 +40,7 @@ from infra.project import BIN, outs, scratch_project  # noqa: E402
 from infra.stack import bare_env, local_stack, run_cmd  # noqa: E402
 from svd.params import merge  # noqa: E402
 
-# The e2e test's profile: Stage I's autoencoder trains 20 steps, since nothing here checks quality.
+# The smoke profile with Stage I's autoencoder at 20 steps, since nothing here checks quality.
 PARAMS = merge(
     yaml.safe_load((ROOT / "tests" / "e2e" / "smoke.yaml").read_text()),
     {"train": {"image": {"autoencoder_steps": 20}}},

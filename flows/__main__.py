@@ -101,15 +101,18 @@ def temporary_server() -> Iterator[Callable[[], None]]:
 
 def _die_with(parent: int) -> Callable[[], None] | None:
     """Run in the temporary server's process before it starts: it gets SIGTERM once `parent` dies,
-    SIGKILL included (Linux's parent-death signal). A stage killed so (the OOM killer, `kill -9`)
-    left its server running for good, holding a port and Prefect's database. None elsewhere."""
+    SIGKILL included (Linux's parent-death signal; it fires when the thread that started the server
+    ends, so temporary_server() is entered from the main thread). A stage killed so (the OOM killer,
+    `kill -9`) left its server running for good, holding a port and Prefect's database. The other
+    processes a stage starts (curate's workers, torchrun's ranks) are not covered. None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
 
     def arm() -> None:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the signal was armed
             os._exit(1)
 

@@ -5,6 +5,7 @@ traces back to all three."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import math
@@ -19,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +50,12 @@ def tracking_uri() -> str:
 def connect() -> str:
     """Point MLflow at the tracking URI, a SQLite store there made whole first; the URI."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
+    if uri.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        db = make_url(uri).database
+        if db and db != ":memory:":
+            create_sqlite_store(Path(db))
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -60,21 +65,30 @@ def create_sqlite_store(path: Path) -> None:
     (Ctrl-C, SIGKILL) left a store that every later run failed to open ("table ... already
     exists"), for good. It is made under a temporary name holding this process's id and linked into
     place, which fails if a process beside this one linked its own first: that one is used, and any
-    run it logs is kept. What a killed process left half made is removed."""
+    run it logs is kept. What a killed process left under a temporary name is removed. The default
+    experiment's artifacts go to ./mlartifacts, as this project's experiments' do (MLflow's own
+    default is ./mlruns)."""
+    for left in path.parent.glob(f"{TMP_PREFIX}*-{path.name}*"):  # a store or its journal
+        pid = left.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
+            left.unlink(missing_ok=True)
     if path.exists():
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    for left in path.parent.glob(f"{TMP_PREFIX}*-{path.name}*"):  # the store, or its journal
-        pid = left.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            left.unlink(missing_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         SqlAlchemyStore(f"sqlite:///{tmp}", Path("mlartifacts").absolute().as_uri()).engine.dispose()
-        with suppress(FileExistsError):
+        try:
             os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError as e:  # a filesystem without hard links (SMB, some FUSE mounts)
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            if not path.exists():  # a narrow race with another first run, in place of none
+                os.rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
