@@ -79,7 +79,7 @@ def create_sqlite_store(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
-        SqlAlchemyStore(f"sqlite:///{tmp}", Path("mlartifacts").absolute().as_uri()).engine.dispose()
+        SqlAlchemyStore(f"sqlite:///{tmp}", local_artifacts()).engine.dispose()
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -91,6 +91,11 @@ def create_sqlite_store(path: Path) -> None:
                 os.rename(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def local_artifacts() -> str:
+    """Where runs tracked in a local SQLite store keep their artifacts: ./mlartifacts."""
+    return Path("mlartifacts").absolute().as_uri()
 
 
 def alive(pid: int) -> bool:
@@ -106,10 +111,9 @@ def alive(pid: int) -> bool:
 def configure(experiment: str = EXPERIMENT) -> None:
     """Point MLflow at the tracking URI and the experiment, made on first use as a model training
     experiment (MLflow 3's UI otherwise guesses, and shows GenAI pages for runs without traces)."""
-    connect()
+    uri = connect()
     if mlflow.get_experiment_by_name(experiment) is None:
-        local = tracking_uri().startswith("sqlite:")
-        location = Path("mlartifacts").absolute().as_uri() if local else None  # a server decides its own
+        location = local_artifacts() if uri.startswith("sqlite:") else None  # a server decides its own
         kind = {"mlflow.experimentKind": "custom_model_development"}
         try:
             mlflow.create_experiment(experiment, artifact_location=location, tags=kind)
