@@ -232,6 +232,8 @@ def serve(
         path.unlink()  # a killed warm process's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
+    # said before a client can connect, so whoever saw the socket answer finds the line in the log
+    print(f"warm: {len(flows)} flows imported; serving {root} on {path}", flush=True)
     listener.listen(16)
     stopping: list[float] = []
     wake_r, wake_w = os.pipe()
@@ -247,7 +249,6 @@ def serve(
     children: dict[int, socket.socket] = {}
     ending: dict[int, float] = {}  # children whose client is gone: when to stop asking
     told = False  # the children, that the warm process stops
-    print(f"warm: {len(flows)} flows imported; serving {root} on {path}", flush=True)
 
     def stop_listening() -> None:
         sel.unregister(listener)
