@@ -343,7 +343,7 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
     MLflow run links back (its tag holds the flow run's page in the Prefect UI)."""
     import mlflow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     env = {
@@ -365,9 +365,14 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     assert run.data.tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{flow_run_id}")
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}), get_client(sync_client=True) as c:
-        links = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mlflow-step"])))
+        of_this_run = ArtifactFilterFlowRunId(any_=[flow_run_id])  # the server holds other tests' runs
+        links = c.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["mlflow-step"]), flow_run_id=of_this_run
+            )
+        )
     page = f"{mlflow_server.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    assert [(str(a.flow_run_id), a.type) for a in links] == [(flow_run_id, "markdown")]
+    assert [a.type for a in links] == ["markdown"]
     assert page in str(links[0].data), links[0].data
 
 
