@@ -37,11 +37,15 @@ demo: $(BIN)/svd
 	$(BIN)/dvc push -q
 	$(BIN)/svd report
 
+# Two pytest-xdist workers, a test file each at a time (its module fixtures are built once): much of
+# the suite waits on servers, heartbeats and subprocesses while the other worker computes. Files go
+# in collection order, the two long e2e files first (xdist's default puts the most tests first).
+TEST_WORKERS ?= 2
 test: $(BIN)/svd
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The inner loop: library tests on tiny real media, no servers (under 2 minutes on 2 cores).
 unit: $(BIN)/svd

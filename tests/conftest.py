@@ -57,6 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
             SESSION_KEY: uuid.uuid4().hex,
         }
     )
+    # make test runs the suite in pytest-xdist workers: each one's torch and BLAS get its share
+    # of the cores, as curate's workers do, or two trainings at once oversubscribe them and crawl
+    if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        share = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, share)
     # A developer's shell may point at a live server; tests must never talk to it.
     for key in ("PREFECT_API_URL", "PREFECT_API_KEY", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(key, None)
