@@ -41,15 +41,16 @@ demo: $(BIN)/svd
 # the suite waits on servers, heartbeats and subprocesses while the other worker computes. Files go
 # in collection order, the two long e2e files first (xdist's default puts the most tests first).
 TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(BIN)/svd
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+	$(PYTEST) --durations=15
 
 # The inner loop: library tests on tiny real media, no servers (under 2 minutes on 2 cores).
 unit: $(BIN)/svd
-	$(BIN)/python -m pytest -p no:cacheprovider -q tests/unit
+	$(PYTEST) -q tests/unit
 
 lint: $(BIN)/svd
 	$(BIN)/ruff check .
