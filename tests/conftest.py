@@ -13,9 +13,9 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -68,19 +68,47 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.pop(key, None)
 
 
+def stack_processes() -> set[int]:
+    """The live stack processes (servers, workers, their flow runs) this session started: not another
+    xdist worker's, which carry its session key."""
+    return set(processes_with_env(SESSION_KEY, os.environ[SESSION_KEY])) & set(processes_with_env(MARKER))
+
+
+@pytest.fixture(scope="session")
+def our_stack_processes() -> Callable[[], set[int]]:
+    """`stack_processes`, for tests that check what a command started or left."""
+    return stack_processes
+
+
+_leaked: list[str] = []  # the controller's: what its xdist workers found
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """An xdist worker ended: its leaks, which its own exit status and output cannot carry to the run."""
+    _leaked.extend(getattr(node, "workeroutput", {}).get("leaked", []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Runs after session fixtures are torn down: a process of this session that carries the
     stack marker is a server (or a flow run of its worker) that outlived its fixture. Kill it
-    and fail the run so the leak gets fixed."""
-    ours = set(processes_with_env(SESSION_KEY, os.environ[SESSION_KEY]))
-    for pid in sorted(ours & set(processes_with_env(MARKER))):
+    and fail the run so the leak gets fixed. An xdist worker hands what it found to the controller,
+    which fails the run: xdist reads a worker's exit status before this hook, and drops its output."""
+    found = []
+    for pid in sorted(stack_processes()):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             os.kill(pid, signal.SIGKILL)
         except OSError:
             continue
-        print(f"\nLEAKED stack process {pid} outlived its fixture (killed now): {cmd[:200]}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        found.append(f"stack process {pid} outlived its fixture (killed now): {cmd[:200]}")
+    if hasattr(session.config, "workeroutput"):  # an xdist worker
+        session.config.workeroutput["leaked"] = found
+    else:
+        for line in [*_leaked, *found]:
+            print(f"\nLEAKED {line}")
+        if _leaked or found:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if _session_tmp is not None:
         shutil.rmtree(_session_tmp, ignore_errors=True)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -377,7 +378,9 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
 
 
 @pytest.mark.timeout(420)
-def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) -> None:
+def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(
+    tmp_path: Path, our_stack_processes: Callable[[], set[int]]
+) -> None:
     """The README's stack block, as written, in a project (with its venv where `make venv` puts it):
     `make serve` brings the stack up and says where each UI is and which file to source, without
     printing a key, makes its S3 the default DVC remote and starts the warm process the project's
@@ -396,7 +399,7 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
     assert stop.startswith("make stop "), stop
     proj, env = scratch_project(tmp_path, {}, os.environ | {"PYTHONUNBUFFERED": "1"})
     shell = user_shell(env)
-    before = set(processes_with_env(MARKER))
+    before = our_stack_processes()  # not the other xdist worker's
 
     def dvc_default() -> str:
         return run_cmd([sys.executable, "-m", "dvc", "remote", "default"], env, cwd=proj).strip()
@@ -420,7 +423,7 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
             lines.append(line)
         out = "".join(lines)
         assert "Ctrl-C stops everything" in out, out
-        started = set(processes_with_env(MARKER)) - before
+        started = our_stack_processes() - before
         assert len(started) >= 5, out  # S3, MLflow, Prefect server, worker, warm process
         assert "Warm process" in out and warm.wait_until_served(proj, 1), out  # `dvc repro` forks from it
         assert (
@@ -473,7 +476,7 @@ def test_make_serve_deploy_and_make_stop_as_the_readme_has_them(tmp_path: Path) 
         except subprocess.TimeoutExpired:
             up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 0 and "stack stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-    assert set(processes_with_env(MARKER)) & started == set()
+    assert our_stack_processes() & started == set()
     local = proj / ".dvc" / "config.local"
     assert dvc_default() == "localstore" and "s3store" not in (local.read_text() if local.exists() else "")
 
@@ -506,11 +509,14 @@ def listening(pids: set[int]) -> set[tuple[str, int]]:
 
 
 def test_every_server_listens_on_loopback_only(
-    s3: S3Endpoint, mlflow_server: Service, prefect_server: Service, prefect_worker: Service
+    s3: S3Endpoint,
+    mlflow_server: Service,
+    prefect_server: Service,
+    prefect_worker: Service,
+    our_stack_processes: Callable[[], set[int]],
 ) -> None:
     """Nothing the stack starts (S3, MLflow and its workers, Prefect's server and worker, and their
     children) accepts connections from another machine."""
-    pids = set(processes_with_env(MARKER))
-    sockets = listening(pids)
+    sockets = listening(our_stack_processes())
     assert len(sockets) >= 3, sockets  # S3, MLflow, Prefect at least
     assert {addr for addr, _ in sockets} == {"127.0.0.1"}, sockets
