@@ -37,9 +37,10 @@ demo: $(BIN)/svd
 	$(BIN)/dvc push -q
 	$(BIN)/svd report
 
-# Two pytest-xdist workers, a test file each at a time (its module fixtures are built once): much of
-# the suite waits on servers, heartbeats and subprocesses while the other worker computes. Files go
+# Two pytest-xdist workers, each given whole test files (module fixtures are built once): much of the
+# suite waits on servers, heartbeats and subprocesses while the other worker computes. Files go out
 # in collection order, the two long e2e files first (xdist's default puts the most tests first).
+# TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(BIN)/svd
