@@ -373,7 +373,7 @@ def test_flow_runs_and_mlflow_runs_link_to_each_other(
             )
         )
     page = f"{mlflow_server.url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    assert [a.type for a in links] == ["markdown"]
+    assert [(str(a.flow_run_id), a.type) for a in links] == [(flow_run_id, "markdown")]
     assert page in str(links[0].data), links[0].data
 
 
