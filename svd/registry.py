@@ -198,8 +198,9 @@ def register(
             for key, value in client.get_run(run_id).data.tags.items():
                 if key.startswith(("git.", "dvc.", "prefect.")):
                     client.set_model_version_tag(name, version, key, value)
+    # two registrations of the same weights at once write the same new rows: tracking.retry_raced
     for metric, number in tracking.finite(metrics).items():
-        client.set_model_version_tag(name, version, f"metric.{metric}", repr(number))
+        tracking.retry_raced(client.set_model_version_tag, name, version, f"metric.{metric}", repr(number))
     gated = gate_failures(metrics, gates)
     current = champion(client, name)
     lost: list[str] = []
@@ -214,10 +215,11 @@ def register(
     failures = gated + [f"does not beat champion version {current}: {x}" for x in lost]
     aliases = ["candidate"] + ([] if failures else ["champion"])
     for alias in aliases:
-        client.set_registered_model_alias(name, alias, version)
+        tracking.retry_raced(client.set_registered_model_alias, name, alias, version)
     if failures and champion(client, name) == version:  # it fails the gates as they are now
         client.delete_registered_model_alias(name, "champion")
-    client.set_model_version_tag(name, version, "gates", "passed" if not failures else "; ".join(failures))
+    gates_tag = "passed" if not failures else "; ".join(failures)
+    tracking.retry_raced(client.set_model_version_tag, name, version, "gates", gates_tag)
     run = client.get_run(run_id)
     card = model_card(
         name, version, run, metrics, gated, compared, aliases, samples, takes_image(model_dir), training or {}

@@ -214,14 +214,11 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_datasets(hashes: Mapping[str, str], tries: int = 5) -> None:
+def log_datasets(hashes: Mapping[str, str]) -> None:
     """Each data input as a dataset input of the run, its digest the DVC md5: the run's Datasets tab
-    names the exact data, and searches can filter runs by it. Code inputs are tags only.
-
-    MLflow's SQL store looks a dataset up, then inserts it: two runs of one experiment logging the
-    same data at once (two workspaces on one server) can both miss it, and the second insert breaks
-    the unique key. A retry finds the row the other committed, and the server skips inputs a run
-    already has, so that error is retried."""
+    names the exact data, and searches can filter runs by it. Code inputs are tags only. Two runs
+    logging the same data at once both look its row up and insert it, hence retry_raced (the
+    server skips inputs a run already has)."""
     from mlflow.data.dataset import Dataset
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # type: ignore[attr-defined]
@@ -233,19 +230,27 @@ def log_datasets(hashes: Mapping[str, str], tries: int = 5) -> None:
         uri = path if path.startswith("s3://") else str(Path(path).absolute())
         source = S3ArtifactDatasetSource(uri) if path.startswith("s3://") else LocalArtifactDatasetSource(uri)
         datasets.append(MetaDataset(source, name=path, digest=md5[:36]))  # type: ignore[abstract]
-    if not datasets:
-        return
+    if datasets:
+        retry_raced(mlflow.log_inputs, datasets, ["input"] * len(datasets), [None] * len(datasets))
+
+
+def retry_raced(write: Callable[..., None], *args: Any, tries: int = 5) -> None:
+    """`write(*args)`, done again while it breaks a unique key. MLflow's SQL store looks a row up,
+    then inserts it (a dataset input, a model version's tag, an alias), so two clients writing the
+    same new row at once (two workspaces on one server) can both miss it and the second insert
+    fails; measured on sqlite, one round of concurrent alias and tag writes in three. Done again,
+    the write finds the row the other committed and updates or skips it. Other errors are raised at
+    once."""
     for n, wait in enumerate(backoff(first=0.2), 1):
         try:
-            mlflow.log_inputs(datasets, contexts=["input"] * len(datasets), tags_list=[None] * len(datasets))
+            write(*args)
             return
         except MlflowException as e:
-            raced = any(
-                w in str(e).lower() for w in ("unique", "duplicate", "integrity")
-            )  # SQLite, Postgres, MySQL
+            said = str(e).lower()
+            raced = any(w in said for w in ("unique", "duplicate", "integrity"))  # SQLite, Postgres, MySQL
             if n == tries or not raced:
                 raise
-            log.info("dataset inputs not logged (%s); again in %.1f s", str(e)[:200], wait)
+            log.info("%s raced another client (%s); again in %.1f s", write.__name__, str(e)[:200], wait)
             time.sleep(wait)
 
 

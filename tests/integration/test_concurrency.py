@@ -191,3 +191,47 @@ def test_runs_logging_the_same_data_at_once_all_get_their_dataset_inputs(mlflow_
         assert len(run_ids) == rounds * width and all(names == set(hashes) for names in logged)
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
+def test_tags_and_aliases_written_at_once_all_land(mlflow_server: Service) -> None:
+    """What two registrations of the same weights write at once: the same new tag and alias on one
+    version, from several clients. Each write lands and none fails; without retry_raced about one
+    round in three broke the store's unique key (seen in CI as a failed registration)."""
+    import threading
+
+    import mlflow
+
+    from svd import tracking
+
+    rounds, width = 20, 4
+    mlflow.set_tracking_uri(mlflow_server.url)
+    try:
+        client = mlflow.MlflowClient()
+        name = "svd-racing-writes"
+        client.create_registered_model(name)
+        version = client.create_model_version(name, "s3://svd/racing-writes").version
+        failed: list[BaseException] = []
+
+        def one(barrier: threading.Barrier, r: int, alias: bool) -> None:
+            barrier.wait()
+            try:
+                if alias:
+                    tracking.retry_raced(client.set_registered_model_alias, name, f"a{r}", version)
+                else:
+                    tracking.retry_raced(client.set_model_version_tag, name, version, f"t{r}", "v")
+            except BaseException as e:
+                failed.append(e)
+
+        for r in range(rounds):  # new keys each round: each round races on new rows
+            barrier = threading.Barrier(width)
+            threads = [threading.Thread(target=one, args=(barrier, r, i % 2 == 0)) for i in range(width)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+        assert failed == []
+        mv = client.get_model_version(name, version)
+        assert set(mv.aliases) == {f"a{r}" for r in range(rounds)}
+        assert {k for k in mv.tags if k.startswith("t")} == {f"t{r}" for r in range(rounds)}
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
