@@ -3,11 +3,14 @@ measured in the same run, on the same profile, each door in a scratch project of
 
 Doors:
 - pipeline flow: `python -m flows pipeline`, one process and one temporary Prefect server;
-- dvc repro: each stage a process running its step's flow; with no PREFECT_API_URL, each of them
-  starts a temporary Prefect server of its own;
-- dvc repro + server: the same, pointed at a running Prefect server;
-- dvc repro + warm: the same, each stage forked from the project's warm process (flows/warm.py),
-  as under `make serve`.
+- dvc repro: as a user runs it, with nothing else up: its first stage starts the project's warm
+  process (flows/warm.py) with a temporary Prefect server, and every stage runs forked from it; the
+  warm process's start is inside the timed run;
+- dvc repro, cold: each stage a process of its own running its step's flow (SVD_WARM_IDLE_S=0);
+  with no PREFECT_API_URL, each of them starts a temporary Prefect server of its own;
+- dvc repro + server: cold stages pointed at a running Prefect server;
+- dvc repro + warm: each stage forked from a warm process started before the clock, on a running
+  Prefect server, as under `make serve`.
 
 A step's compute time is its MLflow run's duration: the step function reading, computing, writing
 and logging. Overhead = (wall - sum of compute) / wall; the goal is under 5%.
@@ -22,6 +25,8 @@ so is starting the warm process.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.warm import IDLE, holder  # noqa: E402
 from infra.project import BIN, scratch_project  # noqa: E402
 from infra.stack import Service, bare_env, start_prefect, start_warm  # noqa: E402
 
@@ -95,12 +101,17 @@ def run_door(
     finally:
         if process:
             process.stop()
+        if started := holder(proj):  # the one its first stage started: it would wait out its idle time
+            os.kill(started[0], signal.SIGTERM)
+            deadline = time.perf_counter() + 60
+            while Path(f"/proc/{started[0]}").exists() and time.perf_counter() < deadline:
+                time.sleep(0.2)
     if r.returncode:
         raise SystemExit(f"{name}: {' '.join(cmd)} failed\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return Door(name, wall, compute_seconds(proj), setup)
 
 
-DOORS = ("pipeline flow", "dvc repro", "dvc repro + server", "dvc repro + warm")
+DOORS = ("pipeline flow", "dvc repro", "dvc repro, cold", "dvc repro + server", "dvc repro + warm")
 
 
 def main(profile: str = "smoke", doors: tuple[str, ...] = DOORS) -> list[Door]:
@@ -114,14 +125,18 @@ def main(profile: str = "smoke", doors: tuple[str, ...] = DOORS) -> list[Door]:
         if "pipeline flow" in doors:
             flow = [sys.executable, "-m", "flows", "pipeline"]
             measured.append(run_door("pipeline flow", flow, root, params, base | home))
+        repro = [str(BIN / "dvc"), "repro"]
         if "dvc repro" in doors:
-            measured.append(run_door("dvc repro", [str(BIN / "dvc"), "repro"], root, params, base | home))
+            measured.append(run_door("dvc repro", repro, root, params, base | home | {IDLE: "600"}))
+        base |= {IDLE: "0"}  # the doors below start no warm process from a stage
+        if "dvc repro, cold" in doors:
+            measured.append(run_door("dvc repro, cold", repro, root, params, base | home))
         for door in ("dvc repro + server", "dvc repro + warm"):
             if door not in doors:
                 continue
             server = start_prefect(root / "stack", ui=False)
             try:
-                repro, warm = [str(BIN / "dvc"), "repro"], server if door.endswith("warm") else None
+                warm = server if door.endswith("warm") else None
                 measured.append(run_door(door, repro, root, params, base | server.env, warm))
             finally:
                 server.stop()

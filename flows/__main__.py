@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate"
 
 
 @contextmanager
-def temporary_server() -> Iterator[Callable[[], None]]:
+def temporary_server(scoped: bool = True) -> Iterator[Callable[[], None]]:
     """A temporary Prefect server for this process and the processes it starts. It boots in a
     process of its own; `ready()`, yielded, waits until it answers, so the caller can import its
-    flow meanwhile.
+    flow meanwhile. `scoped=False` (the warm process): only the environment and Prefect's global
+    settings name it, since a settings context would pass to every fork over the settings that
+    each takes from its client.
 
     With none configured, Prefect starts a temporary server in every process that needs one, and
     child processes inherit no URL from it: each of curate's worker processes then started a server
@@ -54,6 +56,8 @@ def temporary_server() -> Iterator[Callable[[], None]]:
     app = ["--factory", "prefect.server.api.server:create_app", "--app-dir", site, "--lifespan", "on"]
     env = os.environ | get_current_settings().to_environment_variables(exclude_unset=True)
     env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    # as the stack's servers: no usage reports (its first one raced the migrations of a new database)
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     where = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]
     cmd = [sys.executable, "-m", "uvicorn", *app, *where]
 
@@ -79,7 +83,7 @@ def temporary_server() -> Iterator[Callable[[], None]]:
         # would start another temporary server and send the workers' events there).
         os.environ["PREFECT_API_URL"] = url
         refresh_global_settings_context()
-        with temporary_settings({PREFECT_API_URL: url}):
+        with temporary_settings({PREFECT_API_URL: url}) if scoped else nullcontext():
             try:
                 yield ready
             finally:
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
     ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
+    ap.add_argument("--idle", type=float, default=0, help="warm: end after this many seconds without a stage")
     args = ap.parse_args(argv)
     started = dict(os.environ)  # before the settings below and the imports: for the warm process
     # The process ends with the flow. The interpreter's last collection would walk everything the run
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     from prefect.settings import PREFECT_API_URL
 
     if args.flow == "warm":
-        serve_warm(started)
+        serve_warm(started, args.idle)
     elif PREFECT_API_URL.value():
         load(args.flow)(**kwargs)
     else:
@@ -173,27 +178,46 @@ def main(argv: list[str] | None = None) -> None:
             flow(**kwargs)
 
 
-def serve_warm(started: dict[str, str]) -> None:
+def serve_warm(started: dict[str, str], idle: float) -> None:
     """The warm process; when an imported file changes it starts again as a new program, for a fresh
-    import of everything. Its children's flow runs go to the configured Prefect server: a temporary
-    one held here would also hold Prefect's settings, which each child must take from its client."""
+    import of everything. Its children's flow runs go to the configured Prefect server, else to a
+    temporary one it holds while it lives. One serves a project: started by hand or by `make serve`,
+    it takes over from one that a stage started (idle > 0)."""
     from prefect.settings import PREFECT_API_URL
 
     from flows import warm
 
-    if not PREFECT_API_URL.value():
-        raise SystemExit(
-            "python -m flows warm: set PREFECT_API_URL (make serve does), for its stages' flow runs"
-        )
-    if warm.serve(Path.cwd(), load, FLOWS, main, started, STARTED_NS):
-        os.execve(sys.executable, [sys.executable, "-m", "flows", "warm"], started)
+    root = Path.cwd()
+    lock = warm.claim(root)
+    if lock is None and not idle and (held := warm.holder(root)) and held[1] > 0:
+        os.kill(held[0], signal.SIGTERM)  # it ends once its running stages have
+        deadline = time.monotonic() + 60
+        while (lock := warm.claim(root)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if lock is None:
+        raise SystemExit(f"python -m flows warm: another warm process serves {root}, or is starting")
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()} {idle:g}".encode())
+    server = nullcontext(lambda: None) if PREFECT_API_URL.value() else temporary_server(scoped=False)
+    with server as ready:
+        again = warm.serve(root, load, FLOWS, main, started, STARTED_NS, idle, ready)
+    os.close(lock)
+    if again:
+        argv = [sys.executable, "-m", "flows", "warm", "--idle", f"{idle:g}"]
+        os.execve(sys.executable, argv, started)
 
 
 if __name__ == "__main__":
     from flows import warm
 
-    # A stage that a warm process in this project can run is forked from it (flows/warm.py).
-    code = warm.hand_over(sys.argv[1:]) if sys.argv[1:2] and sys.argv[1] in FLOWS else None
+    # A stage that a warm process in this project can run is forked from it (flows/warm.py); with
+    # none, the stage starts one for itself and the stages after it.
+    code = None
+    if sys.argv[1:2] and sys.argv[1] in FLOWS:
+        code = warm.hand_over(sys.argv[1:])
+        idle = float(os.environ.get(warm.IDLE, "600"))
+        if code is None and idle > 0 and warm.start(Path.cwd(), idle):
+            code = warm.hand_over(sys.argv[1:])
     if code is None:
         main()
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -66,6 +68,7 @@ AT_IMPORT = (
     "LC_",
     "PREFECT_LOGGING_",
 )
+IDLE = "SVD_WARM_IDLE_S"  # how long a warm process that a stage started waits for the next; 0: start none
 LIMITS = sorted(name for name in dir(resource) if name.startswith("RLIMIT_"))  # ulimit's, on this OS
 
 
@@ -149,6 +152,70 @@ def hand_over(argv: list[str]) -> int | None:
     return code
 
 
+def start(root: Path, idle: float, timeout: float = 180) -> bool:
+    """Start a warm process for `root` that ends after `idle` seconds without a stage, and wait until
+    it serves: True once it does. A stage of `dvc repro` with none to hand over to starts one, so
+    plain `dvc repro` forks its later stages too, as under `make serve` (the Gradle daemon's way).
+    The stage waits instead of importing on its own: on 2 cores two imports at once take as long as
+    both in turn. False when one serves already and refused this client, or none came to serve."""
+    path = address(root)
+    if _answers(path):
+        return False
+    log = root / ".stack" / "logs" / "warm.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    since = log.stat().st_size if log.exists() else 0
+    started: subprocess.Popen[bytes] | None = None
+    if (lock := claim(root)) is not None:  # none is serving or starting: this client starts it
+        os.close(lock)
+        with log.open("ab") as out:
+            started = subprocess.Popen(
+                [sys.executable, "-m", "flows", "warm", "--idle", f"{idle:g}"],
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not ended with this stage, nor by Ctrl-C in its terminal
+            )
+        print(
+            f"python -m flows: started a warm process (flows/warm.py; log {log}) that forks this"
+            f" project's stages until it has been idle {idle:g} s; {IDLE}=0 turns this off",
+            file=sys.stderr,
+        )
+    deadline = time.monotonic() + timeout
+    while not _answers(path):
+        with log.open("rb") as f:
+            f.seek(since)
+            broken = b"serving nothing" in f.read()
+        gone = started.poll() is not None if started else (lock := claim(root)) is not None
+        if lock is not None and not started:
+            os.close(lock)
+        if broken or gone or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def claim(root: Path) -> int | None:
+    """The lock a warm process holds for `root` as long as it lives (its pid and `idle` written in
+    it): the lock's descriptor, or None while another process holds it (serving, starting, or
+    starting again after an edit)."""
+    fd = os.open(address(root).with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def holder(root: Path) -> tuple[int, float] | None:
+    """The pid and idle time the lock's holder wrote, if it did."""
+    with contextlib.suppress(OSError, ValueError):
+        pid, idle = address(root).with_suffix(".lock").read_text().split()
+        return int(pid), float(idle)
+    return None
+
+
 def _forward(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -200,14 +267,18 @@ def serve(
     run: Callable[[list[str]], None],
     started: Mapping[str, str],
     since: int,
+    idle: float = 0,
+    ready: Callable[[], None] = lambda: None,
 ) -> bool:
     """Import every flow, then fork a child per request until a module changes (True: start again,
-    with fresh imports) or SIGTERM (False: after the children had SIGINT and 7 s to end).
-    `started`: the environment this process started with, as a client's is before its imports;
-    `since`: when it started, before it read any file of the project."""
+    with fresh imports), SIGTERM (False: after the children had SIGINT and 7 s to end) or, with
+    `idle`, that many seconds without a child (False). `started`: the environment this process
+    started with, as a client's is before its imports; `since`: when it started, before it read any
+    file of the project; `ready`: waits for what the children need besides the imports."""
     try:
         for name in flows:
             load(name)
+        ready()
     except Exception as e:  # an edit that does not import: serve nothing (stages run cold) until the next
         traceback.print_exc()
         where = {f.filename for f in traceback.extract_tb(e.__traceback__)} | {
@@ -215,7 +286,11 @@ def serve(
         }
         files = snapshot(imported() | where)
         print("warm: the flows do not import; serving nothing until a file changes", flush=True)
+        until = time.monotonic() + (idle or math.inf)
         while not changed(files):
+            if time.monotonic() > until:
+                print(f"warm: nothing changed in {idle:g} s; ending", flush=True)
+                return False
             time.sleep(2)
         return True
     files, now = snapshot(imported()), time.time_ns()
@@ -249,6 +324,7 @@ def serve(
     children: dict[int, socket.socket] = {}
     ending: dict[int, float] = {}  # children whose client is gone: when to stop asking
     told = False  # the children, that the warm process stops
+    until = time.monotonic() + (idle or math.inf)  # when it ends unless a stage comes
 
     def stop_listening() -> None:
         sel.unregister(listener)
@@ -257,7 +333,8 @@ def serve(
 
     try:
         while (listener.fileno() >= 0 or children) and not (stopping and not children):
-            for key, _ in sel.select(timeout=1.0 if ending or stopping else None):
+            wait = 1.0 if ending or stopping else None if children or not idle else until - time.monotonic()
+            for key, _ in sel.select(timeout=wait):
                 if key.fileobj is wake_r:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(wake_r, 512):
@@ -301,6 +378,11 @@ def serve(
                     ending[key.data] = min(ending.get(key.data, math.inf), time.monotonic() + 30)
                     sel.unregister(key.fileobj)
             _reap(children, sel)
+            if children:
+                until = time.monotonic() + (idle or math.inf)
+            elif not stopping and time.monotonic() >= until:
+                print(f"warm: no stage for {idle:g} s; ending", flush=True)
+                stopping.append(time.monotonic())
             if stopping and not told:  # once: SIGINT the children, then they have 10 s
                 told = True
                 if listener.fileno() >= 0:

@@ -53,6 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
             **{k: f"svd-fake-{k.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}" for k in SECRETS},
             "PREFECT_HOME": str(_session_tmp / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # Stages run cold unless a test starts a warm process: one that a `dvc repro` starts
+            # would outlive its test by its idle time (test_warm covers that door).
+            "SVD_WARM_IDLE_S": "0",
             # Inherited by every subprocess a test starts: how the end check finds leftovers.
             SESSION_KEY: uuid.uuid4().hex,
         }

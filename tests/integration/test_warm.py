@@ -159,3 +159,55 @@ def test_stages_fork_from_the_warm_process_fresh_code_and_all(
     finally:
         server.stop()
     assert not warm.address(proj).exists()
+
+
+def test_dvc_repro_alone_starts_a_warm_process_that_ends_idle(
+    prefect_server: Service, tmp_path: Path
+) -> None:
+    """`dvc repro` with no `make serve` and no Prefect server: its first stage starts the project's
+    warm process, with a temporary Prefect server of its own, and every stage runs forked from it.
+    Idle for SVD_WARM_IDLE_S, it ends, its server with it. One started by hand (as `make serve`
+    starts it) takes over from such a one."""
+    from infra.stack import bare_env
+
+    idle = 15
+    env = bare_env() | {"PREFECT_HOME": str(tmp_path / "home"), warm.IDLE: str(idle)}
+    proj, env = scratch_project(tmp_path, SMOKE, env)
+    log = proj / ".stack" / "logs" / "warm.log"
+
+    def repro(*args: str) -> int:
+        """`dvc repro` as a user runs it; the warm process that serves the project afterwards."""
+        ran = subprocess.run(
+            [str(Path(sys.executable).parent / "dvc"), "repro", *args],
+            cwd=proj,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        held = warm.holder(proj)
+        assert held and held[1] == idle and alive(held[0]), held
+        return held[0]
+
+    pid = repro("curate")
+    assert [flow for _, flow in forks(log)] == ["synth", "curate"], log.read_text()[-3000:]
+    served = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert served, "no temporary Prefect server"  # the warm process's only child between stages
+    deadline = time.monotonic() + idle + 30
+    while alive(pid) or any(alive(p) for p in served):
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    assert f"no stage for {idle} s; ending" in log.read_text() and not warm.address(proj).exists()
+
+    pid = repro("filter")  # a new warm process, since the last one ended
+    assert [flow for _, flow in forks(log)][2:] == ["filter"], log.read_text()[-3000:]
+    server = start_warm(proj, prefect_server, tmp_path, env)
+    try:
+        deadline = time.monotonic() + 60
+        while alive(pid) or (warm.holder(proj) or (0, 1.0))[1] != 0:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.5)
+        assert warm.wait_until_served(proj, 120)
+    finally:
+        server.stop()
