@@ -15,18 +15,52 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 STARTED_NS = time.time_ns()  # before this process read a file of the project but this one
-FLOWS = ["pipeline", "synth", "curate", "filter", "latents", "train", "evaluate", "register", "ablate"]
+# dvc.yaml's stages run these, one process each
+STEPS = ["synth", "curate", "filter", "latents", "train", "evaluate", "register"]
+FLOWS = ["pipeline", *STEPS, "ablate"]
+
+
+@dataclass
+class TemporaryServer:
+    """A temporary Prefect server booting in a process of its own."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def ready(self) -> None:
+        """Wait until it answers. Prefect's 20-s default is too short here: on a new database the boot
+        runs every migration (21 s on a 2-core machine with nothing else running), and it shares the
+        CPU with the caller's import. A server that dies is seen at once, so a long wait only costs
+        a hang."""
+        import httpx
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 180)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1) as client:
+            while self.alive() and time.monotonic() < deadline:
+                with suppress(httpx.TransportError):
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        return
+                time.sleep(0.1)
+        code = self.process.returncode
+        why = f"exited with code {code}" if code is not None else f"{timeout} s"
+        raise RuntimeError(f"the temporary Prefect server at {self.url} did not start: {why}")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
 
 @contextmanager
-def temporary_server(scoped: bool = True) -> Iterator[Callable[[], None]]:
+def temporary_server(scoped: bool = True) -> Iterator[TemporaryServer]:
     """A temporary Prefect server for this process and the processes it starts. It boots in a
-    process of its own; `ready()`, yielded, waits until it answers, so the caller can import its
-    flow meanwhile. `scoped=False` (the warm process): only the environment and Prefect's global
+    process of its own; its `ready()` waits until it answers, so the caller can import its flow
+    meanwhile. `scoped=False` (the warm process): only the environment and Prefect's global
     settings name it, since a settings context would pass to every fork over the settings that
     each takes from its client.
 
@@ -38,15 +72,9 @@ def temporary_server(scoped: bool = True) -> Iterator[Callable[[], None]]:
     server side into this process: that import alone took 3 s of every `dvc repro` stage before the
     boot could begin. What the run logged and emitted is sent before the server stops, whether the
     run succeeded or failed (sent to a stopped server it would be retried for a minute and lost)."""
-    import httpx
     import prefect
     from prefect.context import refresh_global_settings_context
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        get_current_settings,
-        temporary_settings,
-    )
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,21 +89,6 @@ def temporary_server(scoped: bool = True) -> Iterator[Callable[[], None]]:
     where = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]
     cmd = [sys.executable, "-m", "uvicorn", *app, *where]
 
-    def ready() -> None:
-        # Prefect's 20-s default is too short here: on a new database the boot runs every migration
-        # (21 s on a 2-core machine with nothing else running), and it shares the CPU with this
-        # process's import. A server that dies is seen at once, so a long wait only costs a hang.
-        timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 180)
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1) as client:
-            while server.poll() is None and time.monotonic() < deadline:
-                with suppress(httpx.TransportError):
-                    if client.get(f"{url}/health").status_code == 200:
-                        return
-                time.sleep(0.1)
-        why = f"exited with code {server.returncode}" if server.returncode is not None else f"{timeout} s"
-        raise RuntimeError(f"the temporary Prefect server on port {port} did not start: {why}")
-
     server = subprocess.Popen(cmd, env=env, preexec_fn=_die_with(os.getpid()))
     try:
         # In the environment for child processes, and in Prefect's global settings for threads that
@@ -85,7 +98,7 @@ def temporary_server(scoped: bool = True) -> Iterator[Callable[[], None]]:
         refresh_global_settings_context()
         with temporary_settings({PREFECT_API_URL: url}) if scoped else nullcontext():
             try:
-                yield ready
+                yield TemporaryServer(url, server)
             finally:
                 from prefect.events.worker import EventsWorker
                 from prefect.logging.handlers import APILogWorker
@@ -172,37 +185,37 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # No server configured: a temporary one boots while this process imports the flow's module,
         # each taking seconds.
-        with temporary_server() as ready:
+        with temporary_server() as server:
             flow = load(args.flow)
-            ready()
+            server.ready()
             flow(**kwargs)
 
 
 def serve_warm(started: dict[str, str], idle: float) -> None:
     """The warm process; when an imported file changes it starts again as a new program, for a fresh
     import of everything. Its children's flow runs go to the configured Prefect server, else to a
-    temporary one it holds while it lives. One serves a project: started by hand or by `make serve`,
-    it takes over from one that a stage started (idle > 0)."""
+    temporary one it holds while it lives. Started by hand or by `make serve` (no idle end), it
+    takes over from one that a stage started: that one serves no more and ends once its running
+    stages have."""
     from prefect.settings import PREFECT_API_URL
 
     from flows import warm
 
     root = Path.cwd()
-    lock = warm.claim(root)
-    if lock is None and not idle and (held := warm.holder(root)) and held[1] > 0:
-        os.kill(held[0], signal.SIGTERM)  # it ends once its running stages have
-        deadline = time.monotonic() + 60
-        while (lock := warm.claim(root)) is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+    lock = warm.claim(root, idle)
+    if lock is None and not idle and (held := warm.holder(root)) and held.idle > 0:
+        os.kill(held.pid, signal.SIGUSR1)
+        lock = warm.claim(root, idle, wait=60)
     if lock is None:
         raise SystemExit(f"python -m flows warm: another warm process serves {root}, or is starting")
-    os.ftruncate(lock, 0)
-    os.write(lock, f"{os.getpid()} {idle:g}".encode())
-    server = nullcontext(lambda: None) if PREFECT_API_URL.value() else temporary_server(scoped=False)
-    with server as ready:
-        again = warm.serve(root, load, FLOWS, main, started, STARTED_NS, idle, ready)
-    os.close(lock)
+    if PREFECT_API_URL.value():
+        again = warm.serve(root, load, FLOWS, main, started, STARTED_NS, lock)
+    else:
+        with temporary_server(scoped=False) as server:
+            again = warm.serve(root, load, FLOWS, main, started, STARTED_NS, lock, server.ready, server.alive)
     if again:
+        lock.say("starting")  # for the stages that wait: the program it becomes claims the lock again
+        lock.release()
         argv = [sys.executable, "-m", "flows", "warm", "--idle", f"{idle:g}"]
         os.execve(sys.executable, argv, started)
 
@@ -215,8 +228,10 @@ if __name__ == "__main__":
     code = None
     if sys.argv[1:2] and sys.argv[1] in FLOWS:
         code = warm.hand_over(sys.argv[1:])
-        idle = float(os.environ.get(warm.IDLE, "600"))
-        if code is None and idle > 0 and warm.start(Path.cwd(), idle):
+        # Only a step starts one: a pipeline or an ablation is one long process, which would wait
+        # for every flow's imports and leave a process behind for nothing.
+        idle = warm.idle_seconds() if code is None and sys.argv[1] in STEPS else 0
+        if idle > 0 and warm.start(Path.cwd(), sys.argv[1:], idle):
             code = warm.hand_over(sys.argv[1:])
     if code is None:
         main()

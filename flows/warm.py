@@ -9,12 +9,18 @@ one that has imported everything. The stage's command hands over its arguments, 
 environment and stdin/stdout/stderr, forwards Ctrl-C and SIGTERM, and exits as the fork did, so DVC
 sees what a cold run would give it.
 
+`make serve` starts one on its Prefect server. Without it, a step's command that finds none starts
+one (with a temporary Prefect server of its own) and waits for it, as the Gradle daemon is started
+by the build that needs it; that one ends after SVD_WARM_IDLE_S seconds without a stage, and one
+started by hand or by `make serve` takes over from it. A lock per project keeps one at a time.
+
 A fork runs what the warm process imported, so it is used only when that is what a cold process
 would run: no imported file changed since (the warm process then starts again with fresh imports,
 once its children are done), the same venv and groups, `ulimit`s a fork can take (no memory cap,
 the same stack size, hard limits no higher), no lower niceness, CPUs the warm process may use, and
 the same settings that libraries read once, at import (HF_*, PYTHON*, thread counts, locale, ...).
-Otherwise the stage runs cold, as it does with no warm process, and on platforms without fork."""
+Otherwise the stage runs cold, as it does on platforms without fork, with SVD_WARM_IDLE_S=0 and no
+warm process serving, or while one drains its stages before starting again."""
 
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from hashlib import sha1
 from pathlib import Path
 
@@ -111,20 +118,7 @@ def hand_over(argv: list[str]) -> int | None:
     exit code, or None when none serves it or it cannot run this (then run it here)."""
     if not hasattr(socket, "send_fds"):
         return None
-    umask = os.umask(0)
-    os.umask(umask)
-    request = {
-        "argv": argv,
-        "cwd": os.getcwd(),
-        "env": dict(os.environ),
-        "prefix": interpreter(),
-        "umask": umask,
-        "nice": os.getpriority(os.PRIO_PROCESS, 0),
-        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "limits": {name: resource.getrlimit(getattr(resource, name)) for name in LIMITS},
-        "groups": groups(),
-    }
-    body = json.dumps(request).encode()
+    body = json.dumps(_request(argv)).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
             sock.connect(str(address(Path.cwd())))
@@ -152,68 +146,138 @@ def hand_over(argv: list[str]) -> int | None:
     return code
 
 
-def start(root: Path, idle: float, timeout: float = 180) -> bool:
-    """Start a warm process for `root` that ends after `idle` seconds without a stage, and wait until
-    it serves: True once it does. A stage of `dvc repro` with none to hand over to starts one, so
-    plain `dvc repro` forks its later stages too, as under `make serve` (the Gradle daemon's way).
-    The stage waits instead of importing on its own: on 2 cores two imports at once take as long as
-    both in turn. False when one serves already and refused this client, or none came to serve."""
-    path = address(root)
-    if _answers(path):
-        return False
-    log = root / ".stack" / "logs" / "warm.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    since = log.stat().st_size if log.exists() else 0
-    started: subprocess.Popen[bytes] | None = None
-    if (lock := claim(root)) is not None:  # none is serving or starting: this client starts it
-        os.close(lock)
-        with log.open("ab") as out:
-            started = subprocess.Popen(
-                [sys.executable, "-m", "flows", "warm", "--idle", f"{idle:g}"],
-                cwd=root,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # not ended with this stage, nor by Ctrl-C in its terminal
-            )
-        print(
-            f"python -m flows: started a warm process (flows/warm.py; log {log}) that forks this"
-            f" project's stages until it has been idle {idle:g} s; {IDLE}=0 turns this off",
-            file=sys.stderr,
-        )
-    deadline = time.monotonic() + timeout
-    while not _answers(path):
-        with log.open("rb") as f:
-            f.seek(since)
-            broken = b"serving nothing" in f.read()
-        gone = started.poll() is not None if started else (lock := claim(root)) is not None
-        if lock is not None and not started:
-            os.close(lock)
-        if broken or gone or time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
+def _request(argv: list[str]) -> dict:
+    """What a fork must take from this process to be the process this one would be."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return {
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "prefix": interpreter(),
+        "umask": umask,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "limits": {name: resource.getrlimit(getattr(resource, name)) for name in LIMITS},
+        "groups": groups(),
+    }
 
 
-def claim(root: Path) -> int | None:
-    """The lock a warm process holds for `root` as long as it lives (its pid and `idle` written in
-    it): the lock's descriptor, or None while another process holds it (serving, starting, or
-    starting again after an edit)."""
-    fd = os.open(address(root).with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+def start(root: Path, argv: list[str], idle: float, timeout: float = 180) -> bool:
+    """Start a warm process for `root` that ends after `idle` seconds without a stage, or wait for
+    the one that is starting: True once it serves. The stage waits instead of importing on its own:
+    on 2 cores two imports at once take as long as both in turn. False (run cold) when one serves
+    and refused this client, one is there but will not serve soon (its flows do not import, it is
+    draining its stages), none came to serve, it would refuse this stage anyway (a memory cap), or
+    the project is one of DVC's temporary experiment workspaces, which it would outlive."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        path = address(root)
+        if _answers(path) or _refusal(_request(argv), os.environ) or "/.dvc/tmp/" in f"{root.resolve()}/":
+            return False
+        started: subprocess.Popen[bytes] | None = None
+        if holder(root) is None:  # none serves or starts: this client starts one
+            log = root / ".stack" / "logs" / "warm.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as out:
+                started = subprocess.Popen(
+                    [sys.executable, "-m", "flows", "warm", "--idle", f"{idle:g}"],
+                    cwd=root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # not ended with this stage, nor by Ctrl-C in its terminal
+                )
+            print(
+                f"python -m flows: started a warm process (flows/warm.py; log {log}) that forks this"
+                f" project's stages until it has been idle {idle:g} s; {IDLE}=0 turns this off",
+                file=sys.stderr,
+            )
+        deadline = time.monotonic() + timeout
+        while not _answers(path):
+            # the lock's holder, once the process started here (or another stage's) has claimed it
+            held = holder(root)
+            starting = held.state == "starting" if held else bool(started and started.poll() is None)
+            if not starting or time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+    except OSError as e:  # no socket folder, a read-only project, no processes left: run cold
+        print(f"python -m flows: no warm process ({e}); this stage runs cold", file=sys.stderr)
+        return False
+
+
+def idle_seconds() -> float:
+    """SVD_WARM_IDLE_S: how long a warm process that a stage starts waits for the next one."""
+    value = os.environ.get(IDLE, "600")
+    try:
+        return float(value)
+    except ValueError:
+        raise SystemExit(
+            f"{IDLE} must be a number of seconds (0: start no warm process), not {value!r}"
+        ) from None
+
+
+@dataclass
+class Lock:
+    """The lock a warm process holds on its project from its start to its end, and what it tells
+    clients there: its pid, how long it waits idle, and its state (starting; serving; broken: its
+    flows do not import; draining: it takes no more stages and waits for its running ones). A
+    client waits only for one that is starting."""
+
+    fd: int
+    idle: float
+
+    def say(self, state: str) -> None:
+        if self.fd >= 0:  # one fixed-size write, so a reader never sees it half done
+            os.pwrite(self.fd, f"{os.getpid()} {self.idle:g} {state}".ljust(64).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def lock_path(root: Path) -> Path:
+    return address(root).with_suffix(".lock")
+
+
+def claim(root: Path, idle: float, wait: float = 5.0) -> Lock | None:
+    """`root`'s lock, tried for `wait` seconds (one starting again after an edit lets it go for its
+    exec), or None while another process holds it."""
+    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            os.close(fd)
+            return None
+        lock = Lock(fd, idle)
+        lock.say("starting")
+        return lock
+
+
+@dataclass
+class Holder:
+    pid: int
+    idle: float
+    state: str
+
+
+def holder(root: Path) -> Holder | None:
+    """The warm process that says it holds `root`'s lock, if that process is alive and is a warm
+    process of this project, not a pid reused since (Linux's /proc; elsewhere, None)."""
+    try:
+        pid, idle, state = lock_path(root).read_text().split()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if cmd[1:4] != [b"-m", b"flows", b"warm"] or Path(os.readlink(f"/proc/{pid}/cwd")) != root.resolve():
+            return None
+        return Holder(int(pid), float(idle), state)
+    except (OSError, ValueError):
         return None
-    return fd
-
-
-def holder(root: Path) -> tuple[int, float] | None:
-    """The pid and idle time the lock's holder wrote, if it did."""
-    with contextlib.suppress(OSError, ValueError):
-        pid, idle = address(root).with_suffix(".lock").read_text().split()
-        return int(pid), float(idle)
-    return None
 
 
 def _forward(pid: int, sig: int) -> None:
@@ -267,14 +331,19 @@ def serve(
     run: Callable[[list[str]], None],
     started: Mapping[str, str],
     since: int,
-    idle: float = 0,
+    lock: Lock,
     ready: Callable[[], None] = lambda: None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> bool:
-    """Import every flow, then fork a child per request until a module changes (True: start again,
-    with fresh imports), SIGTERM (False: after the children had SIGINT and 7 s to end) or, with
-    `idle`, that many seconds without a child (False). `started`: the environment this process
-    started with, as a client's is before its imports; `since`: when it started, before it read any
-    file of the project; `ready`: waits for what the children need besides the imports."""
+    """Import every flow, then fork a child per request until a module changes or the Prefect server
+    it holds ends (True: start again, with fresh imports, once the children are done); SIGTERM
+    (False: after the children had SIGINT and 7 s to end); SIGUSR1 (False: it serves no more and
+    lets the project's lock go at once, for the warm process taking over, and ends once its children
+    are done); or `lock.idle` seconds without a child (False). `started`: the environment this
+    process started with, as a client's is before its imports; `since`: when it started, before it
+    read any file of the project; `ready` waits for the Prefect server it holds, `alive` says it
+    still runs."""
+    idle = lock.idle
     try:
         for name in flows:
             load(name)
@@ -285,7 +354,12 @@ def serve(
             getattr(e, "filename", None) or ""
         }
         files = snapshot(imported() | where)
-        print("warm: the flows do not import; serving nothing until a file changes", flush=True)
+        print(
+            "warm: the flows do not import, or its Prefect server did not start; serving nothing until a"
+            " file changes",
+            flush=True,
+        )
+        lock.say("broken")
         until = time.monotonic() + (idle or math.inf)
         while not changed(files):
             if time.monotonic() > until:
@@ -310,7 +384,9 @@ def serve(
     # said before a client can connect, so whoever saw the socket answer finds the line in the log
     print(f"warm: {len(flows)} flows imported; serving {root} on {path}", flush=True)
     listener.listen(16)
+    lock.say("serving")
     stopping: list[float] = []
+    leaving: list[bool] = []  # SIGUSR1: another warm process takes over
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
@@ -318,6 +394,7 @@ def serve(
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop through the pipe
     for sig in (signal.SIGTERM, signal.SIGINT):  # stopped (make stop, or Ctrl-C in its terminal)
         signal.signal(sig, lambda *_: stopping.append(time.monotonic() + 7))
+    signal.signal(signal.SIGUSR1, lambda *_: leaving.append(True))
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
@@ -325,15 +402,19 @@ def serve(
     ending: dict[int, float] = {}  # children whose client is gone: when to stop asking
     told = False  # the children, that the warm process stops
     until = time.monotonic() + (idle or math.inf)  # when it ends unless a stage comes
+    again = False  # start again once the children are done
 
     def stop_listening() -> None:
-        sel.unregister(listener)
-        listener.close()
-        path.unlink(missing_ok=True)
+        if listener.fileno() >= 0:
+            sel.unregister(listener)
+            listener.close()
+            path.unlink(missing_ok=True)
+            lock.say("draining")
 
     try:
         while (listener.fileno() >= 0 or children) and not (stopping and not children):
             wait = 1.0 if ending or stopping else None if children or not idle else until - time.monotonic()
+            wait = max(wait, 0.0) if wait is not None else None
             for key, _ in sel.select(timeout=wait):
                 if key.fileobj is wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -344,8 +425,10 @@ def serve(
                         continue
                     conn, request, fds = got
                     try:
-                        if changed(files):
-                            print("warm: an imported file changed; starting again when idle", flush=True)
+                        if changed(files) or not alive():
+                            why = "an imported file changed" if alive() else "its Prefect server ended"
+                            print(f"warm: {why}; starting again when idle", flush=True)
+                            again = True
                             stop_listening()
                             _answer(conn, fds, REFUSED)
                         elif stopping:
@@ -360,7 +443,7 @@ def serve(
                             conn,
                             fds,
                             request | {"made": made},
-                            [listener, wake_r, wake_w, *children.values()],
+                            [listener, wake_r, wake_w, lock.fd, *children.values()],
                             run,
                         ):
                             print(
@@ -377,9 +460,14 @@ def serve(
                     _signal(key.data, signal.SIGINT)  # as Ctrl-C would: the flow run ends as crashed
                     ending[key.data] = min(ending.get(key.data, math.inf), time.monotonic() + 30)
                     sel.unregister(key.fileobj)
-            _reap(children, sel)
-            if children:
+            if _reap(children, sel) or children:  # idle from when the last stage ended
                 until = time.monotonic() + (idle or math.inf)
+            if leaving and listener.fileno() >= 0:
+                print(
+                    "warm: another warm process takes over; ending once the running stages have", flush=True
+                )
+                stop_listening()
+                lock.release()
             elif not stopping and time.monotonic() >= until:
                 print(f"warm: no stage for {idle:g} s; ending", flush=True)
                 stopping.append(time.monotonic())
@@ -401,7 +489,7 @@ def serve(
             _signal(pid, signal.SIGKILL)
         if listener.fileno() >= 0:
             stop_listening()
-    return not stopping
+    return again and not stopping
 
 
 def _answers(path: Path) -> bool:
@@ -437,7 +525,19 @@ def _refusal(request: dict, started: Mapping[str, str]) -> str:
         return "it may run on CPUs the warm process may not (another cpuset)"
     mine, theirs = at_import(started), at_import(request["env"])
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-    return f"{', '.join(differ)} differ from the warm process's, which read them at import" if differ else ""
+    if differ:
+        return f"{', '.join(differ)} differ from the warm process's, which read them at import"
+    if "PREFECT_API_URL" not in started and "PREFECT_API_URL" not in request["env"]:
+        # both would hold a temporary Prefect server: the same one only if it has the same settings
+        mine, theirs = _prefect(started), _prefect(request["env"])
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if differ:
+            return f"{', '.join(differ)} differ from those of the warm process's temporary Prefect server"
+    return ""
+
+
+def _prefect(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("PREFECT_")}
 
 
 def _within(limit: int, bound: int) -> bool:
@@ -456,17 +556,21 @@ def _signal(group: int, sig: signal.Signals) -> None:
         os.killpg(group, sig)
 
 
-def _reap(children: dict[int, socket.socket], sel: selectors.BaseSelector) -> None:
+def _reap(children: dict[int, socket.socket], sel: selectors.BaseSelector) -> int:
+    """How many children ended (each one's client told its exit code)."""
+    ended = 0
     for pid in list(children):
         done, status = os.waitpid(pid, os.WNOHANG)
         if not done:
             continue
+        ended += 1
         conn = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         print(f"warm: process {pid} exited with {code}", flush=True)
         with contextlib.suppress(KeyError):
             sel.unregister(conn)
         _answer(conn, [], code)
+    return ended
 
 
 def _receive(conn: socket.socket) -> tuple[socket.socket, dict, list[int]] | None:

@@ -49,7 +49,8 @@ def scratch_project(
             shutil.copy2(src, proj / name)
     merged = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), dict(params))
     (proj / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
-    (proj / ".gitignore").write_text("/.venv\n/data/\n/models/\n/reports/\n/mlflow.db\n/mlartifacts/\n/.stack/\n")
+    ignored = ["/.venv", "/data/", "/models/", "/reports/", "/mlflow.db", "/mlartifacts/", "/.stack/"]
+    (proj / ".gitignore").write_text("".join(f"{line}\n" for line in ignored))
     (proj / ".venv").symlink_to(BIN.parent)  # where `make venv` builds it, for the README's commands
     run_env = {
         **env,

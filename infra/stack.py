@@ -61,8 +61,11 @@ QUIET_ENV = {"DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALY
 def bare_env() -> dict[str, str]:
     """This process's environment, quiet and without Prefect or MLflow settings: what a bench gives
     the workspaces it starts, so that each reaches only the servers the bench gives it, never the
-    caller's own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | QUIET_ENV
+    caller's own; and no warm process that a stage would start and leave behind (flows/warm.py)."""
+    from flows.warm import IDLE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return env | QUIET_ENV | {IDLE: "0"}
 
 
 _running: dict[str, Service] = {}
@@ -426,20 +429,30 @@ def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, st
     a stage whose settings read at import differ from it runs cold."""
     from flows import warm
 
-    log = root / "logs" / "warm.log"
     exact: dict[str, str | None] = {**{k: None for k in os.environ}, **env, **prefect.env}  # not ours
     return start_service(
         "warm",
         [sys.executable, "-m", "flows", "warm"],
         url=str(warm.address(project)),
         health=f"{prefect.url}/health",
-        ready=lambda: warm.wait_until_served(project, 0.1) or "serving nothing" in log.read_text(),
+        ready=lambda: _warm_ready(project),
         root=root,
         env=exact,
         client_env={},
         timeout=180,
         cwd=project,
     )
+
+
+def _warm_ready(project: Path) -> bool:
+    """The project's lock is held by a warm process with no idle end (this one, not one that a stage
+    started and that it takes over from), which serves, or serves nothing until an edit."""
+    from flows import warm
+
+    held = warm.holder(project)
+    if not held or held.idle != 0:
+        return False
+    return held.state == "broken" or (held.state == "serving" and warm.wait_until_served(project, 0.1))
 
 
 # --- DVC -----------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from prefect.settings import get_current_settings
 from flows.__main__ import temporary_server
 
 child = [sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"]
-with temporary_server() as ready:
-    ready()
+with temporary_server() as server:
+    server.ready()
     url = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
     urllib.request.urlopen(url + "/health", timeout=5).read()
     seen = []  # a thread with no context of its own, as Prefect's process pool forwarder is
@@ -62,8 +62,8 @@ def test_child_processes_report_to_the_one_temporary_server_which_stops_after(en
 KILLED = """
 import time
 from flows.__main__ import temporary_server
-with temporary_server() as ready:
-    ready()
+with temporary_server() as server:
+    server.ready()
     print("up", flush=True)
     time.sleep(600)
 """

@@ -166,8 +166,8 @@ def test_dvc_repro_alone_starts_a_warm_process_that_ends_idle(
 ) -> None:
     """`dvc repro` with no `make serve` and no Prefect server: its first stage starts the project's
     warm process, with a temporary Prefect server of its own, and every stage runs forked from it.
-    Idle for SVD_WARM_IDLE_S, it ends, its server with it. One started by hand (as `make serve`
-    starts it) takes over from such a one."""
+    Idle for SVD_WARM_IDLE_S after its last stage, it ends, its server with it. One started as
+    `make serve` starts it takes over from such a one without breaking the stage it runs."""
     from infra.stack import bare_env
 
     idle = 15
@@ -175,39 +175,47 @@ def test_dvc_repro_alone_starts_a_warm_process_that_ends_idle(
     proj, env = scratch_project(tmp_path, SMOKE, env)
     log = proj / ".stack" / "logs" / "warm.log"
 
-    def repro(*args: str) -> int:
-        """`dvc repro` as a user runs it; the warm process that serves the project afterwards."""
-        ran = subprocess.run(
+    def repro(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [str(Path(sys.executable).parent / "dvc"), "repro", *args],
             cwd=proj,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            timeout=400,
         )
-        assert ran.returncode == 0, ran.stderr[-3000:]
-        held = warm.holder(proj)
-        assert held and held[1] == idle and alive(held[0]), held
-        return held[0]
 
-    pid = repro("curate")
+    ran = repro("curate")
+    out = ran.communicate(timeout=400)[0]
+    assert ran.returncode == 0 and "started a warm process" in out, out[-3000:]
     assert [flow for _, flow in forks(log)] == ["synth", "curate"], log.read_text()[-3000:]
-    served = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    held = warm.holder(proj)
+    assert held and held.idle == idle and held.state == "serving", held
+    served = [int(p) for p in Path(f"/proc/{held.pid}/task/{held.pid}/children").read_text().split()]
     assert served, "no temporary Prefect server"  # the warm process's only child between stages
     deadline = time.monotonic() + idle + 30
-    while alive(pid) or any(alive(p) for p in served):
+    while alive(held.pid) or any(alive(p) for p in served):
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.5)
-    assert f"no stage for {idle} s; ending" in log.read_text() and not warm.address(proj).exists()
+    assert f"no stage for {idle:g} s; ending" in log.read_text() and not warm.address(proj).exists()
 
-    pid = repro("filter")  # a new warm process, since the last one ended
-    assert [flow for _, flow in forks(log)][2:] == ["filter"], log.read_text()[-3000:]
+    # a new one, since the last one ended; `make serve`'s takes over while it runs a stage
+    ran = repro("filter")
+    deadline = time.monotonic() + 300
+    while [flow for _, flow in forks(log)][2:] != ["filter"]:
+        assert time.monotonic() < deadline and ran.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.2)
+    first = warm.holder(proj)
     server = start_warm(proj, prefect_server, tmp_path, env)
     try:
+        out = ran.communicate(timeout=300)[0]
+        assert ran.returncode == 0, out[-3000:]
         deadline = time.monotonic() + 60
-        while alive(pid) or (warm.holder(proj) or (0, 1.0))[1] != 0:
-            assert time.monotonic() < deadline, server.log_tail()
-            time.sleep(0.5)
-        assert warm.wait_until_served(proj, 120)
+        while first and alive(first.pid):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert "another warm process takes over" in log.read_text()
+        held = warm.holder(proj)
+        assert held and held.idle == 0 and held.state == "serving" and warm.wait_until_served(proj, 1)
     finally:
         server.stop()
