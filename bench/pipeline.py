@@ -17,7 +17,7 @@ and logging. Overhead = (wall - sum of compute) / wall; the goal is under 5%.
 
 Each door's Prefect and MLflow databases are created before its timed run, as a user's are after
 their first run: creating them (schema migrations, about 10 s) is a one-off, printed on its own, and
-so is starting the warm process.
+so is starting the warm process of "dvc repro + warm" (the one of "dvc repro" starts in the run).
 
     python bench/pipeline.py [--profile smoke|default] [--door 'dvc repro' ...]
 """

@@ -204,7 +204,8 @@ def serve_warm(started: dict[str, str], idle: float) -> None:
     root = Path.cwd()
     lock = warm.claim(root, idle)
     if lock is None and not idle and (held := warm.holder(root)) and held.idle > 0:
-        os.kill(held.pid, signal.SIGUSR1)
+        with suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(held.pid, signal.SIGUSR1)
         lock = warm.claim(root, idle, wait=60)
     if lock is None:
         raise SystemExit(f"python -m flows warm: another warm process serves {root}, or is starting")
@@ -213,9 +214,8 @@ def serve_warm(started: dict[str, str], idle: float) -> None:
     else:
         with temporary_server(scoped=False) as server:
             again = warm.serve(root, load, FLOWS, main, started, STARTED_NS, lock, server.ready, server.alive)
+    lock.release()
     if again:
-        lock.say("starting")  # for the stages that wait: the program it becomes claims the lock again
-        lock.release()
         argv = [sys.executable, "-m", "flows", "warm", "--idle", f"{idle:g}"]
         os.execve(sys.executable, argv, started)
 

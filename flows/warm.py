@@ -165,14 +165,16 @@ def _request(argv: list[str]) -> dict:
 
 def start(root: Path, argv: list[str], idle: float, timeout: float = 180) -> bool:
     """Start a warm process for `root` that ends after `idle` seconds without a stage, or wait for
-    the one that is starting: True once it serves. The stage waits instead of importing on its own:
-    on 2 cores two imports at once take as long as both in turn. False (run cold) when one serves
-    and refused this client, one is there but will not serve soon (its flows do not import, it is
+    the one that is starting: True once one serves (it may still refuse this stage: ask it again).
+    The stage waits instead of importing on its own: on 2 cores two imports at once take as long as
+    both in turn. False (run cold) when one is there but will not serve soon (its flows do not import, it is
     draining its stages), none came to serve, it would refuse this stage anyway (a memory cap), or
     the project is one of DVC's temporary experiment workspaces, which it would outlive."""
     try:
         path = address(root)
-        if _answers(path) or _refusal(_request(argv), os.environ) or "/.dvc/tmp/" in f"{root.resolve()}/":
+        if _answers(path):  # serving since this stage asked
+            return True
+        if _refusal(_request(argv), os.environ) or "/.dvc/tmp/" in f"{root.resolve()}/":
             return False
         started: subprocess.Popen[bytes] | None = None
         if holder(root) is None:  # none serves or starts: this client starts one
@@ -209,12 +211,10 @@ def start(root: Path, argv: list[str], idle: float, timeout: float = 180) -> boo
 def idle_seconds() -> float:
     """SVD_WARM_IDLE_S: how long a warm process that a stage starts waits for the next one."""
     value = os.environ.get(IDLE, "600")
-    try:
-        return float(value)
-    except ValueError:
-        raise SystemExit(
-            f"{IDLE} must be a number of seconds (0: start no warm process), not {value!r}"
-        ) from None
+    with contextlib.suppress(ValueError):
+        if math.isfinite(idle := float(value)) and idle >= 0:
+            return idle
+    raise SystemExit(f"{IDLE} must be a number of seconds (0: start no warm process), not {value!r}")
 
 
 @dataclass
@@ -241,9 +241,9 @@ def lock_path(root: Path) -> Path:
     return address(root).with_suffix(".lock")
 
 
-def claim(root: Path, idle: float, wait: float = 5.0) -> Lock | None:
-    """`root`'s lock, tried for `wait` seconds (one starting again after an edit lets it go for its
-    exec), or None while another process holds it."""
+def claim(root: Path, idle: float, wait: float = 0.0) -> Lock | None:
+    """`root`'s lock, tried for `wait` seconds (the warm process that one taking over stops lets it
+    go at its next turn), or None while another process holds it."""
     fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + wait
     while True:
@@ -344,6 +344,12 @@ def serve(
     read any file of the project; `ready` waits for the Prefect server it holds, `alive` says it
     still runs."""
     idle = lock.idle
+
+    def taken_over(*_: object) -> None:  # before it serves: nothing of its own to finish
+        print("warm: another warm process takes over", flush=True)
+        os._exit(0)  # its temporary Prefect server gets its parent-death signal
+
+    signal.signal(signal.SIGUSR1, taken_over)
     try:
         for name in flows:
             load(name)
@@ -386,7 +392,7 @@ def serve(
     listener.listen(16)
     lock.say("serving")
     stopping: list[float] = []
-    leaving: list[bool] = []  # SIGUSR1: another warm process takes over
+    leaving: list[bool] = []  # SIGUSR1, now that it serves: another warm process takes over
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
@@ -414,7 +420,7 @@ def serve(
     try:
         while (listener.fileno() >= 0 or children) and not (stopping and not children):
             wait = 1.0 if ending or stopping else None if children or not idle else until - time.monotonic()
-            wait = max(wait, 0.0) if wait is not None else None
+            wait = min(max(wait, 0.0), 3600.0) if wait is not None else None  # epoll's bound
             for key, _ in sel.select(timeout=wait):
                 if key.fileobj is wake_r:
                     with contextlib.suppress(BlockingIOError):
@@ -442,7 +448,9 @@ def serve(
                         elif pid := _fork(
                             conn,
                             fds,
-                            request | {"made": made},
+                            # make serve's server stands in for a client that names none; one a
+                            # stage started lends none: that client's cold run would boot its own
+                            request | {"made": made, "lend_server": not idle},
                             [listener, wake_r, wake_w, lock.fd, *children.values()],
                             run,
                         ):
@@ -462,7 +470,7 @@ def serve(
                     sel.unregister(key.fileobj)
             if _reap(children, sel) or children:  # idle from when the last stage ended
                 until = time.monotonic() + (idle or math.inf)
-            if leaving and listener.fileno() >= 0:
+            if leaving and lock.fd >= 0:  # serving or draining: the lock goes now, its stages end as they do
                 print(
                     "warm: another warm process takes over; ending once the running stages have", flush=True
                 )
@@ -471,7 +479,7 @@ def serve(
             elif not stopping and time.monotonic() >= until:
                 print(f"warm: no stage for {idle:g} s; ending", flush=True)
                 stopping.append(time.monotonic())
-            if stopping and not told:  # once: SIGINT the children, then they have 10 s
+            if stopping and not told:  # once: SIGINT the children, then they have 7 s
                 told = True
                 if listener.fileno() >= 0:
                     stop_listening()
@@ -489,7 +497,10 @@ def serve(
             _signal(pid, signal.SIGKILL)
         if listener.fileno() >= 0:
             stop_listening()
-    return again and not stopping
+    again = again and not stopping and not leaving
+    if again:  # for the stages that wait: the program it becomes claims the lock again
+        lock.say("starting")
+    return again
 
 
 def _answers(path: Path) -> bool:
@@ -626,7 +637,7 @@ def _fork(
     code = 1
     try:
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM):
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in a new process
         for f in inherited:  # the warm process's; `conn` stays open until this process ends, so
@@ -652,7 +663,7 @@ def _child(request: dict, run: Callable[[list[str]], None]) -> int:
     import numpy as np
     from prefect.context import refresh_global_settings_context
 
-    served = os.environ.get("PREFECT_API_URL")
+    served = os.environ.get("PREFECT_API_URL") if request["lend_server"] else None
     os.chdir(request["cwd"])
     os.umask(request["umask"])
     for name in LIMITS:  # the `ulimit`s of the stage's shell (open files, core size, nice ...)

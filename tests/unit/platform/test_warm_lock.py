@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from flows import warm
 
 
@@ -42,3 +44,15 @@ def test_a_stage_with_other_prefect_settings_does_not_fork_onto_the_warm_process
     assert "PREFECT_HOME differ" in warm._refusal(other, own)
     served = own | {"PREFECT_API_URL": "http://127.0.0.1:4200/api"}
     assert warm._refusal(other | {"env": other["env"] | {"PREFECT_API_URL": "http://x/api"}}, served) == ""
+
+
+def test_the_idle_time_is_seconds_and_nothing_else(monkeypatch) -> None:
+    monkeypatch.delenv(warm.IDLE, raising=False)
+    assert warm.idle_seconds() == 600
+    for value, seconds in (("0", 0.0), ("90", 90.0), ("2.5", 2.5)):
+        monkeypatch.setenv(warm.IDLE, value)
+        assert warm.idle_seconds() == seconds
+    for bad in ("10m", "", "inf", "nan", "-1"):  # inf would overflow the warm process's select
+        monkeypatch.setenv(warm.IDLE, bad)
+        with pytest.raises(SystemExit, match=f"{warm.IDLE} must be a number of seconds"):
+            warm.idle_seconds()
