@@ -192,10 +192,10 @@ def start_service(
     env: Mapping[str, str | None],
     client_env: Mapping[str, str],
     timeout: float = 90.0,
-    ready: Callable[[], bool] | None = None,
+    ready: Callable[[Service], bool] | None = None,
     cwd: Path | None = None,
 ) -> Service:
-    """Launch `cmd` in its own session and return once `health` answers (and `ready()` holds).
+    """Launch `cmd` in its own session and return once `health` answers (and `ready(service)` holds).
 
     A None value in `env` removes that variable from the inherited environment."""
     log = root / "logs" / f"{name}.log"
@@ -217,7 +217,7 @@ def start_service(
     while time.monotonic() < deadline:
         if not svc.alive():
             break
-        if _http_ok(health) and (ready is None or ready()):
+        if _http_ok(health) and (ready is None or ready(svc)):
             return svc
         time.sleep(0.3)
     code = svc.proc.poll()
@@ -413,7 +413,7 @@ def start_worker(
         cmd,
         url=f"{prefect.url}/work_pools/{pool}",
         health=f"{prefect.url}/health",
-        ready=registered,
+        ready=lambda _: registered(),
         root=root,
         env={**(env or {}), **prefect.env, "PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds)},
         client_env={},
@@ -435,7 +435,7 @@ def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, st
         [sys.executable, "-m", "flows", "warm"],
         url=str(warm.address(project)),
         health=f"{prefect.url}/health",
-        ready=lambda: _warm_ready(project),
+        ready=lambda svc: _warm_ready(project, svc.proc.pid),
         root=root,
         env=exact,
         client_env={},
@@ -444,13 +444,13 @@ def start_warm(project: Path, prefect: Service, root: Path, env: Mapping[str, st
     )
 
 
-def _warm_ready(project: Path) -> bool:
-    """The project's lock is held by a warm process with no idle end (this one, not one that a stage
-    started and that it takes over from), which serves, or serves nothing until an edit."""
+def _warm_ready(project: Path, pid: int) -> bool:
+    """The project's lock is held by the warm process `pid` (not one it takes over from), which
+    serves, or serves nothing until an edit."""
     from flows import warm
 
     held = warm.holder(project)
-    if not held or held.idle != 0:
+    if not held or held.pid != pid:
         return False
     return held.state == "broken" or (held.state == "serving" and warm.wait_until_served(project, 0.1))
 
