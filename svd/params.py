@@ -594,10 +594,17 @@ class ParamsError(ValueError):
     pass
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file, parsed by libyaml where PyYAML was built with it (the same safe constructor):
+    each step reads params.yaml, dvc.yaml and dvc.lock (tens of kB) as it starts, and the
+    pure-Python parser took 0.6 s of each warm stage's 1.2 s outside its step."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
     """Read params.yaml, deep-merge `overrides` (e.g. a test profile) and validate."""
     path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     if overrides:
         raw = merge(raw, overrides)
     try:

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
-import yaml
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from svd.params import read_yaml
 from svd.storage import TMP_PREFIX
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def declared(stage: str, p: Params) -> Declared:
     path = Path("dvc.yaml")
     if not path.exists():
         path = Path(__file__).resolve().parents[1] / "dvc.yaml"
-    spec = (yaml.safe_load(path.read_text())["stages"] if path.exists() else {}).get(stage)
+    spec = (read_yaml(path)["stages"] if path.exists() else {}).get(stage)
     if spec is None:
         return Declared()
     tree = p.model_dump(mode="json")
@@ -180,7 +180,7 @@ def dvc_hashes(inputs: Iterable[str], lock: Path = Path("dvc.lock")) -> dict[str
     for the stage that output it (DVC's `.dir` hash). Inputs with neither are left out."""
     outs: dict[str, str] = {}
     if lock.exists():
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for stage in (read_yaml(lock) or {}).get("stages", {}).values():
             outs |= {o["path"].rstrip("/"): o.get("md5", "") for o in stage.get("outs", [])}
     hashes = {}
     for path in inputs:
