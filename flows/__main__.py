@@ -151,6 +151,8 @@ def load(name: str) -> Callable[..., Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from flows import warm
+
     ap = argparse.ArgumentParser(prog="python -m flows")
     ap.add_argument(
         "flow", choices=[*FLOWS, "warm"], help="warm: serve the stages of `dvc repro` (flows/warm.py)"
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--stage", choices=["image", "video", "finetune"], default="image")
     ap.add_argument("--processes", type=int, default=1, help="train: processes under torchrun, one per GPU")
-    ap.add_argument("--idle", type=float, default=0, help="warm: end after this many seconds without a stage")
+    idle = "warm: end after this many seconds without a stage"
+    ap.add_argument("--idle", type=warm.seconds, default=0, help=idle)
     args = ap.parse_args(argv)
     started = dict(os.environ)  # before the settings below and the imports: for the warm process
     # The process ends with the flow. The interpreter's last collection would walk everything the run
@@ -193,10 +196,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def serve_warm(started: dict[str, str], idle: float) -> None:
     """The warm process; when an imported file changes it starts again as a new program, for a fresh
-    import of everything. Its children's flow runs go to the configured Prefect server, else to a
-    temporary one it holds while it lives. Started by hand or by `make serve` (no idle end), it
-    takes over from one that a stage started: that one serves no more and ends once its running
-    stages have."""
+    import of everything. Its children's flow runs go to their own configured Prefect server, else
+    to the warm process's: the one configured for `make serve`'s, else a temporary one it holds while
+    it lives. Started by hand or by `make serve` (no idle end), it takes over from one that a stage
+    started: that one serves no more and ends once its running stages have."""
     from prefect.settings import PREFECT_API_URL
 
     from flows import warm

@@ -208,13 +208,21 @@ def start(root: Path, argv: list[str], idle: float, timeout: float = 180) -> boo
         return False
 
 
+def seconds(value: str) -> float:
+    """A finite number of seconds, not negative: SVD_WARM_IDLE_S, `--idle`."""
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"not a number of seconds: {value!r}")
+    return number
+
+
 def idle_seconds() -> float:
     """SVD_WARM_IDLE_S: how long a warm process that a stage starts waits for the next one."""
     value = os.environ.get(IDLE, "600")
-    with contextlib.suppress(ValueError):
-        if math.isfinite(idle := float(value)) and idle >= 0:
-            return idle
-    raise SystemExit(f"{IDLE} must be a number of seconds (0: start no warm process), not {value!r}")
+    try:
+        return seconds(value)
+    except ValueError:
+        raise SystemExit(f"{IDLE} must be a number of seconds (0: no warm process), not {value!r}") from None
 
 
 @dataclass
@@ -346,8 +354,10 @@ def serve(
     idle = lock.idle
 
     def taken_over(*_: object) -> None:  # before it serves: nothing of its own to finish
-        print("warm: another warm process takes over", flush=True)
-        os._exit(0)  # its temporary Prefect server gets its parent-death signal
+        try:  # not print(): the main thread may be inside a write to stdout
+            os.write(1, b"warm: another warm process takes over\n")
+        finally:
+            os._exit(0)  # its temporary Prefect server gets its parent-death signal
 
     signal.signal(signal.SIGUSR1, taken_over)
     try:
@@ -372,6 +382,7 @@ def serve(
                 print(f"warm: nothing changed in {idle:g} s; ending", flush=True)
                 return False
             time.sleep(2)
+        lock.say("starting")  # for the stages that wait: the program it becomes claims the lock again
         return True
     files, now = snapshot(imported()), time.time_ns()
     made = {k: v for k, v in os.environ.items() if started.get(k) != v}  # what the imports set
@@ -448,8 +459,9 @@ def serve(
                         elif pid := _fork(
                             conn,
                             fds,
-                            # make serve's server stands in for a client that names none; one a
-                            # stage started lends none: that client's cold run would boot its own
+                            # make serve's configured server stands in for a client that names
+                            # none; one a stage started lends its configured server to no client
+                            # (whose cold run would boot its own), its temporary one through `made`
                             request | {"made": made, "lend_server": not idle},
                             [listener, wake_r, wake_w, lock.fd, *children.values()],
                             run,
